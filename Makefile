@@ -1,0 +1,41 @@
+# The README's two commands: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+EXTRAS := all
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint install fashion-mnist clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Re-install when the package metadata changes.
+$(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# Fashion-MNIST from Debian (the embedded real data set); needs root.
+fashion-mnist:
+	@if ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then \
+	  echo "Installing dataset-fashion-mnist (apt-get)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	fi
+
+lint: install
+	$(BIN)/ruff check .
+
+test: install fashion-mnist lint
+	@set +e; TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest -q -ra --durations=25 $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+demo: install fashion-mnist
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m keras_fgvc.demo
+
+clean:
+	rm -rf $(VENV) artifacts .pytest_cache .ruff_cache

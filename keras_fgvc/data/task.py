@@ -1,0 +1,125 @@
+"""The `Task` every data builder returns and every trainer consumes.
+
+Label contract (DESIGN.md): for background tasks, label 0 is background and
+1..N are the rare categories. Metrics are computed over 1..N only.
+"""
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class Split:
+    """One split of a task: labels plus either in-memory images or file paths.
+
+    Args:
+        labels: int64 [n] class indices into `Task.class_names`.
+        images: uint8 [n, H, W, C] images held in memory, or None.
+        paths: [n] image file paths (str), or None.
+        teacher_labels: int64 [n] pseudo-labels from a teacher over
+            `Task.teacher_class_names`; -1 marks "no teacher label".
+    """
+
+    labels: np.ndarray
+    images: np.ndarray | None = None
+    paths: np.ndarray | None = None
+    teacher_labels: np.ndarray | None = None
+
+    def __post_init__(self):
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        if self.labels.ndim != 1:
+            raise ValueError(f"labels must be 1-D, got shape {self.labels.shape}.")
+        n = len(self.labels)
+        if self.images is None and self.paths is None:
+            raise ValueError("A split needs `images` or `paths`.")
+        if self.paths is not None:
+            self.paths = np.asarray(self.paths, dtype=object)
+        for field in ("images", "paths", "teacher_labels"):
+            value = getattr(self, field)
+            if value is not None and len(value) != n:
+                raise ValueError(f"{field} has {len(value)} entries but labels has {n}.")
+        if self.teacher_labels is not None:
+            self.teacher_labels = np.asarray(self.teacher_labels, dtype=np.int64)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def subset(self, indices):
+        """A new split holding the examples at `indices` (in that order)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        take = lambda a: None if a is None else a[indices]
+        return Split(
+            labels=self.labels[indices],
+            images=take(self.images),
+            paths=take(self.paths),
+            teacher_labels=take(self.teacher_labels),
+        )
+
+
+@dataclasses.dataclass
+class Task:
+    """A classification task: class names and train / val / test splits.
+
+    Args:
+        name: identifier, e.g. ``"fashion_bg"``.
+        class_names: names of every class the model predicts. For a
+            background task index 0 is ``"background"``.
+        train, val, test: `Split`s.
+        has_background: whether index 0 is the background class.
+        teacher_class_names: label space of the teacher (background
+            splitting), when the splits carry `teacher_labels`.
+    """
+
+    name: str
+    class_names: list
+    train: Split
+    val: Split
+    test: Split
+    has_background: bool = True
+    teacher_class_names: list | None = None
+
+    def __post_init__(self):
+        self.class_names = [str(c) for c in self.class_names]
+        c = len(self.class_names)
+        for split_name in ("train", "val", "test"):
+            split = getattr(self, split_name)
+            if len(split) and (split.labels.min() < 0 or split.labels.max() >= c):
+                bad = split.labels[(split.labels < 0) | (split.labels >= c)][0]
+                raise ValueError(
+                    f"Task {self.name!r}: {split_name} label {int(bad)} is outside "
+                    f"the class range [0, {c - 1}]."
+                )
+
+    @property
+    def num_classes(self):
+        """Number of model outputs, background included."""
+        return len(self.class_names)
+
+    @property
+    def num_foreground(self):
+        """N, the number of rare (foreground) categories."""
+        return self.num_classes - 1 if self.has_background else self.num_classes
+
+    def class_counts(self, split="train"):
+        """Examples per class in `split`, int64 [num_classes]."""
+        labels = getattr(self, split).labels
+        return np.bincount(labels, minlength=self.num_classes).astype(np.int64)
+
+    def background_fraction(self, split="train"):
+        """Fraction of `split` labelled background (0.0 for tasks without one)."""
+        if not self.has_background:
+            return 0.0
+        labels = getattr(self, split).labels
+        return float(np.mean(labels == 0)) if len(labels) else 0.0
+
+    def summary(self):
+        """A one-line description: sizes, classes and background fraction."""
+        sizes = ", ".join(f"{s}={len(getattr(self, s))}" for s in ("train", "val", "test"))
+        text = f"{self.name}: {self.num_classes} classes ({sizes})"
+        if self.has_background:
+            text += (
+                f", N={self.num_foreground} rare, background "
+                f"{100 * self.background_fraction():.2f}% of train"
+            )
+        return text
