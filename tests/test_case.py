@@ -162,7 +162,8 @@ def run_layer_test(
     # jit_compile=True (what TPUs run).
     if run_jit:
         fn = tf.function(lambda t: model(t), jit_compile=True)
-        assert_allclose_nested(fn(tf.constant(x)), model(x), rtol=max(rtol, 1e-4), atol=max(atol, 1e-4))
+        tol = dict(rtol=max(rtol, 1e-4), atol=max(atol, 1e-4))
+        assert_allclose_nested(fn(tf.constant(x)), model(x), **tol)
 
     # mixed_bfloat16 (TPU) policy.
     if run_mixed_precision:
@@ -176,7 +177,8 @@ def run_layer_test(
             mp_out = _flatten(_to_numpy(mp_layer(x)))
             for arr in mp_out:
                 if np.issubdtype(arr.dtype, np.floating) or arr.dtype.name == "bfloat16":
-                    assert np.all(np.isfinite(arr.astype(np.float32))), "mixed_bfloat16 output not finite"
+                    finite = np.isfinite(arr.astype(np.float32))
+                    assert np.all(finite), "mixed_bfloat16 output not finite"
         finally:
             keras.config.set_dtype_policy(previous)
     return y
