@@ -1,0 +1,349 @@
+"""Class-balanced losses based on the effective number of samples.
+
+Cui, Jia, Lin, Song, Belongie, "Class-Balanced Loss Based on Effective Number
+of Samples", CVPR 2019 (Cui's dissertation, Ch. 5, Eq. 5.1-5.13).
+
+The effective number of ``n`` samples is ``E_n = (1 - beta^n) / (1 - beta)``
+(Eq. 5.2). A sample of class ``y`` gets the weight ``1 / E_{n_y} =
+(1 - beta) / (1 - beta^{n_y})`` (Eq. 5.6), normalised so the weights of the C
+classes sum to C (Sec. 5.3, as the official code). The weighted losses are
+softmax cross-entropy (Eq. 5.8), sigmoid cross-entropy (Eq. 5.11) and focal
+loss (Eq. 5.13).
+
+Reduction: each loss's `call` returns the per-example loss ``w_y * L(z, y)``
+(sigmoid and focal: summed over the C classes); the default
+``"sum_over_batch_size"`` reduction divides the sum by the batch size, as the
+official TF code (``focal_loss /= tf.reduce_sum(labels)`` = batch size for
+single-label data). Note the official sigmoid branch goes through
+``tf.losses.sigmoid_cross_entropy``, which also divides by C; here the sum over
+classes of Eq. 5.11 is kept, so that loss is C times larger.
+"""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_fgvc.losses import utils
+from keras_fgvc.losses.focal import (
+    sigmoid_cross_entropy,
+    sigmoid_focal_crossentropy,
+    validate_gamma,
+)
+
+
+def _validate_beta(beta):
+    return utils.validate_probability_range(beta, "beta")
+
+
+def effective_number(n, beta):
+    """Effective number of samples ``E_n = (1 - beta^n) / (1 - beta)`` (Eq. 5.2).
+
+    Args:
+        n: number of samples (scalar or array, >= 0).
+        beta: hyper-parameter in [0, 1); ``beta = (N - 1) / N``.
+
+    Returns:
+        ``E_n`` as a float (scalar input) or float64 array. ``E_0 = 0``,
+        ``E_n = 1`` for n >= 1 when beta = 0, and ``E_n -> n`` as beta -> 1.
+
+    Example:
+        >>> effective_number(100, 0.99)  # 63.4...
+    """
+    beta = _validate_beta(beta)
+    counts = np.asarray(n, dtype=np.float64)
+    if np.any(counts < 0) or not np.all(np.isfinite(counts)):
+        raise ValueError(f"n must be finite and >= 0; got {n!r}.")
+    out = (1.0 - np.power(beta, counts)) / (1.0 - beta)
+    return float(out) if out.ndim == 0 else out
+
+
+def class_balanced_weights(class_counts, beta):
+    """Class-balanced weights ``(1 - beta) / (1 - beta^{n_i})``, normalised to sum to C.
+
+    Implements the weighting factor of Eq. 5.6, normalised as Sec. 5.3 and the
+    official code (``weights / sum(weights) * C``).
+
+    A class with zero samples is given the weight of a class with one sample
+    (``n_i`` is clamped to 1), i.e. the largest raw weight ``1`` any class can
+    get. Its raw weight ``1 / E_0`` is infinite; weight 0 would silently drop
+    the class from the loss if its labels ever appear (counts taken on a
+    subset, classes added by dataset bootstrapping) and would break
+    "beta = 0 gives all ones". With the clamp the weights stay finite,
+    beta = 0 still gives all ones, and an unseen class is treated as the
+    rarest one.
+
+    Args:
+        class_counts: number of training samples per class (C values >= 0).
+        beta: hyper-parameter in [0, 1). 0 = no re-weighting (all ones);
+            beta -> 1 approaches inverse class frequency.
+
+    Returns:
+        float64 NumPy array of C weights that sum to C.
+
+    Example:
+        >>> class_balanced_weights([1000, 10], beta=0.999)  # [0.0154..., 1.9845...]
+    """
+    beta = _validate_beta(beta)
+    counts = utils.validate_counts(class_counts)
+    raw = (1.0 - beta) / (1.0 - np.power(beta, np.maximum(counts, 1.0)))
+    return raw / np.sum(raw) * counts.size
+
+
+def _example_weights(targets, class_weights):
+    """Per-example ``w_y``: ``sum_i y_i w_i`` (= w_y for one-hot, 0 for an all-zero row)."""
+    weights = ops.convert_to_tensor(np.asarray(class_weights), dtype=targets.dtype)
+    return ops.sum(targets * weights, axis=-1)
+
+
+def class_balanced_softmax_cross_entropy(y_true, logits, class_weights, label_smoothing=0.0):
+    """Per-example CB softmax cross-entropy ``-w_y log softmax(z)_y`` (Eq. 5.8).
+
+    Args:
+        y_true: integer labels ``[B]`` / ``[B, 1]`` or one-hot ``[B, C]``.
+        logits: ``[B, C]`` logits.
+        class_weights: C weights (e.g. from `class_balanced_weights`).
+        label_smoothing: keras-style smoothing of the targets (the weight w_y
+            is taken from the unsmoothed label).
+
+    Returns:
+        ``[B]`` per-example loss.
+    """
+    logits = ops.convert_to_tensor(logits)
+    targets = utils.one_hot_targets(y_true, logits)
+    weight = _example_weights(targets, class_weights)
+    targets = utils.smooth_labels(targets, label_smoothing, logits.shape[-1])
+    loss = -ops.sum(targets * ops.log_softmax(logits, axis=-1), axis=-1)
+    return weight * loss
+
+
+def class_balanced_sigmoid_cross_entropy(y_true, logits, class_weights, label_smoothing=0.0):
+    """Per-example CB sigmoid cross-entropy ``-w_y sum_i log sigmoid(z_t,i)`` (Eq. 5.11)."""
+    logits = ops.convert_to_tensor(logits)
+    targets = utils.one_hot_targets(y_true, logits)
+    weight = _example_weights(targets, class_weights)
+    targets = utils.smooth_labels(targets, label_smoothing, 2)
+    return weight * ops.sum(sigmoid_cross_entropy(targets, logits), axis=-1)
+
+
+def class_balanced_focal_loss(y_true, logits, class_weights, gamma=0.5, label_smoothing=0.0):
+    """Per-example CB focal loss ``-w_y sum_i (1 - p_t,i)^gamma log p_t,i`` (Eq. 5.13).
+
+    The modulator is ``exp(gamma * log_sigmoid(-z_t))``: finite, with finite
+    gradients, at gamma = 0, gamma < 1 and |z| = 100.
+    """
+    logits = ops.convert_to_tensor(logits)
+    targets = utils.one_hot_targets(y_true, logits)
+    weight = _example_weights(targets, class_weights)
+    targets = utils.smooth_labels(targets, label_smoothing, 2)
+    return weight * ops.sum(sigmoid_focal_crossentropy(targets, logits, gamma), axis=-1)
+
+
+class _ClassBalancedLoss(keras.losses.Loss):
+    """Shared constructor/config of the class-balanced losses (not registered)."""
+
+    def __init__(self, class_counts, beta, from_logits, label_smoothing, reduction, name, dtype):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        if not from_logits:
+            raise ValueError(
+                f"{type(self).__name__} takes logits (from_logits=True); got from_logits=False."
+            )
+        self.class_weights = class_balanced_weights(class_counts, beta)
+        self.class_counts = utils.counts_to_list(class_counts)
+        self.beta = float(beta)
+        self.from_logits = True
+        self.label_smoothing = utils.validate_probability_range(label_smoothing, "label_smoothing")
+        self._dtype_arg = utils.dtype_config(dtype)
+
+    def get_config(self):
+        return {
+            "class_counts": self.class_counts,
+            "beta": self.beta,
+            "from_logits": self.from_logits,
+            "label_smoothing": self.label_smoothing,
+            "reduction": self.reduction,
+            "name": self.name,
+            "dtype": self._dtype_arg,
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_fgvc")
+class ClassBalancedSoftmaxCrossEntropy(_ClassBalancedLoss):
+    """Class-balanced softmax cross-entropy (Cui et al. 2019, Eq. 5.8).
+
+    Per-example loss ``-(1 - beta) / (1 - beta^{n_y}) * log softmax(z)_y``, with
+    the weights normalised to sum to C (`class_balanced_weights`).
+
+    Args:
+        class_counts: number of training samples of each of the C classes.
+        beta: effective-number hyper-parameter in [0, 1), default 0.9999;
+            0 gives the unweighted loss.
+        from_logits: must be True (`y_pred` are logits).
+        label_smoothing: keras-style target smoothing, default 0.
+        reduction, name, dtype: as `keras.losses.Loss`; the default reduction
+            divides the summed per-example losses by the batch size.
+
+    Call arguments:
+        y_true: integer labels ``[B]`` / ``[B, 1]`` or one-hot ``[B, C]``.
+            Integer labels outside [0, C) (e.g. -1) contribute 0.
+        y_pred: logits ``[B, C]``.
+
+    Returns:
+        Per-example loss ``[B]`` from `call`; the reduced loss from `__call__`.
+
+    Example:
+        >>> loss = ClassBalancedSoftmaxCrossEntropy([500, 50, 5], beta=0.999)
+        >>> value = loss([0, 2], [[2.0, 0.1, -1.0], [0.3, 0.2, 1.5]])
+    """
+
+    def __init__(
+        self,
+        class_counts,
+        beta=0.9999,
+        from_logits=True,
+        label_smoothing=0.0,
+        reduction="sum_over_batch_size",
+        name="class_balanced_softmax_cross_entropy",
+        dtype=None,
+    ):
+        super().__init__(class_counts, beta, from_logits, label_smoothing, reduction, name, dtype)
+
+    def call(self, y_true, y_pred):
+        return class_balanced_softmax_cross_entropy(
+            y_true, y_pred, self.class_weights, self.label_smoothing
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_fgvc")
+class ClassBalancedSigmoidCrossEntropy(_ClassBalancedLoss):
+    """Class-balanced sigmoid cross-entropy (Cui et al. 2019, Eq. 5.11).
+
+    Per-example loss ``-w_y * sum_i log sigmoid(z_t,i)``, summed over the C
+    classes (``z_t = z`` for the true class, ``-z`` otherwise). Initialise the
+    last bias with `PriorProbability` (Sec. 5.4.2).
+
+    Args:
+        class_counts, beta, from_logits, label_smoothing, reduction, name,
+        dtype: as `ClassBalancedSoftmaxCrossEntropy` (smoothing goes towards
+            0.5, as keras' binary losses).
+
+    Call arguments:
+        y_true: integer labels ``[B]`` / ``[B, 1]`` or one-hot ``[B, C]``.
+        y_pred: logits ``[B, C]``.
+
+    Returns:
+        Per-example loss ``[B]`` from `call`; the reduced loss from `__call__`.
+
+    Example:
+        >>> loss = ClassBalancedSigmoidCrossEntropy([500, 50, 5], beta=0.999)
+        >>> value = loss([0, 2], [[2.0, 0.1, -1.0], [0.3, 0.2, 1.5]])
+    """
+
+    def __init__(
+        self,
+        class_counts,
+        beta=0.9999,
+        from_logits=True,
+        label_smoothing=0.0,
+        reduction="sum_over_batch_size",
+        name="class_balanced_sigmoid_cross_entropy",
+        dtype=None,
+    ):
+        super().__init__(class_counts, beta, from_logits, label_smoothing, reduction, name, dtype)
+
+    def call(self, y_true, y_pred):
+        return class_balanced_sigmoid_cross_entropy(
+            y_true, y_pred, self.class_weights, self.label_smoothing
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_fgvc")
+class ClassBalancedFocalLoss(_ClassBalancedLoss):
+    """Class-balanced focal loss (Cui et al. 2019, Eq. 5.13).
+
+    Per-example loss ``-w_y * sum_i (1 - p_t,i)^gamma log p_t,i``, summed over
+    the C classes, with the modulator computed in log space
+    (``exp(gamma * log_sigmoid(-z_t))``). The paper's large-scale setting is
+    beta = 0.999, gamma = 0.5 (Table 5.3).
+
+    Args:
+        class_counts, beta, from_logits, label_smoothing, reduction, name,
+        dtype: as `ClassBalancedSigmoidCrossEntropy`.
+        gamma: focusing parameter >= 0, default 0.5; 0 gives CB sigmoid CE.
+
+    Call arguments:
+        y_true: integer labels ``[B]`` / ``[B, 1]`` or one-hot ``[B, C]``.
+        y_pred: logits ``[B, C]``.
+
+    Returns:
+        Per-example loss ``[B]`` from `call`; the reduced loss from `__call__`.
+
+    Example:
+        >>> loss = ClassBalancedFocalLoss([500, 50, 5], beta=0.999, gamma=0.5)
+        >>> value = loss([0, 2], [[2.0, 0.1, -1.0], [0.3, 0.2, 1.5]])
+    """
+
+    def __init__(
+        self,
+        class_counts,
+        beta=0.9999,
+        gamma=0.5,
+        from_logits=True,
+        label_smoothing=0.0,
+        reduction="sum_over_batch_size",
+        name="class_balanced_focal_loss",
+        dtype=None,
+    ):
+        super().__init__(class_counts, beta, from_logits, label_smoothing, reduction, name, dtype)
+        self.gamma = validate_gamma(gamma)
+
+    def call(self, y_true, y_pred):
+        return class_balanced_focal_loss(
+            y_true, y_pred, self.class_weights, self.gamma, self.label_smoothing
+        )
+
+    def get_config(self):
+        return {**super().get_config(), "gamma": self.gamma}
+
+
+@keras.saving.register_keras_serializable(package="keras_fgvc")
+class PriorProbability(keras.initializers.Initializer):
+    """Bias initializer ``b = -log((1 - pi) / pi)`` for sigmoid heads (Sec. 5.4.2).
+
+    With this bias every sigmoid output starts at probability ``pi``, avoiding
+    the huge initial loss of b = 0 (Lin et al. 2017; Cui, Sec. 5.4.2).
+
+    Args:
+        probability: the prior pi in (0, 1). None (default) = ``1 / C`` with C
+            the last dimension of the initialised shape (C must be > 1).
+
+    Returns:
+        A tensor of the requested shape filled with ``-log((1 - pi) / pi)``.
+
+    Example:
+        >>> head = keras.layers.Dense(10, bias_initializer=PriorProbability())
+    """
+
+    def __init__(self, probability=None):
+        if probability is not None:
+            probability = utils.validate_probability_range(
+                probability, "probability", low_inclusive=False
+            )
+        self.probability = probability
+
+    def __call__(self, shape, dtype=None):
+        pi = self.probability
+        if pi is None:
+            num_classes = shape[-1] if len(shape) else 1
+            if num_classes is None or num_classes < 2:
+                raise ValueError(
+                    "PriorProbability(probability=None) uses pi = 1/C and needs C >= 2 "
+                    f"in the last dimension; got shape {tuple(shape)}."
+                )
+            pi = 1.0 / num_classes
+        bias = -math.log((1.0 - pi) / pi)
+        return ops.full(shape, bias, dtype=dtype or keras.backend.floatx())
+
+    def get_config(self):
+        return {"probability": self.probability}

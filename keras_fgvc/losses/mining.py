@@ -1,0 +1,112 @@
+"""In-batch triplet mining: local positives and margin-violating negatives.
+
+Cui, Zhou, Lin, Belongie, "Fine-grained Categorization and Dataset
+Bootstrapping using Deep Metric Learning with Humans in the Loop", CVPR 2016
+(Cui's dissertation, Sec. 2.3.2-2.3.3, Fig. 2.6, Sec. 2.4.3).
+
+Everything here is dense ``[B, B]`` / ``[B, B, B]`` boolean algebra over the
+batch (no data-dependent shapes), so it runs under XLA (``jit_compile=True``).
+Batches for triplet training are small (50 triplets per batch in the paper),
+so the cubic masks are cheap; memory is O(B^3) (B = 256 needs ~100 MB per
+mask), so keep triplet batches to a few hundred samples. Under a distribution
+strategy, mining happens inside each replica's batch.
+
+Batch label format (``labels``, ``hard_negative_for``), both int ``[B]``:
+
+* ``labels[k]`` is the class of sample k, or -1 if it has no class label.
+  Only labelled samples are anchors and positives.
+* ``hard_negative_for[k]`` is the class c for which sample k is a human-marked
+  false positive (Sec. 2.4.3), or -1. Such a sample is an extra negative for
+  every anchor of class c. A human-labelled hard negative usually has no class
+  of its own (label -1); it is then a negative for class c only.
+"""
+
+from keras import ops
+
+
+def pairwise_squared_distances(embeddings):
+    """``[B, B]`` squared Euclidean distances, clamped at 0."""
+    sq = ops.sum(ops.square(embeddings), axis=-1)
+    dot = ops.matmul(embeddings, ops.transpose(embeddings))
+    return ops.maximum(sq[:, None] + sq[None, :] - 2.0 * dot, 0.0)
+
+
+def _off_diagonal(labels):
+    b = ops.shape(labels)[0]
+    idx = ops.arange(b)
+    return ops.not_equal(idx[:, None], idx[None, :])
+
+
+def same_class_mask(labels):
+    """``[B, B]``: j != i, both labelled, same class."""
+    labelled = ops.greater_equal(labels, 0)
+    same = ops.equal(labels[:, None], labels[None, :])
+    return same & labelled[:, None] & _off_diagonal(labels)
+
+
+def num_local_positives(num_same, positive_fraction):
+    """How many nearest same-class samples each anchor keeps.
+
+    ``k = max(1, floor(positive_fraction * n + 0.5))`` (round half up, in
+    float32), capped at ``n``; 0 when ``n = 0``. At least one positive is kept
+    whenever the anchor has any.
+    """
+    n = ops.cast(num_same, "float32")
+    k = ops.floor(n * positive_fraction + 0.5)
+    k = ops.minimum(ops.maximum(k, 1.0), n)
+    return ops.cast(k, "int32")
+
+
+def local_positive_mask(labels, distances, positive_fraction=0.6):
+    """``[B, B]``: j is among the nearest `positive_fraction` of i's same-class samples.
+
+    Local positive sampling (Sec. 2.3.3): positives are taken from the local
+    neighbourhood of the anchor inside its class (60% of nearest neighbours in
+    the paper). Ties in distance are broken by the lower index.
+    """
+    same = same_class_mask(labels)
+    k = num_local_positives(ops.sum(ops.cast(same, "int32"), axis=1), positive_fraction)
+    b = ops.shape(labels)[0]
+    idx = ops.arange(b)
+    d_ij = distances[:, :, None]  # [i, j, 1]
+    d_il = distances[:, None, :]  # [i, 1, l]
+    lower_index = ops.less(idx[None, None, :], idx[None, :, None])  # [1, j, l]: l < j
+    closer = ops.less(d_il, d_ij) | (ops.equal(d_il, d_ij) & lower_index)
+    # rank[i, j] = number of same-class l that are closer to i than j is.
+    rank = ops.sum(ops.cast(closer & same[:, None, :], "int32"), axis=2)
+    return same & ops.less(rank, k[:, None])
+
+
+def negative_mask(labels, hard_negative_for=None):
+    """``[B, B]``: k is a negative for anchor i.
+
+    k is a negative when both are labelled with different classes, or when k
+    is a human-marked hard negative for i's class (Sec. 2.4.3).
+    """
+    labelled = ops.greater_equal(labels, 0)
+    different = ops.not_equal(labels[:, None], labels[None, :]) & labelled[None, :]
+    if hard_negative_for is not None:
+        marked = ops.equal(hard_negative_for[None, :], labels[:, None])
+        different = different | marked
+    return different & labelled[:, None] & _off_diagonal(labels)
+
+
+def triplet_hinge(distances, margin):
+    """``[B, B, B]`` hinge ``d(i, j) - d(i, k) + m`` of Eq. 2.1 (before the max)."""
+    return distances[:, :, None] - distances[:, None, :] + margin
+
+
+def violating_triplet_mask(
+    labels, distances, margin=0.2, positive_fraction=0.6, hard_negative_for=None
+):
+    """``[B, B, B]`` mask of the triplets (i, j, k) that are trained on.
+
+    j is a local positive of anchor i, k a negative of i (different class or
+    human-marked), and the triplet violates the margin:
+    ``d(i, j) - d(i, k) + m > 0`` (Sec. 2.3.2: all violating negatives, not
+    only the hardest one).
+    """
+    pos = local_positive_mask(labels, distances, positive_fraction)
+    neg = negative_mask(labels, hard_negative_for)
+    violating = ops.greater(triplet_hinge(distances, margin), 0.0)
+    return pos[:, :, None] & neg[:, None, :] & violating

@@ -1,0 +1,167 @@
+"""Triplet loss with in-batch local-positive / hard-negative mining.
+
+Cui et al., CVPR 2016 (Cui's dissertation, Ch. 2, Eq. 2.1, Sec. 2.3.2-2.3.3,
+2.4.3):
+
+    L(x, x_p, x_n) = max(0, ||f(x) - f(x_p)||^2 - ||f(x) - f(x_n)||^2 + m).
+
+Embeddings are L2-normalised inside the loss. Every labelled sample of the
+batch is an anchor i; its positives are the nearest `positive_fraction` of its
+same-class batch mates (local positive sampling); its negatives are samples of
+other classes plus human-marked hard negatives for its class; only the
+triplets that violate the margin are kept (all of them, not only the hardest).
+See `keras_fgvc.losses.mining` for the exact rules.
+
+Averaging: the batch loss is the mean of Eq. 2.1 over the violating triplets,
+``sum_{(i,j,k) valid} hinge_ijk / max(#valid, 1)``. Keras losses return one
+value per example, so `call` returns anchor i's share,
+``B * sum_{j,k} hinge_ijk / max(#valid, 1)``; the default
+``"sum_over_batch_size"`` reduction (mean over the B anchors) then gives
+exactly the mean over violating triplets, and `sample_weight` weights anchors.
+A batch with no violating triplet gives 0 (not NaN) with finite (zero)
+gradients.
+"""
+
+import keras
+from keras import ops
+
+from keras_fgvc.losses import mining, utils
+
+
+def l2_normalize(x, epsilon=1e-12):
+    """``x / sqrt(max(||x||^2, epsilon))`` along the last axis."""
+    return x * ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), epsilon))
+
+
+def split_triplet_labels(y_true):
+    """``(labels, hard_negative_for)`` int ``[B]`` from ``[B]``, ``[B, 1]`` or ``[B, 2]`` y_true.
+
+    ``[B, 2]`` holds ``(label, hard_negative_for_class)`` per row; -1 = none.
+    Shorter forms hold the label only (no hard negatives).
+    """
+    y_true = ops.convert_to_tensor(y_true)
+    shape = tuple(y_true.shape)
+    if len(shape) == 2 and shape[-1] == 2:
+        y = ops.cast(ops.round(y_true), "int32")
+        return y[:, 0], y[:, 1]
+    if len(shape) == 1 or (len(shape) == 2 and shape[-1] == 1):
+        return utils.integer_labels(ops.round(y_true)), None
+    raise ValueError(
+        "Triplet y_true must be labels [B] / [B, 1] or (label, hard_negative_for) pairs "
+        f"[B, 2]; got shape {shape}."
+    )
+
+
+def triplet_loss(labels, embeddings, margin=0.2, positive_fraction=0.6, hard_negative_for=None):
+    """Per-anchor triplet loss (Eq. 2.1) with in-batch mining.
+
+    Args:
+        labels: int ``[B]`` class labels, -1 = no class (never an anchor or
+            positive).
+        embeddings: ``[B, D]`` embeddings f(x); L2-normalised here.
+        margin: m in Eq. 2.1.
+        positive_fraction: fraction of nearest same-class samples used as
+            positives for each anchor (Sec. 2.3.3).
+        hard_negative_for: optional int ``[B]``: the class each sample is a
+            human-labelled false positive for (-1 = none), Sec. 2.4.3.
+
+    Returns:
+        ``[B]`` per-anchor loss whose mean is the mean hinge over violating
+        triplets (0 when there are none).
+    """
+    labels = ops.cast(ops.convert_to_tensor(labels), "int32")
+    embeddings = ops.convert_to_tensor(embeddings)
+    if hard_negative_for is not None:
+        hard_negative_for = ops.cast(hard_negative_for, "int32")
+    emb = l2_normalize(embeddings)
+    distances = mining.pairwise_squared_distances(emb)
+    valid = mining.violating_triplet_mask(
+        labels,
+        ops.stop_gradient(distances),
+        margin=margin,
+        positive_fraction=positive_fraction,
+        hard_negative_for=hard_negative_for,
+    )
+    valid = ops.cast(valid, emb.dtype)
+    hinge = mining.triplet_hinge(distances, margin) * valid
+    count = ops.sum(valid)
+    batch = ops.cast(ops.shape(emb)[0], emb.dtype)
+    return ops.sum(hinge, axis=(1, 2)) * batch / ops.maximum(count, 1.0)
+
+
+def validate_margin(margin):
+    try:
+        value = float(margin)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not value >= 0.0 or value == float("inf"):
+        raise ValueError(f"margin must be a finite number >= 0; got {margin!r}.")
+    return value
+
+
+def validate_fraction(positive_fraction):
+    try:
+        value = float(positive_fraction)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"positive_fraction must be in (0, 1]; got {positive_fraction!r}.")
+    return value
+
+
+@keras.saving.register_keras_serializable(package="keras_fgvc")
+class TripletLoss(keras.losses.Loss):
+    """Triplet loss with local positives and margin-violating negatives (Eq. 2.1).
+
+    Cui et al., CVPR 2016, Sec. 2.3.1-2.3.3 and 2.4.3. Squared L2 distances on
+    L2-normalised embeddings. The reduced loss (default reduction) is the
+    mean of the hinge over the batch's violating triplets; 0 if none.
+
+    Args:
+        margin: m, default 0.2 (Sec. 2.4.2).
+        positive_fraction: fraction of nearest same-class samples kept as
+            positives per anchor, default 0.6 (Sec. 2.4.2); 1.0 = all.
+        reduction, name, dtype: as `keras.losses.Loss`.
+
+    Call arguments:
+        y_true: int labels ``[B]`` / ``[B, 1]``, or ``[B, 2]`` rows
+            ``(label, hard_negative_for_class)``: a human-labelled false
+            positive for class c is passed as ``(-1, c)``; a normal sample as
+            ``(label, -1)``. Label -1 = no class (not an anchor/positive).
+            Balancing human-labelled and mined negatives (Sec. 2.4.3) is the
+            batch sampler's job.
+        y_pred: embeddings ``[B, D]`` (normalised inside).
+
+    Returns:
+        Per-anchor loss ``[B]`` from `call` (see module docstring).
+
+    Example:
+        >>> loss = TripletLoss(margin=0.2, positive_fraction=0.6)
+        >>> value = loss(labels, embeddings)  # labels [B], embeddings [B, 64]
+    """
+
+    def __init__(
+        self,
+        margin=0.2,
+        positive_fraction=0.6,
+        reduction="sum_over_batch_size",
+        name="triplet_loss",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.margin = validate_margin(margin)
+        self.positive_fraction = validate_fraction(positive_fraction)
+        self._dtype_arg = utils.dtype_config(dtype)
+
+    def call(self, y_true, y_pred):
+        labels, hard_negative_for = split_triplet_labels(y_true)
+        return triplet_loss(labels, y_pred, self.margin, self.positive_fraction, hard_negative_for)
+
+    def get_config(self):
+        return {
+            "margin": self.margin,
+            "positive_fraction": self.positive_fraction,
+            "reduction": self.reduction,
+            "name": self.name,
+            "dtype": self._dtype_arg,
+        }

@@ -1,0 +1,193 @@
+"""Triplet loss (Eq. 2.1) and its in-batch mining against a brute-force loop."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_fgvc.losses import TripletLoss, local_positive_mask, triplet_loss
+from keras_fgvc.losses.mining import pairwise_squared_distances
+from tests.test_case import run_serialization_test
+
+
+def brute_force(labels, emb, margin=0.2, fraction=0.6, hard_negative_for=None):
+    """Loop over every (anchor, positive, negative) triplet, as Sec. 2.3.2-2.3.3 and 2.4.3.
+
+    Returns (mean hinge over violating triplets, per-anchor hinge sums, count).
+    """
+    e = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    b = len(labels)
+    dist = np.array([[np.sum((e[i] - e[j]) ** 2) for j in range(b)] for i in range(b)])
+    hn = hard_negative_for if hard_negative_for is not None else [-1] * b
+    per_anchor = np.zeros(b)
+    count = 0
+    for i in range(b):
+        if labels[i] < 0:
+            continue
+        same = [j for j in range(b) if j != i and labels[j] == labels[i]]
+        if not same:
+            continue
+        # Nearest `fraction` of the same-class samples, round half up, at least 1.
+        k = int(math.floor(np.float32(fraction) * np.float32(len(same)) + np.float32(0.5)))
+        k = min(max(k, 1), len(same))
+        positives = sorted(same, key=lambda j: (dist[i, j], j))[:k]
+        negatives = [
+            n
+            for n in range(b)
+            if n != i and ((labels[n] >= 0 and labels[n] != labels[i]) or hn[n] == labels[i])
+        ]
+        for j in positives:
+            for n in negatives:
+                h = dist[i, j] - dist[i, n] + margin
+                if h > 0:  # only triplets that violate the margin
+                    per_anchor[i] += h
+                    count += 1
+    mean = per_anchor.sum() / count if count else 0.0
+    return mean, per_anchor, count
+
+
+def _batch(seed, b=12, classes=3, dim=3, unlabeled=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, size=b)
+    emb = rng.normal(size=(b, dim))
+    hn = -np.ones(b, dtype=int)
+    if unlabeled:
+        labels[:unlabeled] = -1
+        hn[:unlabeled] = rng.integers(0, classes, size=unlabeled)
+    return labels, emb, hn
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_matches_brute_force(seed):
+    rng = np.random.default_rng(100 + seed)
+    margin = [0.2, 0.5, 1.0][seed % 3]
+    fraction = [0.6, 0.3, 1.0, 0.5][seed % 4]
+    labels, emb, _ = _batch(seed, b=int(rng.integers(6, 14)), classes=int(rng.integers(2, 5)))
+    mean, per_anchor, count = brute_force(labels, emb, margin, fraction)
+    assert count > 0
+    loss = TripletLoss(margin=margin, positive_fraction=fraction, dtype="float64")
+    per_example = loss.call(labels, emb).numpy()
+    np.testing.assert_allclose(per_example, len(labels) * per_anchor / count, rtol=1e-9)
+    np.testing.assert_allclose(loss(labels, emb), mean, rtol=1e-9)
+    loss32 = TripletLoss(margin=margin, positive_fraction=fraction)
+    np.testing.assert_allclose(loss32(labels, emb.astype("float32")), mean, rtol=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_human_labelled_hard_negatives_match_brute_force(seed):
+    labels, emb, hn = _batch(10 + seed, b=12, classes=3, unlabeled=4)
+    mean, per_anchor, count = brute_force(labels, emb, 0.3, 0.6, hn)
+    without, _, count_without = brute_force(labels, emb, 0.3, 0.6)
+    assert count > count_without  # the marked samples add triplets
+    y_true = np.stack([labels, hn], axis=1)
+    loss = TripletLoss(margin=0.3, dtype="float64")
+    np.testing.assert_allclose(loss(y_true, emb), mean, rtol=1e-9)
+    # Without the marks the unlabelled rows take no part at all.
+    np.testing.assert_allclose(loss(labels, emb), without, rtol=1e-9)
+
+
+def test_sample_weight_weights_anchors():
+    labels, emb, _ = _batch(20)
+    _, per_anchor, count = brute_force(labels, emb)
+    sw = np.random.default_rng(0).uniform(size=len(labels))
+    loss = TripletLoss(dtype="float64")
+    expected = np.sum(sw * per_anchor) / count
+    np.testing.assert_allclose(loss(labels[:, None], emb, sample_weight=sw), expected, rtol=1e-9)
+
+
+def test_local_positive_counts_and_nearest():
+    labels = np.array([0, 0, 0, 0, 0, 0, 1, 1, 2])
+    emb = np.arange(9, dtype="float64")[:, None] * np.array([[1.0, 0.0]])
+    dist = pairwise_squared_distances(keras.ops.convert_to_tensor(emb))
+    for fraction, expected_k in [(0.6, 3), (1.0, 5), (0.1, 1), (0.5, 3)]:
+        mask = local_positive_mask(labels, dist, fraction).numpy()
+        assert mask[:6].sum(axis=1).tolist() == [expected_k] * 6  # n = 5 same-class mates
+        assert mask[6].sum() == 1 and mask[7].sum() == 1  # n = 1: keep it
+        assert mask[8].sum() == 0  # no same-class sample
+    mask = local_positive_mask(labels, dist, 0.6).numpy()
+    assert np.flatnonzero(mask[0]).tolist() == [1, 2, 3]  # the three nearest on the line
+    assert np.flatnonzero(mask[3]).tolist() == [1, 2, 4]  # ties (1 vs 5) go to the lower index
+
+
+@pytest.mark.parametrize(
+    "labels,emb",
+    [
+        (np.zeros(6, int), np.random.default_rng(0).normal(size=(6, 4))),  # no negatives
+        (np.arange(6), np.random.default_rng(1).normal(size=(6, 4))),  # no positives
+        (-np.ones(6, int), np.random.default_rng(2).normal(size=(6, 4))),  # no labels
+        (  # margin already satisfied everywhere
+            np.array([0, 0, 0, 1, 1, 1]),
+            np.array([[1, 0.01], [1, 0], [1, -0.01], [-1, 0.01], [-1, 0], [-1, -0.01]]),
+        ),
+        (np.zeros(4, int), np.zeros((4, 3))),  # all-zero embeddings
+    ],
+)
+def test_no_valid_triplet_gives_zero_with_finite_gradients(labels, emb):
+    emb = tf.constant(emb, tf.float32)
+    loss = TripletLoss()
+    with tf.GradientTape() as tape:
+        tape.watch(emb)
+        value = loss(labels, emb)
+    grad = tape.gradient(value, emb)
+    assert float(value) == 0.0
+    assert np.all(np.isfinite(grad.numpy())) and np.all(grad.numpy() == 0.0)
+
+
+def test_gradients_match_finite_differences():
+    labels, emb, _ = _batch(30, b=8, classes=2)
+    loss = TripletLoss(margin=0.5, dtype="float64")
+    x = tf.constant(emb)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        value = loss(labels, x)
+    grad = tape.gradient(value, x).numpy()
+    eps = 1e-6
+    num = np.zeros_like(emb)
+    for idx in np.ndindex(*emb.shape):
+        plus, minus = emb.copy(), emb.copy()
+        plus[idx] += eps
+        minus[idx] -= eps
+        num[idx] = (float(loss(labels, plus)) - float(loss(labels, minus))) / (2 * eps)
+    np.testing.assert_allclose(grad, num, rtol=1e-4, atol=1e-7)
+
+
+def test_bad_arguments():
+    for bad in [0.0, 1.5, -0.2, "a"]:
+        with pytest.raises(ValueError, match="positive_fraction"):
+            TripletLoss(positive_fraction=bad)
+    for bad in [-0.1, float("inf"), None]:
+        with pytest.raises(ValueError, match="margin"):
+            TripletLoss(margin=bad)
+    with pytest.raises(ValueError, match=r"got shape \(4, 3\)"):
+        TripletLoss()(np.zeros((4, 3)), np.ones((4, 2)))
+
+
+def test_jit_compile_matches_eager():
+    labels, emb, hn = _batch(40, unlabeled=3)
+    y_true = np.stack([labels, hn], axis=1).astype("float32")
+    emb = emb.astype("float32")
+    loss = TripletLoss()
+    fn = tf.function(lambda y, p: loss(y, p), jit_compile=True)
+    np.testing.assert_allclose(
+        fn(tf.constant(y_true), tf.constant(emb)), loss(y_true, emb), rtol=1e-5
+    )
+
+
+def test_fit_with_jit_compile():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 6)).astype("float32")
+    y = rng.integers(0, 3, size=32)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4)])
+    model.compile(optimizer="sgd", loss=TripletLoss(), jit_compile=True)
+    history = model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert history.history["loss"][0] > 0.0
+
+
+def test_pure_function_and_serialization():
+    labels, emb, _ = _batch(50)
+    mean, _, _ = brute_force(labels, emb, 0.2, 0.6)
+    np.testing.assert_allclose(np.mean(triplet_loss(labels, emb)), mean, rtol=1e-9)
+    run_serialization_test(TripletLoss(margin=0.3, positive_fraction=0.5, name="trip"))
