@@ -1,0 +1,133 @@
+r"""Serving latency and throughput: loopback gRPC server vs calling the signature in-process.
+
+    python benchmarks/serving.py            # writes benchmarks/results/serving.json
+    python benchmarks/serving.py --quick    # fewer requests
+
+Measures p50 / p99 latency and throughput of ``serving_default`` (PNG bytes of
+Fashion-MNIST images, the example detector) at batch 1 and 32 with 1 and 8
+concurrent clients, for (a) the loaded SavedModel signature called in this
+process and (b) gRPC Predict against `serving/server.py` in a subprocess
+(no server-side batching). The goal: added p50 latency at batch 1 with one
+client <= 1.5 ms.
+"""
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from absl import app, flags
+
+flags.DEFINE_bool("quick", False, "Fewer requests per configuration.")
+flags.DEFINE_string("output", os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                           "results", "serving.json"), "JSON output path.")
+flags.DEFINE_integer("requests", 400, "Requests per client per configuration (full run).")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GOAL_MS = 1.5
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _measure(call, clients, requests, warmup=10):
+    """Run `requests` calls in each of `clients` threads; latency stats and throughput."""
+    import numpy as np
+
+    latencies = [[] for _ in range(clients)]
+    barrier = threading.Barrier(clients + 1)
+
+    def worker(i):
+        fn = call(i)
+        for _ in range(warmup):
+            fn()
+        barrier.wait()
+        for _ in range(requests):
+            start = time.perf_counter()
+            fn()
+            latencies[i].append(time.perf_counter() - start)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    ms = np.concatenate([np.asarray(lat) for lat in latencies]) * 1e3
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 3),
+            "p99_ms": round(float(np.percentile(ms, 99)), 3),
+            "requests_per_s": round(len(ms) / elapsed, 1)}
+
+
+def main(argv):
+    del argv
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_fgvc.export import example_detector, saved_model
+    from keras_fgvc.serving.client import PredictionClient
+
+    requests = 60 if flags.FLAGS.quick else flags.FLAGS.requests
+    images = (example_detector.load_fashion_mnist("test", limit=32) or (
+        np.random.default_rng(0).integers(0, 256, (32, 28, 28, 1), dtype=np.uint8), None))[0]
+    pngs = {b: np.array([tf.io.encode_png(i).numpy() for i in images[:b]], object)
+            for b in (1, 32)}
+    model = example_detector.build_example_detector()
+    results = {"configs": [], "requests_per_client": requests, "goal_added_p50_ms": GOAL_MS,
+               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                           "python": platform.python_version(), "tensorflow": tf.__version__}}
+    with tempfile.TemporaryDirectory() as base:
+        path = saved_model.export_model(model, base, "det", ["sandal", "bag", "ankle_boot"])
+        fn = tf.saved_model.load(path).signatures["serving_default"]
+        port = _free_port()
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        server = subprocess.Popen(
+            [sys.executable, os.path.join(REPO, "serving", "server.py"), f"--port={port}",
+             "--model_name=det", f"--model_base_path={base}/det"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        try:
+            with PredictionClient(f"127.0.0.1:{port}") as probe:
+                probe.wait_until_available("det", timeout_s=300)
+            for batch in (1, 32):
+                for clients in (1, 8):
+                    n = max(10, requests // (4 if batch == 32 else 1))
+                    local = _measure(lambda i, b=batch: (
+                        lambda: fn(image_bytes=tf.constant(pngs[b]))), clients, n)
+                    channels = [PredictionClient(f"127.0.0.1:{port}") for _ in range(clients)]
+                    remote = _measure(lambda i, b=batch, cs=channels: (
+                        lambda: cs[i].predict_image_bytes("det", pngs[b])), clients, n)
+                    for c in channels:
+                        c.close()
+                    row = {"batch": batch, "clients": clients, "in_process": local,
+                           "grpc": remote,
+                           "added_p50_ms": round(remote["p50_ms"] - local["p50_ms"], 3),
+                           "images_per_s_in_process": round(local["requests_per_s"] * batch, 1),
+                           "images_per_s_grpc": round(remote["requests_per_s"] * batch, 1)}
+                    results["configs"].append(row)
+                    print(json.dumps(row), flush=True)
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+    first = next(r for r in results["configs"] if r["batch"] == 1 and r["clients"] == 1)
+    results["added_p50_ms_batch1"] = first["added_p50_ms"]
+    results["goal_met"] = first["added_p50_ms"] <= GOAL_MS
+    os.makedirs(os.path.dirname(flags.FLAGS.output), exist_ok=True)
+    with open(flags.FLAGS.output, "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"added p50 at batch 1: {first['added_p50_ms']:.3f} ms (goal <= {GOAL_MS} ms); "
+          f"wrote {flags.FLAGS.output}")
+
+
+if __name__ == "__main__":
+    app.run(main)

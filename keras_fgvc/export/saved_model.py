@@ -1,0 +1,247 @@
+"""Export a trained detector as a TF Serving SavedModel: ``MODEL_BASE/<name>/<version>/``.
+
+Each export writes, atomically (temporary directory + rename):
+
+- the SavedModel (``keras.export.ExportArchive``) with the endpoints of
+  `keras_fgvc.export.signatures` (``serving_default``, ``predict_images``,
+  ``metadata``, ``classify``);
+- assets: ``labels.txt`` (one foreground class per line, the column order of
+  ``scores``), ``thresholds.json`` (``{"class_names", "thresholds"}``) and
+  ``preprocessing.json`` (``{"image_size", "channels", "has_background"}``);
+- ``assets.extra/tf_serving_warmup_requests``;
+
+and then adds the model to ``MODEL_BASE/models.config``.
+"""
+
+import json
+import math
+import os
+import tempfile
+
+import keras
+import tensorflow as tf
+
+from keras_fgvc.export import model_config, signatures, versions, warmup
+
+LABELS_FILE = "labels.txt"
+THRESHOLDS_FILE = "thresholds.json"
+PREPROCESSING_FILE = "preprocessing.json"
+
+
+def _check_model_name(model_name):
+    if not isinstance(model_name, str) or not model_name or model_name.startswith("."):
+        raise ValueError(f"model_name must be a non-empty string not starting with '.', "
+                         f"got {model_name!r}.")
+    if os.sep in model_name or (os.altsep and os.altsep in model_name):
+        raise ValueError(f"model_name must not contain a path separator, got {model_name!r}.")
+
+
+def _probability_width(model, image_size, channels):
+    outputs = model.output if hasattr(model, "output") else None
+    if isinstance(outputs, dict) and "probabilities" in outputs:
+        return int(outputs["probabilities"].shape[-1])
+    probe = model(tf.zeros([1, *image_size, channels], tf.float32), training=False)
+    if not isinstance(probe, dict) or "probabilities" not in probe:
+        keys = sorted(probe) if isinstance(probe, dict) else ""
+        raise ValueError("The model must return a dict with a 'probabilities' output, got "
+                         f"{type(probe).__name__}{keys}.")
+    return int(probe["probabilities"].shape[-1])
+
+
+def _input_geometry(model, image_size, channels):
+    shape = None
+    if getattr(model, "inputs", None):
+        shape = tuple(model.inputs[0].shape)
+    if image_size is None:
+        if shape is None or len(shape) != 4 or None in shape[1:3]:
+            raise ValueError(f"image_size is needed: the model input shape is {shape}.")
+        image_size = shape[1:3]
+    if channels is None:
+        if shape is None or len(shape) != 4 or shape[3] is None:
+            raise ValueError(f"channels is needed: the model input shape is {shape}.")
+        channels = shape[3]
+    image_size = [int(v) for v in image_size]
+    if len(image_size) != 2 or min(image_size) < 1:
+        raise ValueError(f"image_size must be (H, W) with positive sizes, got {image_size!r}.")
+    if int(channels) not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels!r}.")
+    return image_size, int(channels)
+
+
+def _check_classes(class_names, thresholds, num_foreground):
+    class_names = [str(c) for c in class_names]
+    if len(class_names) != num_foreground:
+        raise ValueError(f"class_names has {len(class_names)} names but the model scores "
+                         f"{num_foreground} foreground classes: {class_names!r}.")
+    for name in class_names:
+        if not name or "\n" in name:
+            raise ValueError(f"class names must be non-empty single lines, got {name!r}.")
+    if thresholds is None:
+        thresholds = [0.5] * num_foreground
+    thresholds = [float(t) for t in thresholds]
+    if len(thresholds) != num_foreground:
+        raise ValueError(f"thresholds has {len(thresholds)} values for {num_foreground} "
+                         f"foreground classes: {thresholds!r}.")
+    for t in thresholds:
+        if not math.isfinite(t):
+            raise ValueError(f"thresholds must be finite, got {t!r}.")
+    return class_names, thresholds
+
+
+def export_model(model, model_base_path, model_name, class_names, thresholds=None,
+                 image_size=None, channels=None, has_background=True, version=None,
+                 warmup_batch_sizes=(1, 8), update_model_config=True, serving_base_path=None,
+                 verbose=False):
+    """Write `model` as version ``MODEL_BASE/<model_name>/<version>/`` for TF Serving.
+
+    Args:
+        model: Keras model taking float32 images in [0, 255] and returning a
+            dict with ``probabilities`` (index 0 = background when
+            `has_background`) and optionally ``embedding``.
+        model_base_path: ``MODEL_BASE``; created if missing.
+        model_name: served model name (a directory name).
+        class_names: the N foreground class names, in ``scores`` column order.
+        thresholds: N per-class detection thresholds (default 0.5 each).
+        image_size: ``(H, W)``; default from the model's input shape.
+        channels: 1 or 3; default from the model's input shape.
+        has_background: whether ``probabilities`` column 0 is background.
+        version: int version; default the next free one.
+        warmup_batch_sizes: batch sizes of the warmup requests (empty: none).
+        update_model_config: add the model to ``MODEL_BASE/models.config``.
+        serving_base_path: where the server sees ``MODEL_BASE`` (e.g. ``/models``
+            inside the tensorflow/serving container); models.config then lists
+            ``<serving_base_path>/<model_name>``. Default: the absolute local path.
+        verbose: print the endpoints ExportArchive wrote.
+
+    Returns:
+        The path of the published version directory.
+
+    Example:
+        >>> export_model(model, "models", "detector", ["sandal", "bag"],  # doctest: +SKIP
+        ...              thresholds=[0.4, 0.6])
+        'models/detector/1'
+    """
+    _check_model_name(model_name)
+    image_size, channels = _input_geometry(model, image_size, channels)
+    width = _probability_width(model, image_size, channels)
+    num_foreground = width - 1 if has_background else width
+    if num_foreground < 1:
+        raise ValueError(f"The model has {width} probability columns: no foreground class.")
+    class_names, thresholds = _check_classes(class_names, thresholds, num_foreground)
+
+    model_dir = os.path.join(model_base_path, model_name)
+    with tempfile.TemporaryDirectory() as staging:
+        labels_path = os.path.join(staging, LABELS_FILE)
+        with open(labels_path, "w") as f:
+            f.write("\n".join(class_names) + "\n")
+        thresholds_path = os.path.join(staging, THRESHOLDS_FILE)
+        with open(thresholds_path, "w") as f:
+            json.dump({"class_names": class_names, "thresholds": thresholds}, f, indent=1)
+        preprocessing_path = os.path.join(staging, PREPROCESSING_FILE)
+        with open(preprocessing_path, "w") as f:
+            json.dump({"image_size": image_size, "channels": channels,
+                       "has_background": bool(has_background)}, f, indent=1)
+
+        assets = tf.Module()
+        assets.labels = tf.saved_model.Asset(labels_path)
+        assets.thresholds = tf.saved_model.Asset(thresholds_path)
+        assets.preprocessing = tf.saved_model.Asset(preprocessing_path)
+
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        # ExportArchive has no public hook for file assets: attach them to the
+        # object it saves so tf.saved_model.save copies them into assets/.
+        archive._tf_trackable.detector_assets = assets
+        for name, fn, signature in signatures.make_endpoints(
+            model, class_names, thresholds, has_background, image_size, channels, assets.labels
+        ):
+            archive.add_endpoint(name, fn, input_signature=signature)
+
+        with versions.atomic_version_dir(model_dir, version) as result:
+            archive.write_out(result[0], verbose=verbose)
+            signatures.set_method_name(result[0], signatures.CLASSIFY_SIGNATURE,
+                                       signatures.CLASSIFY_METHOD)
+            if warmup_batch_sizes:
+                logs = warmup.warmup_requests(model_name, image_size, channels,
+                                              warmup_batch_sizes)
+                warmup.write_warmup_requests(result[0], logs)
+    if update_model_config:
+        model_config.add_to_model_config(
+            os.path.join(model_base_path, model_config.MODEL_CONFIG_FILE),
+            model_name,
+            os.path.abspath(model_dir) if serving_base_path is None
+            else f"{serving_base_path.rstrip('/')}/{model_name}",
+        )
+    return result[0]
+
+
+def _load_keras_model(path):
+    try:
+        return keras.saving.load_model(path)
+    except (TypeError, ValueError):
+        # Custom keras_fgvc layers register themselves on import.
+        import importlib
+
+        for package in ("keras_fgvc.layers", "keras_fgvc.losses", "keras_fgvc.models"):
+            try:
+                importlib.import_module(package)
+            except ImportError:
+                pass
+        return keras.saving.load_model(path)
+
+
+def read_workdir(workdir):
+    """Read what export needs from a training workdir (see the workdir layout contract).
+
+    Returns:
+        dict with ``model_path``, ``class_names`` (foreground), ``thresholds``,
+        ``image_size``, ``channels``, ``has_background``.
+    """
+    def _path(name):
+        path = os.path.join(workdir, name)
+        if not os.path.exists(path):
+            raise ValueError(f"The workdir {workdir!r} has no {name} (expected at {path!r}).")
+        return path
+
+    model_path = _path("model.keras")
+    with open(_path(PREPROCESSING_FILE)) as f:
+        preprocessing = json.load(f)
+    with open(_path(LABELS_FILE)) as f:
+        labels = [line.strip() for line in f if line.strip()]
+    has_background = bool(preprocessing.get("has_background", True))
+    foreground = labels[1:] if has_background else labels
+    thresholds = None
+    thresholds_path = os.path.join(workdir, THRESHOLDS_FILE)
+    if os.path.exists(thresholds_path):
+        with open(thresholds_path) as f:
+            saved = json.load(f)
+        if list(saved.get("class_names", foreground)) != foreground:
+            raise ValueError(f"{thresholds_path!r} lists classes {saved.get('class_names')!r} "
+                             f"but labels.txt has foreground classes {foreground!r}.")
+        thresholds = saved["thresholds"]
+    return {
+        "model_path": model_path,
+        "class_names": foreground,
+        "thresholds": thresholds,
+        "image_size": preprocessing["image_size"],
+        "channels": preprocessing["channels"],
+        "has_background": has_background,
+    }
+
+
+def export_from_workdir(workdir, model_base_path, model_name, version=None, **kwargs):
+    """Export the final model of a training workdir (``W/model.keras`` + label/threshold files).
+
+    Args:
+        workdir: training workdir.
+        model_base_path: ``MODEL_BASE``.
+        model_name: served model name.
+        version: int version, default the next free one.
+        **kwargs: passed to `export_model`.
+
+    Returns:
+        The path of the published version directory.
+    """
+    info = read_workdir(workdir)
+    model = _load_keras_model(info.pop("model_path"))
+    return export_model(model, model_base_path, model_name, version=version, **info, **kwargs)

@@ -1,0 +1,166 @@
+"""Serving endpoints of the rare-class detector: decode, run the model, threshold.
+
+The exported SavedModel carries these endpoints (see DESIGN.md, serving
+contract):
+
+- ``serving_default(image_bytes)``: string [batch] of JPEG / PNG / GIF / BMP
+  bytes, decoded, resized to the training ``image_size`` and given the
+  training number of channels inside the graph;
+- ``predict_images(images)``: float32 [batch, H, W, C] in [0, 255];
+- ``metadata()``: ``class_names`` (read from the exported labels asset) and
+  ``thresholds``;
+- ``classify(inputs)``: TF Serving's Classify API: serialized ``tf.Example``
+  [batch] with the image in feature ``image/encoded`` -> ``classes`` [batch, N]
+  (class names) and ``scores`` [batch, N]. Its SignatureDef gets the method
+  name ``tensorflow/serving/classify`` (see `set_method_name`).
+
+Both prediction endpoints return the same named outputs: ``scores`` [batch, N]
+(foreground probabilities, columns in label-file order), ``background``
+[batch] (probability of the background class; zeros for models without one),
+``detected`` [batch, N] (bool, ``scores >= thresholds``) and, for
+metric-learning models, ``embedding``. Normalisation happens inside the model
+(models take float32 in [0, 255]).
+"""
+
+import tensorflow as tf
+
+OUTPUT_KEYS = ("scores", "background", "detected", "embedding")
+CLASSIFY_SIGNATURE = "classify"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+IMAGE_FEATURE = "image/encoded"
+
+
+def decode_images(image_bytes, image_size, channels):
+    """Decode a batch of encoded images to float32 [batch, H, W, C] in [0, 255].
+
+    Args:
+        image_bytes: string tensor [batch] (JPEG, PNG, GIF first frame or BMP).
+        image_size: ``(H, W)`` the model was trained on; images are resized
+            bilinearly (an image already of that size is left unchanged).
+        channels: 1 or 3; colour images are converted to grey and back as needed.
+
+    Returns:
+        float32 tensor [batch, H, W, C].
+    """
+    height, width = int(image_size[0]), int(image_size[1])
+    spec = tf.TensorSpec([height, width, channels], tf.float32)
+
+    def _decode_one(data):
+        image = tf.io.decode_image(data, channels=channels, dtype=tf.uint8, expand_animations=False)
+        image = tf.image.resize(tf.cast(image, tf.float32), [height, width])
+        return tf.ensure_shape(image, spec.shape)
+
+    return tf.map_fn(_decode_one, image_bytes, fn_output_signature=spec)
+
+
+def detector_outputs(model_outputs, thresholds, has_background):
+    """Map a model's output dict to the named serving outputs.
+
+    Args:
+        model_outputs: dict with ``probabilities`` [batch, N (+1)] and
+            optionally ``embedding``.
+        thresholds: float32 tensor [N], one per foreground class.
+        has_background: whether column 0 of ``probabilities`` is background.
+
+    Returns:
+        dict with ``scores``, ``background``, ``detected`` (+ ``embedding``).
+    """
+    probabilities = tf.cast(model_outputs["probabilities"], tf.float32)
+    if has_background:
+        scores = probabilities[:, 1:]
+        background = probabilities[:, 0]
+    else:
+        scores = probabilities
+        background = tf.zeros_like(probabilities[:, 0])
+    outputs = {
+        "scores": tf.identity(scores, name="scores"),
+        "background": tf.identity(background, name="background"),
+        "detected": tf.greater_equal(scores, thresholds[tf.newaxis, :], name="detected"),
+    }
+    if "embedding" in model_outputs:
+        outputs["embedding"] = tf.cast(model_outputs["embedding"], tf.float32)
+    return outputs
+
+
+def make_endpoints(model, class_names, thresholds, has_background, image_size, channels,
+                   labels_asset):
+    """Build the endpoint functions and their input signatures.
+
+    Args:
+        model: Keras model returning a dict with ``probabilities``.
+        class_names: list of N foreground class names.
+        thresholds: list of N floats.
+        has_background: whether ``probabilities`` column 0 is background.
+        image_size: ``(H, W)``.
+        channels: number of image channels.
+        labels_asset: `tf.saved_model.Asset` of the labels file (one
+            foreground class name per line).
+
+    Returns:
+        A list of ``(name, fn, input_signature)`` for `ExportArchive.add_endpoint`.
+    """
+    thresholds_const = tf.constant(list(thresholds), tf.float32)
+    height, width = int(image_size[0]), int(image_size[1])
+
+    def predict_images(images):
+        outputs = model(tf.cast(images, tf.float32), training=False)
+        if not isinstance(outputs, dict) or "probabilities" not in outputs:
+            raise ValueError("The model must return a dict with a 'probabilities' output.")
+        return detector_outputs(outputs, thresholds_const, has_background)
+
+    def serving_default(image_bytes):
+        return predict_images(decode_images(image_bytes, (height, width), channels))
+
+    def metadata():
+        text = tf.strings.strip(tf.io.read_file(labels_asset.asset_path))
+        return {
+            "class_names": tf.strings.split(text, "\n"),
+            "thresholds": tf.identity(thresholds_const),
+        }
+
+    def classify(inputs):
+        features = tf.io.parse_example(
+            inputs, {IMAGE_FEATURE: tf.io.FixedLenFeature([], tf.string)})
+        scores = serving_default(features[IMAGE_FEATURE])["scores"]
+        names = tf.constant(list(class_names), tf.string)
+        classes = tf.tile(names[tf.newaxis, :], [tf.shape(scores)[0], 1])
+        return {"classes": classes, "scores": scores}
+
+    return [
+        ("serving_default", serving_default, [tf.TensorSpec([None], tf.string, "image_bytes")]),
+        (
+            "predict_images",
+            predict_images,
+            [tf.TensorSpec([None, height, width, channels], tf.float32, "images")],
+        ),
+        ("metadata", metadata, []),
+        (CLASSIFY_SIGNATURE, classify, [tf.TensorSpec([None], tf.string, "inputs")]),
+    ]
+
+
+def set_method_name(saved_model_dir, signature_name, method_name):
+    """Rewrite one SignatureDef's ``method_name`` in ``saved_model.pb`` (TF Serving checks it).
+
+    ``tf.saved_model.save`` marks every signature as a predict signature; TF
+    Serving's Classify API only accepts ``tensorflow/serving/classify``. The
+    fingerprint (a checksum of saved_model.pb) is rewritten to match.
+    """
+    import os
+
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    path = os.path.join(saved_model_dir, "saved_model.pb")
+    with open(path, "rb") as f:
+        saved_model = saved_model_pb2.SavedModel.FromString(f.read())
+    for meta_graph in saved_model.meta_graphs:
+        if signature_name not in meta_graph.signature_def:
+            raise ValueError(f"No signature {signature_name!r} in {saved_model_dir!r}.")
+        meta_graph.signature_def[signature_name].method_name = method_name
+    with open(path, "wb") as f:
+        f.write(saved_model.SerializeToString(deterministic=True))
+    try:  # private TF module: the same call tf.saved_model.save makes
+        from tensorflow.python.saved_model import fingerprinting_utils
+    except ImportError:  # the fingerprint is optional; a stale one must not stay
+        os.remove(os.path.join(saved_model_dir, "fingerprint.pb"))
+    else:
+        fingerprinting_utils.write_fingerprint(saved_model_dir)

@@ -1,0 +1,185 @@
+"""The loopback model server: TF Serving's gRPC (and REST) API over ``MODEL_BASE/<name>/<v>/``.
+
+It takes ``tensorflow_model_server``'s flags (see `serving/server.py`), loads
+the latest version of each model (replaying its warmup requests), polls for
+new versions and swaps them in, and stops gracefully on SIGTERM / SIGINT.
+
+Example:
+    python serving/server.py --port=8500 --rest_api_port=8501 \\
+        --model_name=detector --model_base_path="$PWD/models/detector"
+"""
+
+import concurrent.futures
+import dataclasses
+import logging
+import os
+import signal
+import threading
+
+import grpc
+
+from keras_fgvc.export import model_config, warmup
+from keras_fgvc.serving import batching, grpc_service, rest
+from keras_fgvc.serving.model_manager import ModelManager, ModelSpec
+from keras_fgvc.serving.servable import Servable
+
+LOG = logging.getLogger("keras_fgvc.serving")
+
+
+@dataclasses.dataclass
+class ServerOptions:
+    """Server settings; field names follow ``tensorflow_model_server`` flags."""
+
+    port: int = 8500
+    rest_api_port: int = 0
+    host: str = "127.0.0.1"
+    model_name: str = "default"
+    model_base_path: str = ""
+    model_config_file: str = ""
+    model_config_file_poll_wait_seconds: float = 0.0
+    file_system_poll_wait_seconds: float = 1.0
+    enable_batching: bool = False
+    max_batch_size: int = 0
+    batch_timeout_micros: int = 1000
+    grpc_max_threads: int = 16
+    max_message_bytes: int = 64 * 1024 * 1024
+    grpc_channel_arguments: str = ""
+    enable_model_warmup: bool = True
+
+    def model_specs(self):
+        """`ModelSpec`s from --model_config_file, or from --model_name/--model_base_path."""
+        if self.model_config_file:
+            config = model_config.read_model_config(self.model_config_file)
+            entries = model_config.model_entries(config)
+            specs = [ModelSpec.from_model_config(c) for _, _, c in entries]
+            if not specs:
+                raise ValueError(f"{self.model_config_file!r} lists no model.")
+            return specs
+        if not self.model_base_path:
+            raise ValueError("Give --model_base_path (with --model_name) or --model_config_file.")
+        return [ModelSpec(self.model_name, self.model_base_path)]
+
+    def grpc_options(self):
+        options = {
+            "grpc.max_receive_message_length": self.max_message_bytes,
+            "grpc.max_send_message_length": self.max_message_bytes,
+        }
+        for item in filter(None, self.grpc_channel_arguments.split(",")):
+            key, _, value = item.partition("=")
+            if not value:
+                raise ValueError(f"--grpc_channel_arguments item {item!r} is not key=value.")
+            options[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else value
+        return list(options.items())
+
+
+def _replay_warmup(servable):
+    logs = warmup.read_warmup_requests(servable.path)
+    for log in logs:
+        if log.WhichOneof("log_type") != "predict_log":
+            continue
+        request = log.predict_log.request
+        inputs = {k: grpc_service.tensor_to_ndarray(k, v) for k, v in request.inputs.items()}
+        servable.predict(request.model_spec.signature_name, inputs)
+    if logs:
+        LOG.info("Finished reading warmup data for model %s version %d: %d records",
+                 servable.name, servable.version, len(logs))
+
+
+class ModelServer:
+    """gRPC (+ optional REST) server; `start`, then `wait` or `stop`."""
+
+    def __init__(self, options):
+        self.options = options
+        self.manager = ModelManager(options.model_specs(), self._load,
+                                    options.file_system_poll_wait_seconds)
+        self._grpc = None
+        self._rest = None
+        self.port = None
+        self.rest_port = None
+        self._stopped = threading.Event()
+        self._config_thread = None
+
+    def _load(self, name, version, path):
+        factory = None
+        if self.options.enable_batching:
+            size = self.options.max_batch_size or 32
+            factory = lambda run_fn: batching.BatchingQueue(  # noqa: E731
+                run_fn, size, self.options.batch_timeout_micros)
+        servable = Servable(name, version, path, self.options.max_batch_size, factory)
+        if self.options.enable_model_warmup:
+            try:
+                _replay_warmup(servable)
+            except Exception:
+                servable.close()
+                raise
+        return servable
+
+    def _watch_config(self):
+        wait = self.options.model_config_file_poll_wait_seconds
+        while not self._stopped.wait(wait):
+            try:
+                self.manager.update_specs(self.options.model_specs())
+            except (OSError, ValueError) as err:  # keep serving the last good config
+                LOG.error("Cannot reload %s: %s", self.options.model_config_file, err)
+
+    def start(self):
+        """Load the models, then open the gRPC (and REST) ports."""
+        self.manager.start()
+        if self.options.model_config_file and self.options.model_config_file_poll_wait_seconds > 0:
+            self._config_thread = threading.Thread(target=self._watch_config, daemon=True,
+                                                   name="config-poll")
+            self._config_thread.start()
+        self._grpc = grpc.server(
+            concurrent.futures.ThreadPoolExecutor(max_workers=self.options.grpc_max_threads),
+            options=self.options.grpc_options(),
+        )
+        grpc_service.add_services(self._grpc, self.manager)
+        self.port = self._grpc.add_insecure_port(f"{self.options.host}:{self.options.port}")
+        if not self.port:
+            raise OSError(f"Cannot bind gRPC to {self.options.host}:{self.options.port}.")
+        self._grpc.start()
+        LOG.info("Running gRPC ModelServer at %s:%d ...", self.options.host, self.port)
+        if self.options.rest_api_port:
+            self._rest = rest.RestServer(self.manager, self.options.host,
+                                         self.options.rest_api_port, self.options.max_message_bytes)
+            self._rest.start()
+            self.rest_port = self._rest.port
+            LOG.info("Exporting HTTP/REST API at:%s:%d ...", self.options.host, self.rest_port)
+        return self
+
+    def stop(self, grace_seconds=5.0):
+        """Stop accepting requests, let in-flight ones finish (up to `grace_seconds`), unload."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        if self._rest is not None:
+            self._rest.stop()
+        if self._grpc is not None:
+            self._grpc.stop(grace_seconds).wait()
+        self.manager.stop()
+        LOG.info("Server stopped.")
+
+    def wait(self):
+        """Block until `stop` is called (e.g. from a signal handler)."""
+        self._stopped.wait()
+
+
+def run_server(options):
+    """Start a server and serve until SIGTERM or SIGINT; then shut down gracefully."""
+    server = ModelServer(options).start()
+    shutdown = threading.Event()
+
+    def _on_signal(signum, _frame):
+        LOG.info("Received signal %d, shutting down.", signum)
+        shutdown.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    print(f"Running gRPC ModelServer at {options.host}:{server.port} (pid {os.getpid()})",
+          flush=True)
+    if server.rest_port:
+        print(f"Exporting HTTP/REST API at:{options.host}:{server.rest_port}", flush=True)
+    while not shutdown.wait(0.5):
+        pass
+    server.stop()
+    return 0

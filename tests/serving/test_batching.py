@@ -1,0 +1,90 @@
+"""Server-side batching: merge concurrent requests, split outputs, isolate failures."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from keras_fgvc.serving.batching import BatchingQueue
+
+
+class _Model:
+    def __init__(self, delay=0.0):
+        self.batches = []
+        self.lock = threading.Lock()
+        self.delay = delay
+
+    def __call__(self, inputs):
+        x = inputs["x"]
+        with self.lock:
+            self.batches.append(len(x))
+        if np.any(x < 0):
+            raise ValueError("negative input")
+        return {"y": x * 2.0, "s": x.sum(axis=1)}
+
+
+def _run_concurrently(queue, requests):
+    results = [None] * len(requests)
+
+    def work(i):
+        try:
+            results[i] = queue.run({"x": requests[i]})
+        except ValueError as err:
+            results[i] = err
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(requests))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    return results
+
+
+def test_merges_and_splits_rows():
+    model = _Model()
+    queue = BatchingQueue(model, max_batch_size=64, batch_timeout_micros=200_000)
+    requests = [np.full((i % 3 + 1, 2), float(i)) for i in range(8)]
+    try:
+        results = _run_concurrently(queue, requests)
+    finally:
+        queue.close()
+    for request, result in zip(requests, results):
+        np.testing.assert_array_equal(result["y"], request * 2)
+        np.testing.assert_array_equal(result["s"], request.sum(axis=1))
+    assert sum(model.batches) == sum(len(r) for r in requests)
+    assert len(model.batches) < len(requests)  # some requests shared a batch
+    assert max(model.batches) <= 64
+
+
+def test_bad_request_does_not_fail_its_batch_mates():
+    model = _Model()
+    queue = BatchingQueue(model, max_batch_size=64, batch_timeout_micros=200_000)
+    requests = [np.ones((1, 2)), -np.ones((1, 2)), 3 * np.ones((2, 2))]
+    try:
+        results = _run_concurrently(queue, requests)
+    finally:
+        queue.close()
+    assert isinstance(results[1], ValueError)
+    np.testing.assert_array_equal(results[0]["y"], 2 * np.ones((1, 2)))
+    np.testing.assert_array_equal(results[2]["y"], 6 * np.ones((2, 2)))
+
+
+def test_respects_max_batch_size_and_shapes():
+    model = _Model()
+    queue = BatchingQueue(model, max_batch_size=4, batch_timeout_micros=100_000)
+    requests = [np.ones((3, 2))] * 4 + [np.ones((1, 5))]  # different trailing shape: not merged
+    try:
+        results = _run_concurrently(queue, requests)
+    finally:
+        queue.close()
+    assert all(b <= 4 for b in model.batches)
+    np.testing.assert_array_equal(results[4]["s"], [5.0])
+    # A closed queue still answers (directly), e.g. for a version being unloaded.
+    np.testing.assert_array_equal(queue.run({"x": np.ones((1, 2))})["y"], [[2.0, 2.0]])
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="max_batch_size"):
+        BatchingQueue(_Model(), max_batch_size=0)
+    with pytest.raises(ValueError, match="batch_timeout_micros"):
+        BatchingQueue(_Model(), batch_timeout_micros=-1)
