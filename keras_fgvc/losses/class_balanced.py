@@ -88,11 +88,16 @@ def class_balanced_weights(class_counts, beta):
     beta = _validate_beta(beta)
     counts = utils.validate_counts(class_counts)
     raw = (1.0 - beta) / (1.0 - np.power(beta, np.maximum(counts, 1.0)))
-    return raw / np.sum(raw) * counts.size
+    if np.all(raw == raw[0]):
+        # beta = 0 or equal counts: exactly ones (``raw / sum * C`` can round to
+        # 1 - 2^-53, e.g. for C = 49), so these give exactly the unweighted loss.
+        return np.ones(counts.size)
+    return raw * (counts.size / np.sum(raw))
 
 
 def _example_weights(targets, class_weights):
     """Per-example ``w_y``: ``sum_i y_i w_i`` (= w_y for one-hot, 0 for an all-zero row)."""
+    utils.check_num_classes(targets, len(class_weights))
     weights = ops.convert_to_tensor(np.asarray(class_weights), dtype=targets.dtype)
     return ops.sum(targets * weights, axis=-1)
 
@@ -150,6 +155,14 @@ class _ClassBalancedLoss(keras.losses.Loss):
                 f"{type(self).__name__} takes logits (from_logits=True); got from_logits=False."
             )
         self.class_weights = class_balanced_weights(class_counts, beta)
+        if self.class_weights.size < 2:
+            # With one class the per-example weight y * w_0 is 0 for every negative,
+            # which would silently drop them from the loss.
+            raise ValueError(
+                f"{type(self).__name__} needs class_counts for C >= 2 classes; got "
+                f"{class_counts!r}. For one binary detector use 2 logits "
+                "(background, foreground) or SigmoidFocalLoss."
+            )
         self.class_counts = utils.counts_to_list(class_counts)
         self.beta = float(beta)
         self.from_logits = True

@@ -25,9 +25,17 @@ targets a row containing NaN, or a probability row summing to 0.
 
 lambda is applied inside the loss (argument `weight`), so compile with
 ``loss={"logits": main_loss, "aux_logits": BackgroundSplittingLoss()}`` and no
-extra ``loss_weights``. The default reduction divides by the batch size
-(ignored examples included), i.e. the mean over all B images, as the official
-code's cross-entropy with ignored labels masked to 0.
+extra ``loss_weights``.
+
+Averaging: the official code computes
+``aux_weight * CrossEntropyLoss()(aux_logits[valid], aux_labels[valid])``,
+the mean over the examples *with* a teacher label only. Keras losses return
+one value per example and the default ``"sum_over_batch_size"`` reduction
+divides by B, so `call` returns ``lambda * CE_b * B / max(#valid, 1)`` for a
+valid row b (0 otherwise): the reduced loss (and the mean of the
+``reduction=None`` output) is exactly lambda times the mean cross-entropy
+over the rows with a teacher, as the official code; a batch with no teacher
+label gives 0. `sample_weight` then weights rows, as `TripletLoss` does.
 """
 
 import keras
@@ -48,6 +56,12 @@ def _teacher_rows(y_true, num_classes, teacher_from_logits, dtype):
     return ops.where(valid[:, None], y, fill), valid
 
 
+def _mean_over_valid(loss, valid):
+    """Rescale per-example `loss` so its batch mean is the mean over the `valid` (0/1) rows."""
+    batch = ops.cast(ops.shape(loss)[0], loss.dtype)
+    return loss * batch / ops.maximum(ops.sum(valid), 1.0)
+
+
 def background_splitting_hard_loss(y_true, logits, weight=0.1, teacher_from_logits=False):
     """Per-example ``weight * CE(z, teacher label)``; 0 where there is no teacher label.
 
@@ -60,7 +74,8 @@ def background_splitting_hard_loss(y_true, logits, weight=0.1, teacher_from_logi
             missing (see module docstring).
 
     Returns:
-        ``[B]`` per-example loss.
+        ``[B]`` per-example loss whose batch mean is lambda times the mean
+        cross-entropy over the rows with a teacher label (module docstring).
     """
     y_true, logits = ops.convert_to_tensor(y_true), ops.convert_to_tensor(logits)
     num_classes = logits.shape[-1]
@@ -70,7 +85,8 @@ def background_splitting_hard_loss(y_true, logits, weight=0.1, teacher_from_logi
     else:
         labels = utils.integer_labels(ops.round(y_true))
     targets = ops.one_hot(labels, num_classes, dtype=logits.dtype)  # -1 -> zero row
-    return -weight * ops.sum(targets * ops.log_softmax(logits, axis=-1), axis=-1)
+    loss = -weight * ops.sum(targets * ops.log_softmax(logits, axis=-1), axis=-1)
+    return _mean_over_valid(loss, ops.sum(targets, axis=-1))
 
 
 def background_splitting_soft_loss(
@@ -86,7 +102,8 @@ def background_splitting_soft_loss(
         teacher_from_logits: whether `y_true` are logits.
 
     Returns:
-        ``[B]`` per-example loss.
+        ``[B]`` per-example loss whose batch mean is the mean over the rows
+        with a teacher (module docstring).
     """
     y_true, logits = ops.convert_to_tensor(y_true), ops.convert_to_tensor(logits)
     if not utils.is_one_hot(y_true, logits):
@@ -108,7 +125,7 @@ def background_splitting_soft_loss(
     log_p = ops.log_softmax(logits / temperature, axis=-1)
     kl = ops.sum(plogp - q * log_p, axis=-1)
     kl = ops.where(valid, kl, 0.0)
-    return weight * temperature**2 * kl
+    return _mean_over_valid(weight * temperature**2 * kl, ops.cast(valid, kl.dtype))
 
 
 @keras.saving.register_keras_serializable(package="keras_fgvc")
@@ -132,7 +149,9 @@ class BackgroundSplittingLoss(keras.losses.Loss):
         y_pred: auxiliary logits ``[B, T]`` over the teacher's classes.
 
     Returns:
-        Per-example loss ``[B]`` from `call`, already multiplied by lambda.
+        Per-example loss ``[B]`` from `call`, already multiplied by lambda and
+        rescaled so that its batch mean is the mean over the rows with a
+        teacher (module docstring); the reduced loss from `__call__`.
 
     Example:
         >>> aux = BackgroundSplittingLoss(mode="hard", weight=0.1)

@@ -52,6 +52,7 @@ def ldam_loss(y_true, logits, margins, scale=30.0, class_weights=None):
         ``[B]`` per-example loss.
     """
     logits = ops.convert_to_tensor(logits)
+    utils.check_num_classes(logits, len(margins))
     targets = utils.one_hot_targets(y_true, logits)
     margins = ops.convert_to_tensor(np.asarray(margins), dtype=logits.dtype)
     shifted = scale * (logits - targets * margins)

@@ -48,14 +48,36 @@ def one_hot_targets(y_true, y_pred):
     """Targets ``[B, C]`` in ``y_pred.dtype`` from integer labels or one-hot / soft targets.
 
     Integer labels outside ``[0, C)`` (for example -1) give an all-zero row.
+    With a single logit (``C == 1``, a binary sigmoid head) ``[B]`` targets
+    are the 0/1 binary targets, as ``[B, 1]`` ones are (keras convention), not
+    class indices.
     """
     y_true, y_pred = ops.convert_to_tensor(y_true), ops.convert_to_tensor(y_pred)
+    if len(y_pred.shape) < 2:
+        # Rank-1 logits would be read as one row of B classes: the per-example
+        # sum over the last axis would then sum over the batch.
+        raise ValueError(
+            f"y_pred must be logits of shape [B, C]; got shape {tuple(y_pred.shape)}. "
+            "For one binary output use shape [B, 1]."
+        )
     if is_one_hot(y_true, y_pred):
         return ops.cast(y_true, y_pred.dtype)
     num_classes = y_pred.shape[-1]
     if num_classes is None:
         raise ValueError("The number of classes (last dimension of y_pred) must be static.")
+    if num_classes == 1 and len(y_true.shape) == len(y_pred.shape) - 1:
+        return ops.cast(ops.expand_dims(y_true, -1), y_pred.dtype)
     return ops.one_hot(integer_labels(y_true), num_classes, dtype=y_pred.dtype)
+
+
+def check_num_classes(y_pred, num_classes, name="class_counts"):
+    """ValueError unless the static last dimension of `y_pred` equals `num_classes`."""
+    width = y_pred.shape[-1]
+    if width is not None and width != num_classes:
+        raise ValueError(
+            f"{name} has {num_classes} classes but y_pred has {width} "
+            f"(shape {tuple(y_pred.shape)})."
+        )
 
 
 def smooth_labels(targets, label_smoothing, num_classes):

@@ -114,6 +114,29 @@ def test_class_balanced_weights_degenerate_cases():
     np.testing.assert_allclose(w[1] / w[0], 10.0, rtol=1e-4)
 
 
+@pytest.mark.parametrize("num_classes", [3, 49, 98, 1000])
+def test_beta_zero_and_equal_counts_give_exactly_ones(num_classes):
+    # raw / sum(raw) * C is 1 - 2^-53 for C = 49 or 98: "exactly unweighted" needs exact ones.
+    counts = np.arange(1, num_classes + 1)
+    np.testing.assert_array_equal(class_balanced_weights(counts, 0.0), np.ones(num_classes))
+    np.testing.assert_array_equal(
+        class_balanced_weights([7] * num_classes, 0.9999), np.ones(num_classes)
+    )
+    np.testing.assert_array_equal(
+        ClassBalancedFocalLoss(counts, beta=0.0).class_weights, np.ones(num_classes)
+    )
+
+
+def test_class_count_mismatch_and_single_class_are_value_errors():
+    z = np.zeros((2, 4), "float32")
+    for loss_cls in LOSSES:
+        with pytest.raises(ValueError, match="class_counts has 3 classes but y_pred has 4"):
+            loss_cls([5, 3, 2])([0, 1], z)
+        # One class: every negative would get weight y * w_0 = 0 and drop out silently.
+        with pytest.raises(ValueError, match="C >= 2"):
+            loss_cls([10])
+
+
 def test_zero_count_class_gets_the_max_weight():
     w = class_balanced_weights([100, 10, 0, 1], 0.99)
     assert np.all(np.isfinite(w))

@@ -38,6 +38,14 @@ def ref_soft(q, z, temperature, lam=0.1):
     return np.array(out)
 
 
+def as_official(per_row, valid):
+    # The official code averages over the rows with a teacher label only:
+    # aux_weight * CrossEntropyLoss()(aux_logits[valid], aux_labels[valid]). Keras divides the
+    # per-example sum by B, so each valid row carries B / #valid of its value.
+    valid = np.asarray(valid, bool)
+    return np.where(valid, per_row, 0.0) * len(per_row) / max(valid.sum(), 1)
+
+
 def _data(seed=0, b=6):
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, T, size=b)
@@ -56,30 +64,59 @@ def _softmax(x):
 def test_hard_matches_reference(dtype):
     labels, z, _ = _data()
     loss = BackgroundSplittingLoss(mode="hard", dtype=dtype)
-    expected = ref_hard(labels, z)
+    valid = labels >= 0
+    rows = ref_hard(labels, z)
+    expected = as_official(rows, valid)
     tol = 1e-5 if dtype == "float32" else 1e-10
     for y_true in [labels, labels[:, None]]:
         np.testing.assert_allclose(loss.call(y_true, z.astype(dtype)), expected, rtol=tol, atol=tol)
-    np.testing.assert_allclose(loss(labels, z.astype(dtype)), expected.mean(), rtol=tol)
+    # The reduced loss is lambda * the mean CE over the rows with a teacher label.
+    np.testing.assert_allclose(loss(labels, z.astype(dtype)), rows[valid].mean(), rtol=tol)
     sw = np.linspace(0.0, 2.0, len(labels))
     np.testing.assert_allclose(
-        loss(labels, z.astype(dtype), sample_weight=sw), (sw * expected).mean(), rtol=tol
+        loss(labels, z.astype(dtype), sample_weight=sw),
+        (sw * rows)[valid].sum() / valid.sum(),
+        rtol=tol,
     )
-    # lambda = 1 is plain sparse softmax cross-entropy on the labelled rows.
-    valid = labels >= 0
-    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="sum")
+    # lambda = 1 is the official aux loss: CrossEntropyLoss()(z[valid], labels[valid]).
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     np.testing.assert_allclose(
-        BackgroundSplittingLoss(weight=1.0, reduction="sum")(labels, z),
-        ce(labels[valid], z[valid]),
-        rtol=1e-5,
+        BackgroundSplittingLoss(weight=1.0)(labels, z), ce(labels[valid], z[valid]), rtol=1e-5
     )
+
+
+@pytest.mark.parametrize("mode", ["hard", "soft"])
+def test_rows_without_teacher_do_not_dilute_the_mean(mode):
+    """Official code: the aux CE is a mean over the rows with a teacher label, not over B."""
+    labels, z, teacher_logits = _data(7, b=8)
+    labels[[0, 3, 5]] = -1
+    valid = labels >= 0
+    if mode == "hard":
+        y_true, rows = labels, ref_hard(labels, z)
+    else:
+        y_true = _softmax(teacher_logits)
+        y_true[~valid] = np.nan
+        rows = ref_soft(y_true, z, 2.0)
+    loss = BackgroundSplittingLoss(mode, temperature=2.0, dtype="float64")
+    np.testing.assert_allclose(loss(y_true, z), rows[valid].mean(), rtol=1e-10)
+    # Adding rows with no teacher leaves the loss unchanged.
+    more_y = np.concatenate([y_true, np.full_like(y_true[:4], -1 if mode == "hard" else np.nan)])
+    more_z = np.concatenate([z, np.random.default_rng(0).normal(size=(4, T))])
+    np.testing.assert_allclose(loss(more_y, more_z), rows[valid].mean(), rtol=1e-10)
+    # reduction=None (what the trainer uses): the mean of the per-example values.
+    none = BackgroundSplittingLoss(mode, temperature=2.0, reduction=None, dtype="float64")
+    np.testing.assert_allclose(np.mean(none(y_true, z)), rows[valid].mean(), rtol=1e-10)
+    # No teacher at all: 0, not NaN.
+    empty = np.full_like(y_true, -1 if mode == "hard" else np.nan)
+    assert float(loss(empty, z)) == 0.0
 
 
 def test_hard_from_teacher_probabilities_takes_argmax():
     labels, z, teacher_logits = _data(1)
     probs = _softmax(teacher_logits)
     probs[1] = 0.0  # no teacher prediction for row 1
-    expected = ref_hard(np.where(probs.sum(1) > 0, probs.argmax(1), -1), z)
+    valid = probs.sum(1) > 0
+    expected = as_official(ref_hard(np.where(valid, probs.argmax(1), -1), z), valid)
     loss = BackgroundSplittingLoss(dtype="float64")
     np.testing.assert_allclose(loss.call(probs, z), expected, rtol=1e-10)
     logits_loss = BackgroundSplittingLoss(teacher_from_logits=True, dtype="float64")
@@ -95,11 +132,13 @@ def test_soft_matches_reference(dtype, temperature):
     probs[1] = 0.0
     probs[2, 0] = 0.0  # a zero probability is fine (0 log 0 = 0)
     probs[2] /= probs[2].sum()
-    expected = ref_soft(probs, z, temperature)
+    rows = ref_soft(probs, z, temperature)
+    expected = as_official(rows, probs.sum(1) > 0)
     loss = BackgroundSplittingLoss("soft", temperature=temperature, dtype=dtype)
     tol = 1e-5 if dtype == "float32" else 1e-10
     np.testing.assert_allclose(loss.call(probs, z.astype(dtype)), expected, rtol=tol, atol=tol)
     np.testing.assert_allclose(loss(probs, z.astype(dtype)), expected.mean(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(expected.mean(), rows[probs.sum(1) > 0].mean(), rtol=1e-12)
 
 
 def test_soft_from_teacher_logits():
@@ -109,7 +148,7 @@ def test_soft_from_teacher_logits():
     # softmax(t / T) == softmax(t)^(1/T) renormalised, so the reference takes softmax(t).
     probs = _softmax(np.nan_to_num(teacher_logits))
     probs[0] = np.nan
-    expected = ref_soft(probs, z, temperature)
+    expected = as_official(ref_soft(probs, z, temperature), ~np.isnan(probs[:, 0]))
     loss = BackgroundSplittingLoss(
         "soft", temperature=temperature, teacher_from_logits=True, dtype="float64"
     )

@@ -63,6 +63,24 @@ def test_gamma_zero_is_sigmoid_cross_entropy_and_matches_keras():
     )
 
 
+@pytest.mark.parametrize("gamma", [0.0, 2.0])
+def test_single_logit_binary_targets(gamma):
+    # One sigmoid output: [B] targets are 0/1 binary targets (as [B, 1] and keras), not
+    # class indices (index 1 of a 1-wide one-hot would be an all-zero, i.e. negative, row).
+    z = np.array([[2.0], [-1.0], [0.5]])
+    y = np.array([1, 0, 1])
+    expected = ref_focal(y[:, None].astype(float), z, gamma)
+    loss = SigmoidFocalLoss(gamma=gamma, dtype="float64")
+    np.testing.assert_allclose(loss.call(y, z), expected, rtol=1e-10)
+    np.testing.assert_allclose(loss.call(y[:, None], z), expected, rtol=1e-10)
+    if gamma == 0.0:
+        bce = keras.losses.BinaryCrossentropy(from_logits=True, dtype="float64")
+        np.testing.assert_allclose(loss(y, z), bce(y[:, None], z), rtol=1e-10)
+    # Rank-1 logits would be summed over the batch as if it were the class axis.
+    with pytest.raises(ValueError, match=r"\[B, C\]; got shape \(3,\)"):
+        loss(y, z[:, 0])
+
+
 def test_label_smoothing():
     labels, z = _data(seed=3)
     ls = 0.2

@@ -148,6 +148,8 @@ def test_bad_arguments():
         LDAMLoss(COUNTS, scale=-1.0)
     with pytest.raises(ValueError, match="class_weights"):
         LDAMLoss(COUNTS, class_weights=[1.0, 2.0])
+    with pytest.raises(ValueError, match="class_counts has 4 classes but y_pred has 5"):
+        LDAMLoss(COUNTS)([0, 1], np.zeros((2, 5), "float32"))
     with pytest.raises(ValueError, match="start_epoch"):
         DeferredReweighting(start_epoch=-1)
     with pytest.raises(ValueError, match="beta"):
