@@ -19,12 +19,15 @@ class Split:
         paths: [n] image file paths (str), or None.
         teacher_labels: int64 [n] pseudo-labels from a teacher over
             `Task.teacher_class_names`; -1 marks "no teacher label".
+        teacher_probabilities: float32 [n, K] teacher class probabilities
+            (soft background splitting), or None.
     """
 
     labels: np.ndarray
     images: np.ndarray | None = None
     paths: np.ndarray | None = None
     teacher_labels: np.ndarray | None = None
+    teacher_probabilities: np.ndarray | None = None
 
     def __post_init__(self):
         self.labels = np.asarray(self.labels, dtype=np.int64)
@@ -35,12 +38,14 @@ class Split:
             raise ValueError("A split needs `images` or `paths`.")
         if self.paths is not None:
             self.paths = np.asarray(self.paths, dtype=object)
-        for field in ("images", "paths", "teacher_labels"):
+        for field in ("images", "paths", "teacher_labels", "teacher_probabilities"):
             value = getattr(self, field)
             if value is not None and len(value) != n:
                 raise ValueError(f"{field} has {len(value)} entries but labels has {n}.")
         if self.teacher_labels is not None:
             self.teacher_labels = np.asarray(self.teacher_labels, dtype=np.int64)
+        if self.teacher_probabilities is not None:
+            self.teacher_probabilities = np.asarray(self.teacher_probabilities, np.float32)
 
     def __len__(self):
         return len(self.labels)
@@ -54,6 +59,7 @@ class Split:
             images=take(self.images),
             paths=take(self.paths),
             teacher_labels=take(self.teacher_labels),
+            teacher_probabilities=take(self.teacher_probabilities),
         )
 
 
@@ -69,6 +75,8 @@ class Task:
         has_background: whether index 0 is the background class.
         teacher_class_names: label space of the teacher (background
             splitting), when the splits carry `teacher_labels`.
+        metadata: free-form facts from the builder (e.g. NumPy source
+            indices of each split); not updated by later subsampling.
     """
 
     name: str
@@ -78,6 +86,7 @@ class Task:
     test: Split
     has_background: bool = True
     teacher_class_names: list | None = None
+    metadata: dict | None = None
 
     def __post_init__(self):
         self.class_names = [str(c) for c in self.class_names]

@@ -1,0 +1,66 @@
+"""A small on-disk cache for derived data (teacher pseudo-labels), written atomically.
+
+The folder is ``$KERAS_FGVC_CACHE`` when set, else ``~/.cache/keras_fgvc``.
+Entries are ``.npz`` files named by a hash of the arguments that produced them.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+def default_cache_dir():
+    """``$KERAS_FGVC_CACHE`` or ``~/.cache/keras_fgvc``."""
+    return os.environ.get("KERAS_FGVC_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "keras_fgvc"
+    )
+
+
+def cache_key(**kwargs):
+    """A 16-hex-digit hash of JSON-safe keyword arguments (order independent)."""
+    text = json.dumps(kwargs, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def cache_path(prefix, key, cache_dir=None):
+    """``<cache_dir>/<prefix>-<key>.npz``."""
+    return os.path.join(os.fspath(cache_dir or default_cache_dir()), f"{prefix}-{key}.npz")
+
+
+def save_npz(path, **arrays):
+    """Writes `arrays` to `path` atomically (temporary file in the same folder, then rename).
+
+    A crash mid-write leaves either the old file or none, never half of one.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_npz(path):
+    """The arrays of a cache entry as a dict, or None if missing or unreadable."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        logger.warning("Ignoring unreadable cache entry %s: %s", path, e)
+        return None

@@ -1,0 +1,206 @@
+"""Fashion-BG: a few rare Fashion-MNIST categories in a sea of background.
+
+Our embedded stand-in for iNat-BG (background-splitting appendix A): the
+rare categories (default Dress, Shirt, Bag) are labels 1..N, the other seven
+categories are background (label 0). The training split holds every
+background image of its pool and only as many positives as the requested
+background fraction allows (e.g. 98% background: ~190 positives per rare
+class; 99.8%: ~19).
+
+Fashion-MNIST's 60,000 training images are cut into three disjoint parts
+(seeded): the validation split (``val_size`` images, natural class
+distribution), the teacher's source split (``teacher_size`` images of the
+non-rare classes only) and the task's training pool. The test split is t10k.
+
+The teacher (background splitting) is a classifier over the non-rare classes
+trained on the source split, so it has never seen a rare category, as a
+model pretrained on ImageNet has never seen the rare iNat species. Its
+argmax pseudo-labels and probabilities for every task image are computed
+once and cached under `cache_dir` (default ``$KERAS_FGVC_CACHE`` or
+``~/.cache/keras_fgvc``), keyed by the builder arguments.
+"""
+
+import hashlib
+import logging
+
+import numpy as np
+
+from keras_fgvc.data import cache as cache_lib
+from keras_fgvc.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist
+from keras_fgvc.data.task import Split, Task
+from keras_fgvc.data.teacher import teacher_predictions, train_teacher
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RARE_CLASSES = (3, 6, 8)  # Dress, Shirt, Bag
+BACKGROUND_FRACTIONS = (0.9, 0.98, 0.998)
+_VERSION = 1
+
+
+def _positives_for(num_background, fraction, num_rare):
+    """Positives per rare class so that background is `fraction` of the split."""
+    return max(1, int(round(num_background * (1.0 - fraction) / (fraction * num_rare))))
+
+
+def _eval_subset(idx, is_rare, fraction, rng):
+    """Drops positives from `idx` so that background makes up `fraction` (None: keep all)."""
+    if fraction is None:
+        return idx
+    bg, fg = idx[~is_rare], idx[is_rare]
+    k = max(1, int(round(len(bg) * (1.0 - fraction) / fraction)))
+    if k > len(fg):
+        raise ValueError(f"eval_background_fraction={fraction} needs {k} positives, only "
+                         f"{len(fg)} exist.")
+    return np.sort(np.concatenate([bg, rng.choice(fg, k, replace=False)]))
+
+
+def make_fashion_bg(rare_classes=DEFAULT_RARE_CLASSES, background_fraction=0.98,
+                    num_background=None, val_size=5000, teacher_size=10000,
+                    eval_background_fraction=None, seed=0, teacher=True, teacher_epochs=2,
+                    teacher_builder=None, teacher_splits=("train",), cache_dir=None,
+                    data_dir=None, verbose=1):
+    """Builds the Fashion-BG task, with cached teacher pseudo-labels.
+
+    Args:
+        rare_classes: Fashion-MNIST class ids (0..9) that become labels 1..N.
+        background_fraction: share of the training split that is background,
+            in (0, 1) (~0.9, ~0.98 and >= 0.998 are used by the study).
+        num_background: background training images; default: all of the pool
+            (about 28,500 with the default sizes).
+        val_size: validation images carved from the training images
+            (natural class distribution).
+        teacher_size: images of the non-rare classes reserved to train the
+            teacher (never in the task's splits).
+        eval_background_fraction: when set, positives are dropped from val
+            and test so that background makes up this share; default: all of
+            t10k and the natural val distribution.
+        seed: seeds every split and the teacher.
+        teacher: compute teacher labels (``Split.teacher_labels`` and
+            ``Split.teacher_probabilities``) for the `teacher_splits`.
+        teacher_epochs: the teacher's training epochs.
+        teacher_builder: ``builder(num_classes, input_shape) -> keras.Model``;
+            default ``create_model("small_cnn", ...)``.
+        teacher_splits: splits that get teacher predictions (training needs
+            only ``"train"``; add ``"val"``, ``"test"`` for analysis).
+        cache_dir: where teacher predictions are cached.
+        data_dir: Fashion-MNIST folder (default: search, see `load_fashion_mnist`).
+        verbose: 1 prints teacher progress.
+
+    Returns:
+        `Task` named ``fashion_bg``: images uint8 [n, 28, 28, 1], class names
+        ``["background", <rare names>]``, ``teacher_class_names`` = the seven
+        non-rare class names.
+
+    Raises:
+        ValueError: a rare class outside 0..9 or repeated, no background
+            class left, a fraction outside (0, 1), or too few images.
+
+    Example:
+        >>> task = make_fashion_bg(background_fraction=0.98)  # doctest: +SKIP
+        >>> task.summary()  # doctest: +SKIP
+        'fashion_bg: 4 classes (train=29015, val=5000, test=10000), N=3 rare, background 98.00%...'
+    """
+    rare = [int(c) for c in rare_classes]
+    if not rare or len(set(rare)) != len(rare) or any(not 0 <= c < 10 for c in rare):
+        raise ValueError(f"rare_classes must be distinct Fashion-MNIST classes in 0..9, "
+                         f"got {tuple(rare_classes)}.")
+    if len(rare) == 10:
+        raise ValueError("rare_classes leaves no background class.")
+    if not 0.0 < background_fraction < 1.0:
+        raise ValueError(f"background_fraction must be in (0, 1), got {background_fraction}.")
+    if eval_background_fraction is not None and not 0.0 < eval_background_fraction < 1.0:
+        raise ValueError(f"eval_background_fraction must be in (0, 1), "
+                         f"got {eval_background_fraction}.")
+    (x, y), (xt, yt) = load_fashion_mnist(data_dir)
+    others = [c for c in range(10) if c not in rare]
+    to_label = np.zeros(10, np.int64)
+    to_label[rare] = np.arange(1, len(rare) + 1)
+    to_teacher = np.full(10, -1, np.int64)
+    to_teacher[others] = np.arange(len(others))
+
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(y))
+    is_rare = np.isin(y, rare)
+    val_idx = np.sort(perm[:val_size])
+    rest = perm[val_size:]
+    teacher_idx = rest[~is_rare[rest]][:teacher_size]
+    pool = rest[~np.isin(rest, teacher_idx)]
+    bg_pool = pool[~is_rare[pool]]
+    nb = len(bg_pool) if num_background is None else int(num_background)
+    if not 1 <= nb <= len(bg_pool):
+        raise ValueError(f"num_background={nb} must be in [1, {len(bg_pool)}] (the pool).")
+    per_class = _positives_for(nb, background_fraction, len(rare))
+    train_parts = [bg_pool[:nb]]
+    for c in rare:
+        members = pool[y[pool] == c]
+        if len(members) < per_class:
+            raise ValueError(
+                f"background_fraction={background_fraction} with {nb} background images needs "
+                f"{per_class} images of class {c} ({CLASS_NAMES[c]}), only {len(members)} left."
+            )
+        train_parts.append(members[:per_class])
+    train_idx = np.sort(np.concatenate(train_parts))
+    val_idx = _eval_subset(val_idx, is_rare[val_idx], eval_background_fraction, rng)
+    test_idx = _eval_subset(np.arange(len(yt)), np.isin(yt, rare), eval_background_fraction, rng)
+
+    images = lambda a, idx: a[idx][..., None]
+    splits = {
+        "train": Split(labels=to_label[y[train_idx]], images=images(x, train_idx)),
+        "val": Split(labels=to_label[y[val_idx]], images=images(x, val_idx)),
+        "test": Split(labels=to_label[yt[test_idx]], images=images(xt, test_idx)),
+    }
+    if teacher:
+        args = dict(version=_VERSION, rare=rare, fraction=background_fraction, nb=nb,
+                    val_size=val_size, teacher_size=teacher_size,
+                    eval_fraction=eval_background_fraction, seed=seed, epochs=teacher_epochs,
+                    builder=_builder_name(teacher_builder),
+                    splits=sorted(teacher_splits),
+                    data=hashlib.sha256(y.tobytes() + yt.tobytes()).hexdigest()[:16])
+        wanted = {name: splits[name] for name in teacher_splits}
+        predictions = _cached_teacher(
+            args, cache_dir, wanted,
+            lambda: train_teacher(x[teacher_idx], to_teacher[y[teacher_idx]], len(others),
+                                  builder=teacher_builder, epochs=teacher_epochs, seed=seed,
+                                  verbose=verbose),
+            verbose,
+        )
+        for name, split in wanted.items():
+            split.teacher_labels = predictions[f"{name}_labels"]
+            split.teacher_probabilities = predictions[f"{name}_probabilities"]
+    task = Task(name="fashion_bg", class_names=["background"] + [CLASS_NAMES[c] for c in rare],
+                has_background=True, teacher_class_names=[CLASS_NAMES[c] for c in others],
+                metadata={"rare_classes": rare, "teacher_classes": others,
+                          "source_indices": {"train": train_idx, "val": val_idx,
+                                             "test": test_idx, "teacher": teacher_idx}},
+                **splits)
+    if verbose:
+        print(task.summary())
+    return task
+
+
+def _builder_name(builder):
+    """A stable name for the cache key: "small_cnn" for the default builder."""
+    if builder is None:
+        return "small_cnn"
+    named = builder if hasattr(builder, "__qualname__") else type(builder)
+    return f"{named.__module__}.{named.__qualname__}"
+
+
+def _cached_teacher(args, cache_dir, splits, train_fn, verbose):
+    """Teacher predictions for every split, from the cache or computed and stored."""
+    path = cache_lib.cache_path("fashion_bg_teacher", cache_lib.cache_key(**args), cache_dir)
+    cached = cache_lib.load_npz(path)
+    if cached is not None and all(
+        f"{n}_labels" in cached and len(cached[f"{n}_labels"]) == len(s)
+        for n, s in splits.items()
+    ):
+        logger.info("Teacher pseudo-labels loaded from %s", path)
+        return cached
+    model = train_fn()
+    out = {}
+    for name, split in splits.items():
+        labels, probs = teacher_predictions(model, split.images, verbose=verbose)
+        out[f"{name}_labels"], out[f"{name}_probabilities"] = labels, probs
+    cache_lib.save_npz(path, **out)
+    logger.info("Teacher pseudo-labels cached in %s", path)
+    return out

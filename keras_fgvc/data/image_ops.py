@@ -1,0 +1,107 @@
+"""Per-image preprocessing ops for the tf.data pipeline (graph-safe, XLA-free).
+
+Training crops follow Inception (Szegedy et al.; dissertation Ch. 4: "randomly
+cropped ... and re-sized to the target input size with scale and aspect ratio
+augmentation"); evaluation takes a centre crop and resizes ("the original image
+is center cropped and re-sized"). Outputs are float32 in [0, 255]: every
+keras_fgvc model normalises inside.
+"""
+
+import tensorflow as tf
+
+INCEPTION_SCALE = (0.08, 1.0)
+INCEPTION_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+
+
+def decode_image(image_bytes, channels=3):
+    """Decodes JPEG / PNG / GIF (first frame) / BMP bytes to uint8 [H, W, channels].
+
+    Grayscale files become RGB with ``channels=3`` and RGB files grayscale with
+    ``channels=1``. Raises `tf.errors.InvalidArgumentError` on corrupt data
+    (the pipeline drops and counts such images).
+
+    Example:
+        >>> decode_image(tf.io.encode_png(tf.zeros([4, 5, 1], tf.uint8))).shape
+        TensorShape([4, 5, 3])
+    """
+    image = tf.io.decode_image(image_bytes, channels=channels, expand_animations=False)
+    image.set_shape([None, None, channels])
+    return image
+
+
+def ensure_channels(image, channels):
+    """An in-memory image [H, W] or [H, W, C] as [H, W, channels] (gray <-> RGB)."""
+    if image.shape.rank == 2:
+        image = image[..., None]
+    have = image.shape[-1]
+    if have == channels:
+        return image
+    if have == 1 and channels == 3:
+        return tf.image.grayscale_to_rgb(image)
+    if have == 3 and channels == 1:
+        dtype = image.dtype
+        gray = tf.image.rgb_to_grayscale(tf.cast(image, tf.float32))
+        return tf.cast(tf.round(gray), dtype) if dtype.is_integer else gray
+    raise ValueError(f"Cannot convert an image with {have} channels to {channels}.")
+
+
+def _size(size):
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def resize(image, size):
+    """Bilinear resize to `size` (int or (H, W)); float32 output in the input's range."""
+    return tf.image.resize(tf.cast(image, tf.float32), _size(size), method="bilinear")
+
+
+def random_resized_crop(image, size, seed, scale=INCEPTION_SCALE, ratio=INCEPTION_RATIO):
+    """A random crop of area `scale` and aspect ratio `ratio`, resized to `size`.
+
+    Args:
+        image: [H, W, C] image, any dtype.
+        size: output size, int or (H, W).
+        seed: int32/int64 [2] stateless seed (same seed, same crop).
+        scale: (min, max) crop area as a fraction of the image.
+        ratio: (min, max) crop width / height.
+
+    Returns:
+        float32 [size, size, C]. When no crop satisfies the ranges in 10
+        attempts the whole image is used.
+    """
+    begin, crop, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(image),
+        bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+        seed=seed,
+        min_object_covered=0.0,
+        aspect_ratio_range=ratio,
+        area_range=scale,
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    return resize(tf.slice(image, begin, crop), size)
+
+
+def center_crop_resize(image, size, crop_fraction=0.875):
+    """The centred square of side ``crop_fraction * min(H, W)``, resized to `size`.
+
+    Args:
+        image: [H, W, C] image.
+        size: output size, int or (H, W).
+        crop_fraction: in (0, 1]; 1.0 takes the largest centred square.
+
+    Returns:
+        float32 [size, size, C].
+    """
+    if not 0.0 < crop_fraction <= 1.0:
+        raise ValueError(f"crop_fraction must be in (0, 1], got {crop_fraction}.")
+    shape = tf.shape(image)
+    h, w = shape[0], shape[1]
+    side = tf.cast(tf.cast(tf.minimum(h, w), tf.float32) * crop_fraction, tf.int32)
+    side = tf.maximum(side, 1)
+    top, left = (h - side) // 2, (w - side) // 2
+    return resize(image[top:top + side, left:left + side], size)
+
+
+def random_flip(image, seed):
+    """Horizontal flip with probability 1/2 (stateless: same seed, same flip)."""
+    return tf.image.stateless_random_flip_left_right(image, seed=seed)

@@ -1,0 +1,99 @@
+"""iNaturalist 2017 from its local JSON files (``train2017.json``, ``val2017.json``).
+
+The JSON follows the COCO layout: ``images`` (``id``, ``file_name``),
+``annotations`` (``image_id``, ``category_id``) and ``categories`` (``id``,
+``name``, ``supercategory``). iNat 2017 has 5,089 categories, 579,184 training
+and 95,986 validation images (background-splitting appendix A; its "5098" is a
+typo for 5089).
+"""
+
+import json
+import os
+
+import numpy as np
+
+from keras_fgvc.data.splits import require_path, train_val_test
+from keras_fgvc.data.task import Split, Task
+
+
+def read_inaturalist_json(json_path, image_root=None):
+    """Reads one iNat JSON file.
+
+    Args:
+        json_path: path of e.g. ``train2017.json``.
+        image_root: folder the ``file_name`` entries are relative to
+            (default: the JSON's folder).
+
+    Returns:
+        (paths, category_ids, categories): str [n] image paths, int64 [n]
+        category ids (-1 for images without annotation, e.g. a test set),
+        and the JSON's ``categories`` list sorted by id.
+
+    Raises:
+        FileNotFoundError: `json_path` or `image_root` is missing.
+        ValueError: the JSON lacks ``images``/``categories`` or an annotation
+            names an unknown image or category.
+    """
+    require_path(json_path, "iNaturalist JSON")
+    image_root = require_path(
+        image_root if image_root is not None else os.path.dirname(os.fspath(json_path)) or ".",
+        "iNaturalist image root",
+    )
+    with open(json_path, encoding="utf-8") as f:
+        data = json.load(f)
+    for key in ("images", "categories"):
+        if key not in data:
+            raise ValueError(f"{json_path}: missing the {key!r} list.")
+    categories = sorted(data["categories"], key=lambda c: c["id"])
+    known = {c["id"] for c in categories}
+    row = {img["id"]: i for i, img in enumerate(data["images"])}
+    paths = np.array([os.path.join(image_root, img["file_name"]) for img in data["images"]],
+                     dtype=object)
+    ids = np.full(len(paths), -1, dtype=np.int64)
+    for ann in data.get("annotations", []):
+        if ann["image_id"] not in row:
+            raise ValueError(f"{json_path}: annotation for unknown image id {ann['image_id']}.")
+        if ann["category_id"] not in known:
+            raise ValueError(f"{json_path}: unknown category id {ann['category_id']}.")
+        ids[row[ann["image_id"]]] = ann["category_id"]
+    return paths, ids, categories
+
+
+def load_inaturalist(train_json, val_json, image_root=None, val_fraction=0.0, seed=0):
+    """iNaturalist 2017 as a `Task` over all categories (no background).
+
+    Labels are indices into the categories sorted by id. The official
+    validation set is the test split (as in the papers); `val` is carved from
+    train when `val_fraction` > 0, else it is the official validation set too.
+
+    Args:
+        train_json, val_json: paths of ``train2017.json`` and ``val2017.json``.
+        image_root: folder the ``file_name`` entries are relative to.
+        val_fraction: share of each training class held out as `val`.
+        seed: seed of that hold-out.
+
+    Returns:
+        `Task` named ``"inaturalist2017"`` with ``has_background=False``;
+        class names are the category names.
+
+    Example:
+        >>> task = load_inaturalist("train2017.json", "val2017.json")  # doctest: +SKIP
+        >>> background_task(task, inat_bg_tasks(task.num_classes, n=100)[0])  # doctest: +SKIP
+    """
+    out = []
+    for path in (train_json, val_json):
+        paths, ids, categories = read_inaturalist_json(path, image_root)
+        keep = ids >= 0
+        out.append((paths[keep], ids[keep], categories))
+    categories = out[0][2]
+    index = {c["id"]: i for i, c in enumerate(categories)}
+    splits = []
+    for paths, ids, cats in out:
+        if [c["id"] for c in cats] != [c["id"] for c in categories]:
+            raise ValueError(f"{train_json} and {val_json} list different categories.")
+        splits.append(Split(labels=np.array([index[i] for i in ids], np.int64), paths=paths))
+    train, val, test = train_val_test(splits[0], splits[1], val_fraction, seed)
+    return Task(
+        name="inaturalist2017", class_names=[c["name"] for c in categories],
+        train=train, val=val, test=test, has_background=False,
+    )

@@ -1,0 +1,186 @@
+"""Fashion-BG: rare classes in a sea of background, with a cached teacher (fake + real data)."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_fgvc.data import cache, fashion_mnist, make_fashion_bg, train_teacher
+from keras_fgvc.data.idx import write_idx
+from keras_fgvc.data.teacher import recalibrate_batch_norm, teacher_predictions
+
+RARE = (3, 6, 8)
+
+
+@pytest.fixture(scope="module")
+def fake_dir(tmp_path_factory):
+    """600 train / 100 test fake images; class c is a bright band at rows 2c..2c+3."""
+    folder = str(tmp_path_factory.mktemp("fashion"))
+    rng = np.random.default_rng(0)
+    for part, n in (("train", 600), ("t10k", 100)):
+        y = rng.permutation(np.arange(n) % 10).astype(np.uint8)
+        x = rng.integers(0, 40, size=(n, 28, 28), dtype=np.uint8)
+        for i, c in enumerate(y):
+            x[i, 2 * c:2 * c + 4] = 250
+        write_idx(os.path.join(folder, f"{part}-images-idx3-ubyte.gz"), x)
+        write_idx(os.path.join(folder, f"{part}-labels-idx1-ubyte.gz"), y)
+    return folder
+
+
+class CountingBuilder:
+    """A tiny dict-output teacher (logits / probabilities), counting its builds."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, num_classes, input_shape):
+        self.calls += 1
+        inputs = keras.Input(input_shape)
+        x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
+        logits = keras.layers.Dense(num_classes)(x)
+        return keras.Model(inputs, {"logits": logits,
+                                    "probabilities": keras.layers.Softmax()(logits)})
+
+
+def _build(fake_dir, cache_dir, builder, **kwargs):
+    args = dict(rare_classes=RARE, background_fraction=0.9, val_size=60, teacher_size=140,
+                seed=0, teacher_epochs=15, teacher_builder=builder, cache_dir=cache_dir,
+                data_dir=fake_dir, verbose=0)
+    args.update(kwargs)
+    return make_fashion_bg(**args)
+
+
+def test_structure_disjointness_and_teacher(fake_dir, tmp_path):
+    builder = CountingBuilder()
+    task = _build(fake_dir, str(tmp_path), builder, teacher_splits=("train", "val", "test"))
+    assert task.class_names == ["background", "Dress", "Shirt", "Bag"]
+    assert task.teacher_class_names == [fashion_mnist.CLASS_NAMES[c]
+                                        for c in range(10) if c not in RARE]
+    counts = task.class_counts()
+    assert counts[1] == counts[2] == counts[3] > 0
+    assert task.background_fraction() == pytest.approx(0.9, abs=0.02)
+    assert "N=3 rare" in task.summary()
+    idx = task.metadata["source_indices"]
+    parts = [set(idx[k].tolist()) for k in ("train", "val", "teacher")]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    (_, y), (_, yt) = fashion_mnist.load_fashion_mnist(fake_dir)
+    assert not np.isin(y[idx["teacher"]], RARE).any()  # the teacher never sees a rare class
+    np.testing.assert_array_equal(task.test.labels, np.searchsorted(
+        [-1, *RARE], yt[idx["test"]]) * np.isin(yt[idx["test"]], RARE))
+    for split in (task.train, task.val, task.test):
+        assert split.images.shape[1:] == (28, 28, 1) and split.images.dtype == np.uint8
+        assert split.teacher_probabilities.shape == (len(split), 7)
+        np.testing.assert_allclose(split.teacher_probabilities.sum(1), 1.0, rtol=1e-5)
+        np.testing.assert_array_equal(split.teacher_labels,
+                                      split.teacher_probabilities.argmax(1))
+    # The band images are easy: the teacher labels background val images correctly.
+    bg = task.val.labels == 0
+    true_teacher = np.searchsorted([0, 1, 2, 4, 5, 7, 9], y[idx["val"]][bg])
+    assert np.mean(task.val.teacher_labels[bg] == true_teacher) > 0.8
+    assert builder.calls == 1
+
+
+def test_teacher_is_cached_atomically_and_reused(fake_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_FGVC_CACHE", str(tmp_path / "envcache"))
+    assert cache.default_cache_dir() == str(tmp_path / "envcache")
+    builder = CountingBuilder()
+    first = _build(fake_dir, None, builder)
+    files = os.listdir(tmp_path / "envcache")
+    assert len(files) == 1 and files[0].startswith("fashion_bg_teacher-")
+    assert files[0].endswith(".npz")
+    second = _build(fake_dir, None, builder)
+    assert builder.calls == 1  # served from the cache
+    np.testing.assert_array_equal(first.train.teacher_labels, second.train.teacher_labels)
+    np.testing.assert_array_equal(first.train.images, second.train.images)
+    assert first.val.teacher_labels is None  # only the train split by default
+    _build(fake_dir, None, builder, seed=1)
+    assert builder.calls == 2 and len(os.listdir(tmp_path / "envcache")) == 2
+    # A corrupt cache entry is ignored and rewritten.
+    path = os.path.join(tmp_path / "envcache", files[0])
+    with open(path, "wb") as f:
+        f.write(b"broken")
+    _build(fake_dir, None, builder)
+    assert builder.calls == 3 and cache.load_npz(path) is not None
+
+
+def test_seeded_and_fraction_controls_positives(fake_dir, tmp_path):
+    a = _build(fake_dir, str(tmp_path), None, teacher=False)
+    b = _build(fake_dir, str(tmp_path), None, teacher=False)
+    c = _build(fake_dir, str(tmp_path), None, teacher=False, seed=3)
+    np.testing.assert_array_equal(a.train.images, b.train.images)
+    assert not np.array_equal(a.metadata["source_indices"]["train"],
+                              c.metadata["source_indices"]["train"])
+    assert a.train.teacher_labels is None
+    rare = _build(fake_dir, str(tmp_path), None, teacher=False, background_fraction=0.99)
+    assert rare.class_counts()[1:].tolist() == [1, 1, 1]
+    assert rare.class_counts()[0] == a.class_counts()[0]
+    evals = _build(fake_dir, str(tmp_path), None, teacher=False, eval_background_fraction=0.9)
+    assert evals.background_fraction("test") == pytest.approx(0.9, abs=0.02)
+
+
+def test_bad_input(fake_dir, tmp_path):
+    with pytest.raises(ValueError, match="rare_classes"):
+        _build(fake_dir, str(tmp_path), None, teacher=False, rare_classes=(3, 10))
+    with pytest.raises(ValueError, match="background_fraction"):
+        _build(fake_dir, str(tmp_path), None, teacher=False, background_fraction=1.0)
+    with pytest.raises(ValueError, match="only .* left"):
+        _build(fake_dir, str(tmp_path), None, teacher=False, background_fraction=0.2)
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        _build(str(tmp_path / "none"), str(tmp_path), None, teacher=False)
+    with pytest.raises(ValueError, match="teacher label 7 is outside"):
+        train_teacher(np.zeros((2, 28, 28), np.uint8), [0, 7], 3, builder=CountingBuilder())
+
+
+def test_teacher_with_plain_logits_model():
+    def builder(k, shape):
+        return keras.Sequential([keras.Input(shape), keras.layers.Flatten(),
+                                 keras.layers.Dense(k)])
+
+    x = np.zeros((8, 4, 4), np.uint8)
+    x[4:] = 255
+    y = np.array([0] * 4 + [1] * 4)
+    model = train_teacher(x, y, 2, builder=builder, epochs=20, batch_size=8,
+                          learning_rate=0.05, verbose=0)
+    labels, probs = teacher_predictions(model, x)
+    assert labels.tolist() == y.tolist() and probs.shape == (8, 2)
+
+
+def test_recalibrate_batch_norm_matches_numpy():
+    inputs = keras.Input((3, 3, 2))
+    outputs = keras.layers.BatchNormalization()(keras.layers.Rescaling(1.0)(inputs))
+    inner = keras.Model(inputs, outputs)
+    model = keras.Sequential([keras.Input((3, 3, 2)), inner])  # nested models are searched
+    x = np.random.default_rng(0).uniform(0, 255, size=(16, 3, 3, 2)).astype(np.float32)
+    assert recalibrate_batch_norm(model, x, batch_size=16, num_batches=3) == 1
+    bn = inner.layers[-1]
+    # Every batch is all 16 images, so the average of batch statistics is the statistic.
+    np.testing.assert_allclose(bn.moving_mean.numpy(), x.mean(axis=(0, 1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), x.var(axis=(0, 1, 2)), rtol=1e-4)
+    assert bn.momentum == 0.99  # restored
+
+
+@pytest.mark.skipif(not os.path.isdir(fashion_mnist.DEBIAN_DIR),
+                    reason="dataset-fashion-mnist is not installed")
+@pytest.mark.parametrize("fraction,per_class", [(0.9, 1053), (0.98, 193), (0.998, 19)])
+def test_real_fashion_bg_structure(tmp_path, fraction, per_class):
+    task = make_fashion_bg(background_fraction=fraction, teacher=False, verbose=0)
+    counts = task.class_counts()
+    assert counts[1:].tolist() == [per_class] * 3
+    assert task.background_fraction() == pytest.approx(fraction, abs=2e-4)
+    assert (len(task.val), len(task.test)) == (5000, 10000)
+    assert task.class_counts("test").tolist() == [7000, 1000, 1000, 1000]
+
+
+def test_default_teacher_is_small_cnn():
+    models = pytest.importorskip("keras_fgvc.models")
+    if "small_cnn" not in models.list_models():
+        pytest.skip("small_cnn is not registered yet")
+    from keras_fgvc.data.teacher import default_teacher_builder
+
+    model = default_teacher_builder(7, (28, 28, 1))
+    out = model(np.zeros((2, 28, 28, 1), np.float32))
+    assert out["logits"].shape == (2, 7) and out["probabilities"].shape == (2, 7)
+    labels, probs = teacher_predictions(model, np.zeros((3, 28, 28), np.uint8))
+    assert labels.shape == (3,) and probs.shape == (3, 7)
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)

@@ -1,0 +1,170 @@
+"""Local-file loaders on small fake trees: iNat 2017 JSON, Places365 lists, image folder, CUB."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_fgvc.data import (
+    load_cub,
+    load_image_folder,
+    load_inaturalist,
+    load_places365,
+    read_file_list,
+)
+from keras_fgvc.data.splits import carve_validation
+from keras_fgvc.data.task import Split
+
+
+def _png(path, value=0, shape=(6, 5, 3)):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tf.io.write_file(path, tf.io.encode_png(np.full(shape, value, np.uint8)))
+
+
+def _inat_json(path, root, images, categories):
+    anns = [{"id": i, "image_id": i, "category_id": c} for i, (_, c) in enumerate(images)]
+    data = {"images": [{"id": i, "file_name": f} for i, (f, _) in enumerate(images)],
+            "annotations": anns,
+            "categories": [{"id": c, "name": n, "supercategory": "Plantae"}
+                           for c, n in categories]}
+    for f, _ in images:
+        _png(os.path.join(root, f))
+    with open(path, "w") as fh:
+        json.dump(data, fh)
+
+
+def test_inaturalist(tmp_path):
+    root = str(tmp_path)
+    cats = [(2, "c2"), (0, "c0"), (1, "c1")]
+    _inat_json(f"{root}/train2017.json", root,
+               [(f"train_val_images/a/{i}.jpg", i % 3) for i in range(9)], cats)
+    _inat_json(f"{root}/val2017.json", root, [("val/x.jpg", 2), ("val/y.jpg", 0)], cats)
+    task = load_inaturalist(f"{root}/train2017.json", f"{root}/val2017.json")
+    assert task.class_names == ["c0", "c1", "c2"] and not task.has_background
+    assert task.train.labels.tolist() == [0, 1, 2] * 3
+    assert task.test.labels.tolist() == [2, 0] and task.val is task.test
+    assert task.train.paths[4] == os.path.join(root, "train_val_images/a/4.jpg")
+    assert all(os.path.exists(p) for p in task.train.paths)
+    carved = load_inaturalist(f"{root}/train2017.json", f"{root}/val2017.json",
+                              val_fraction=0.34, seed=1)
+    assert len(carved.train) == 6 and sorted(carved.val.labels.tolist()) == [0, 1, 2]
+
+
+def test_inaturalist_bad_input(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.json"):
+        load_inaturalist(str(tmp_path / "nope.json"), str(tmp_path / "nope.json"))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"images": [{"id": 0, "file_name": "a.jpg"}],
+                               "annotations": [{"id": 0, "image_id": 0, "category_id": 9}],
+                               "categories": [{"id": 0, "name": "x"}]}))
+    with pytest.raises(ValueError, match="unknown category id 9"):
+        load_inaturalist(str(bad), str(bad))
+
+
+def test_places365(tmp_path):
+    root = tmp_path / "places"
+    (root / "data_256").mkdir(parents=True)
+    (root / "categories_places365.txt").write_text("/a/airfield 0\n/b/bar 1\n/c/cave 2\n")
+    (root / "places365_train_standard.txt").write_text(
+        "/a/airfield/00000001.jpg 0\n/b/bar/00000001.jpg 1\n/c/cave/00000002.jpg 2\n"
+        "/c/cave/00000003.jpg 2\n")
+    (root / "val_256").mkdir()
+    (root / "places365_val.txt").write_text("Places365_val_00000001.jpg 1\n")
+    task = load_places365(str(root))
+    assert task.class_names == ["/a/airfield", "/b/bar", "/c/cave"]
+    assert task.train.labels.tolist() == [0, 1, 2, 2]
+    assert task.train.paths[0] == os.path.join(str(root), "data_256", "a/airfield/00000001.jpg")
+    assert task.test.paths[0].endswith(os.path.join("val_256", "Places365_val_00000001.jpg"))
+    (root / "bad.txt").write_text("x.jpg 7\n")
+    with pytest.raises(ValueError, match="label 7 is outside"):
+        read_file_list(str(root / "bad.txt"), str(root), num_classes=3)
+    (root / "bad.txt").write_text("just-a-path\n")
+    with pytest.raises(ValueError, match="expected 'path label'"):
+        read_file_list(str(root / "bad.txt"), str(root))
+    with pytest.raises(FileNotFoundError, match="missing_root"):
+        load_places365(str(tmp_path / "missing_root"))
+
+
+def test_image_folder(tmp_path):
+    for split, n in (("train", 3), ("test", 1)):
+        for c, name in enumerate(["cat", "dog"]):
+            for i in range(n):
+                _png(str(tmp_path / split / name / f"{i}.png"), value=10 * c)
+    (tmp_path / "train" / "dog" / "notes.txt").write_text("not an image")
+    task = load_image_folder(str(tmp_path / "train"), str(tmp_path / "test"))
+    assert task.class_names == ["cat", "dog"] and task.name == "train"
+    assert task.train.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    assert task.test.labels.tolist() == [0, 1] and task.val is task.test
+    assert not any(p.endswith(".txt") for p in task.train.paths)
+    carved = load_image_folder(str(tmp_path / "train"), val_fraction=0.34)
+    assert sorted(carved.val.labels.tolist()) == [0, 1] and len(carved.train) == 4
+    (tmp_path / "train" / "empty").mkdir()
+    with pytest.raises(ValueError, match="class 2 .'empty'. has no examples"):
+        load_image_folder(str(tmp_path / "train"))
+    (tmp_path / "test" / "bird").mkdir()
+    with pytest.raises(FileNotFoundError):
+        load_image_folder(str(tmp_path / "nothing"))
+
+
+def _cub_tree(root, n_classes=3, per_class=4):
+    lines = {"images": [], "labels": [], "split": [], "classes": []}
+    k = 1
+    for c in range(1, n_classes + 1):
+        name = f"{c:03d}.Bird_{c}"
+        lines["classes"].append(f"{c} {name}")
+        for i in range(per_class):
+            rel = f"{name}/Bird_{c}_{i}.jpg"
+            _png(os.path.join(root, "images", rel), value=c)
+            lines["images"].append(f"{k} {rel}")
+            lines["labels"].append(f"{k} {c}")
+            lines["split"].append(f"{k} {int(i % 2 == 0)}")
+            k += 1
+    for key, fname in (("images", "images.txt"), ("labels", "image_class_labels.txt"),
+                       ("split", "train_test_split.txt"), ("classes", "classes.txt")):
+        with open(os.path.join(root, fname), "w") as f:
+            f.write("\n".join(lines[key]) + "\n")
+
+
+def test_cub(tmp_path):
+    root = str(tmp_path / "CUB_200_2011")
+    _cub_tree(root)
+    task = load_cub(root)
+    assert task.class_names == ["001.Bird_1", "002.Bird_2", "003.Bird_3"]
+    assert task.train.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    assert task.test.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    assert task.train.paths[0].endswith("images/001.Bird_1/Bird_1_0.jpg")
+    assert task.test.paths[0].endswith("Bird_1_1.jpg")
+    assert all(os.path.exists(p) for p in task.train.paths)
+
+
+def test_cub_bad_input(tmp_path):
+    root = str(tmp_path / "cub")
+    _cub_tree(root)
+    with open(os.path.join(root, "image_class_labels.txt"), "a") as f:
+        f.write("13 1\n")
+    with open(os.path.join(root, "images.txt"), "a") as f:
+        f.write("13 x/y.jpg\n")
+    with pytest.raises(ValueError, match="train_test_split.txt has no entry for image id 13"):
+        load_cub(root)
+    with open(os.path.join(root, "train_test_split.txt"), "a") as f:
+        f.write("13 1\n")
+    with open(os.path.join(root, "image_class_labels.txt"), "w") as f:
+        f.write("\n".join(f"{k} {9 if k == 2 else 1}" for k in range(1, 14)) + "\n")
+    with pytest.raises(ValueError, match="class id 9 is outside the class range 1..3"):
+        load_cub(root)
+    os.remove(os.path.join(root, "images.txt"))
+    with pytest.raises(FileNotFoundError, match="images.txt"):
+        load_cub(root)
+
+
+def test_carve_validation_is_stratified_and_seeded():
+    split = Split(labels=np.repeat([0, 1, 2], [10, 20, 1]), images=np.zeros((31, 2, 2, 1)))
+    train, val = carve_validation(split, 0.2, seed=3)
+    np.testing.assert_array_equal(np.bincount(val.labels, minlength=3), [2, 4, 0])
+    np.testing.assert_array_equal(np.bincount(train.labels, minlength=3), [8, 16, 1])
+    again = carve_validation(split, 0.2, seed=3)[1]
+    np.testing.assert_array_equal(val.labels, again.labels)
+    with pytest.raises(ValueError, match="val_fraction"):
+        carve_validation(split, 1.0)
