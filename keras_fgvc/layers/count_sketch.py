@@ -1,0 +1,289 @@
+"""Count Sketch and Tensor Sketch, shared by `KernelPooling` and `CompactBilinearPooling`.
+
+Count Sketch (Charikar et al. 2002; Eq. 3.8 of Cui's dissertation) maps
+x in R^c to C(x) in R^d with c_j = sum_{i: h(i) = j} s(i) x_i. Tensor Sketch
+(Pham & Pagh 2013; Eq. 3.9) approximates the i-level tensor product by
+x~(i) = IFFT(FFT(C_1(x)) o ... o FFT(C_i(x))); Algorithm 1 builds orders
+2..p cumulatively from one chain of sketches C_1..C_p.
+
+Hashes. For sketch t the c input channels are placed into k * d slots,
+k = ceil(c / d), by a random injective map (a random permutation of the
+slots, first c entries); h_t(i) = slot_t(i) mod d, so every bucket receives
+at most k channels (a balanced random hash). s_t(i) is a uniform random sign.
+The sketch is unbiased for any h because the signs are independent:
+E[<x~(i), y~(i)>] = (x.y)^i. When d >= c (k = 1) the hash is injective and
+the sketch is a signed gather from [x, -x, 0]; when d < c it is a gather
+followed by a sum over the k slot rows. Its gradient is again a gather
+(dx_i = sum_t s_t(i) dC_t[h_t(i)]), written by hand so the backward pass never
+scatters (no segment sum). No dense c x d matrix is formed.
+
+`pooled_tensor_sketch` (used by the layers) fuses sketch, FFT, product and
+pooling with one hand-written gradient. Outside XLA it gathers whole rows of
+the channels-major [c, positions] matrix (a memcpy per index; TensorFlow's
+gather of scalars along the last axis is several times slower on CPU). Under
+XLA (jit_compile=True), where transposes are the slow part and gathers along
+the last axis are fast, it gathers along the last axis (the same function;
+tests/layers/test_kernel_pooling.py compares the two, values and gradients).
+`count_sketch` is the same Count Sketch as a standalone keras.ops op.
+
+Hashes come from `seed` through SplitMix64 (a fixed integer hash evaluated in
+NumPy uint64 arithmetic), not from a library RNG, so they are identical
+across NumPy and TensorFlow versions and a reloaded layer computes the same
+function.
+"""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _splitmix64(z):
+    """SplitMix64 finaliser, vectorised over a uint64 array."""
+    z = np.asarray(z, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        z = z + _GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _random_bits(seed, stream, index, n):
+    """n pseudo-random uint64 values for (seed, stream, index)."""
+    key = _splitmix64(np.uint64(seed % (1 << 63)))
+    with np.errstate(over="ignore"):
+        key = _splitmix64(key ^ np.uint64(stream))
+        key = _splitmix64(key + np.uint64(index) * np.uint64(0xD1B54A32D192ED03))
+        return _splitmix64(key + np.arange(n, dtype=np.uint64))
+
+
+def sketch_hashes(seed, stream, input_dim, sketch_dim, count):
+    """Hash pairs (h_t, s_t), t = 1..count, for Count Sketches R^c -> R^d.
+
+    Args:
+        seed: integer seed (kept in the layer config).
+        stream: integer naming an independent set of hashes (e.g. one per
+            distinct sketch dimension).
+        input_dim: c.
+        sketch_dim: d.
+        count: number of independent hash pairs.
+
+    Returns:
+        `(h, s)`: int64 array [count, c] with values in [0, d) and float32 array
+        [count, c] of +-1, plus `slots` int64 [count, c] in [0, k * d)
+        (h = slots mod d), as a tuple `(h, s, slots)`.
+    """
+    c, d = int(input_dim), int(sketch_dim)
+    k = math.ceil(c / d)
+    hs, ss, slots = [], [], []
+    for t in range(count):
+        # A random permutation of the k * d slots: argsort of distinct random keys
+        # (ties broken by index, so the result is fully determined by the keys).
+        keys = _random_bits(seed, 2 * stream, t, k * d)
+        perm = np.lexsort((np.arange(k * d), keys))
+        slot = perm[:c].astype(np.int64)
+        sign_bits = _random_bits(seed, 2 * stream + 1, t, c) >> np.uint64(63)
+        slots.append(slot)
+        hs.append(slot % d)
+        ss.append(np.where(sign_bits == 1, 1.0, -1.0).astype(np.float32))
+    return np.stack(hs), np.stack(ss), np.stack(slots)
+
+
+class SketchPlan:
+    """Gather indices that compute `count` Count Sketches of one input at once.
+
+    Forward: C = sum_k reshape(take(x, fwd_index) * fwd_sign, [count, k, d]).
+    Backward: dx = sum_t s_t * take(dC_t, h_t), i.e. one gather of the
+    flattened upstream gradient at `bwd_index` = t * d + h_t.
+    """
+
+    def __init__(self, seed, stream, input_dim, sketch_dim, count):
+        c, d = int(input_dim), int(sketch_dim)
+        self.input_dim, self.sketch_dim, self.count = c, d, int(count)
+        self.k = math.ceil(c / d)
+        h, s, slots = sketch_hashes(seed, stream, c, d, count)
+        self.h, self.s = h, s
+        fwd_index = np.zeros((count, self.k * d), np.int32)
+        fwd_sign = np.zeros((count, self.k * d), np.float32)
+        rows = np.arange(c)
+        for t in range(count):
+            fwd_index[t, slots[t]] = rows
+            fwd_sign[t, slots[t]] = s[t]
+        self.fwd_index = fwd_index.reshape(-1)
+        self.fwd_sign = fwd_sign.reshape(-1)
+        self.bwd_index = (h + d * np.arange(count)[:, None]).astype(np.int32).reshape(-1)
+        self.bwd_sign = s.reshape(-1)
+
+    def dense_matrices(self):
+        """The sketches as dense [count, c, d] matrices (for tests and references only)."""
+        m = np.zeros((self.count, self.input_dim, self.sketch_dim), np.float32)
+        for t in range(self.count):
+            m[t, np.arange(self.input_dim), self.h[t]] = self.s[t]
+        return m
+
+
+def count_sketch(x, plan):
+    """Count Sketches of the last axis of `x` (float32): [..., c] -> [..., count, d].
+
+    A standalone keras.ops version (signed gather forward, gather backward);
+    the pooling layers use the fused `pooled_tensor_sketch` instead.
+    """
+    c, d, count, k = plan.input_dim, plan.sketch_dim, plan.count, plan.k
+    fwd_index = ops.convert_to_tensor(plan.fwd_index)
+    fwd_sign = ops.convert_to_tensor(plan.fwd_sign)
+    bwd_index = ops.convert_to_tensor(plan.bwd_index)
+    bwd_sign = ops.convert_to_tensor(plan.bwd_sign)
+
+    @ops.custom_gradient
+    def _sketch(x):
+        lead = ops.shape(x)[:-1]
+        y = ops.take(x, fwd_index, axis=-1) * fwd_sign
+        y = ops.reshape(y, (*lead, count, k, d))
+        y = y[..., 0, :] if k == 1 else ops.sum(y, axis=-2)
+
+        def grad(*args, upstream=None):
+            if upstream is None:
+                (upstream,) = args
+            g = ops.reshape(upstream, (*lead, count * d))
+            g = ops.take(g, bwd_index, axis=-1) * bwd_sign
+            g = ops.reshape(g, (*lead, count, c))
+            return g[..., 0, :] if count == 1 else ops.sum(g, axis=-2)
+
+        return y, grad
+
+    return _sketch(x)
+
+
+def _in_xla_context():
+    """True while tracing for XLA (jit_compile=True), where gathers along the last axis are fast."""
+    try:
+        from tensorflow.python.ops import control_flow_util  # private, but stable since TF 1.x
+
+        return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+    except (ImportError, AttributeError):
+        return False
+
+
+def _frequency_weights(d):
+    """w_k with sum_k Re(g_k e^{i 2 pi k n / d}) = d irfft(w o g)_n (the rfft adjoint)."""
+    w = np.full(d // 2 + 1, 0.5, np.float32)
+    w[0] = 1.0
+    if d % 2 == 0:
+        w[-1] = 1.0
+    return w * d
+
+
+def pooled_tensor_sketch(x, plan, orders, pooling):
+    """Pooled Tensor Sketches x~(i) of every order i in `orders` (Algorithm 1).
+
+    The product of the sketches' spectra is pooled over positions in the
+    frequency domain (the inverse FFT is linear), so there is one inverse FFT
+    per sample per order instead of one per position.
+
+    This core is written with `tf.*` ops and a hand-written gradient, an
+    exception to the keras.ops rule: keras.ops has no complex tensors (its rfft
+    returns real/imaginary pairs, tripling the elementwise passes) and the
+    autodiff gradient of TF's RFFT adds several full-size passes. The backward
+    pass here is, per sketch, one complex product chain, one inverse real FFT
+    (the adjoint of the rfft, with the bin weights folded into the small pooled
+    upstream gradient and the conjugation turned into an index reversal) and
+    one gather back to the channels.
+
+    Args:
+        x: float32 [B, N, c] (N spatial positions).
+        plan: a `SketchPlan` with at least max(orders) sketches.
+        orders: increasing orders (each >= 2 and <= plan.count).
+        pooling: "mean" or "sum" over the N positions.
+
+    Returns:
+        A list of float32 [B, d] tensors, one per order.
+    """
+    spectra = _pooled_spectra(x, plan, tuple(orders), pooling)
+    return [tf.signal.irfft(m, [plan.sketch_dim]) for m in spectra]
+
+
+def _pooled_spectra(x, plan, orders, pooling):
+    c, d, k = plan.input_dim, plan.sketch_dim, plan.k
+    count = max(orders)
+    # Forward gather indices into [x, -x, 0] (the sign is folded into the index).
+    fwd = np.where(plan.fwd_sign > 0, plan.fwd_index, plan.fwd_index + c)
+    fwd = np.where(plan.fwd_sign == 0, 2 * c, fwd).reshape(plan.count, k * d)[:count]
+    # Backward: dx_i = sum_t s_t(i) irfft(U_t)[(-h_t(i)) mod d].
+    bwd = ((-plan.h[:count]) % d).astype(np.int32)
+    bwd_sign = plan.s[:count]
+    weights = _frequency_weights(d)
+    xla = _in_xla_context()
+
+    @tf.custom_gradient
+    def spectra_fn(x):
+        shape = tf.shape(x)
+        rows = not xla  # see the module docstring
+        if rows:
+            xt = tf.transpose(tf.reshape(x, (-1, c)))  # [c, M]
+            xx = tf.concat([xt, -xt, tf.zeros_like(xt[:1])], axis=0)  # [2c + 1, M]
+            spectra = []
+            for t in range(count):
+                sketch = tf.gather(xx, fwd[t], axis=0)  # [k d, M]
+                if k > 1:
+                    sketch = tf.reduce_sum(tf.reshape(sketch, (k, d, -1)), 0)
+                sketch = tf.reshape(tf.transpose(sketch), tf.concat([shape[:-1], [d]], 0))
+                spectra.append(tf.signal.rfft(sketch, [d]))
+        else:
+            # XLA: one gather for all sketches (much faster than one per sketch).
+            xx = tf.concat([x, -x, tf.zeros_like(x[..., :1])], axis=-1)  # [B, N, 2c + 1]
+            sketch = tf.gather(xx, fwd.reshape(-1), axis=-1)  # [B, N, count k d]
+            sketch = tf.reshape(sketch, tf.concat([shape[:-1], [count, k, d]], 0))
+            sketch = sketch[..., 0, :] if k == 1 else tf.reduce_sum(sketch, -2)
+            all_spectra = tf.signal.rfft(sketch, [d])  # [B, N, count, F]
+            spectra = [all_spectra[..., t, :] for t in range(count)]
+        reduce = tf.reduce_mean if pooling == "mean" else tf.reduce_sum
+        products = {1: spectra[0]}
+        pooled = []
+        for t in range(2, count + 1):
+            products[t] = products[t - 1] * spectra[t - 1]
+            if t in orders:
+                pooled.append(reduce(products[t], axis=1))
+
+        def grad(*upstream):
+            scale = tf.constant(weights)
+            if pooling == "mean":
+                scale = scale / tf.cast(tf.shape(x)[1], tf.float32)
+            scale = tf.complex(scale, tf.zeros_like(scale))
+            # conj(upstream) * scale per order, [B, 1, F]; unconnected outputs give zeros.
+            g = {}
+            for t, u in zip(orders, upstream):
+                if u is not None:
+                    g[t] = tf.expand_dims(tf.math.conj(u) * scale, 1)
+            backs = {}
+            state = g.get(count)  # T_t = conj(S_t)
+            for t in range(count, 0, -1):
+                if state is not None:
+                    u_t = state if t == 1 else products[t - 1] * state
+                    backs[t] = tf.signal.irfft(u_t, [d])  # [B, N, d]
+                if t > 1:
+                    state = None if state is None else spectra[t - 1] * state
+                    if t - 1 in g:
+                        state = g[t - 1] if state is None else state + g[t - 1]
+            if not backs:
+                return tf.zeros_like(x)
+            if rows:
+                dx = None
+                for t, back in backs.items():
+                    back = tf.transpose(tf.reshape(back, (-1, d)))
+                    back = tf.gather(back, bwd[t - 1], axis=0) * bwd_sign[t - 1][:, None]
+                    dx = back if dx is None else dx + back  # [c, M]
+                return tf.reshape(tf.transpose(dx), shape)
+            zeros = tf.zeros_like(next(iter(backs.values())))
+            back = tf.stack([backs.get(t, zeros) for t in range(1, count + 1)], -2)
+            back = tf.reshape(back, tf.concat([shape[:-1], [count * d]], 0))
+            index = (bwd + d * np.arange(count)[:, None]).reshape(-1)
+            back = tf.gather(back, index, axis=-1) * bwd_sign.reshape(-1)  # [B, N, count c]
+            back = tf.reshape(back, tf.concat([shape[:-1], [count, c]], 0))
+            return tf.reduce_sum(back, -2)
+
+        return pooled, grad
+
+    return spectra_fn(x)
