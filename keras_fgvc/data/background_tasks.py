@@ -48,13 +48,32 @@ class BackgroundSpec:
     name: str
     categories: tuple
 
+    def __post_init__(self):
+        cats = tuple(int(c) for c in self.categories)
+        if not cats:
+            raise ValueError(f"{self.name}: a background spec needs at least one category.")
+        if min(cats) < 0:
+            raise ValueError(f"{self.name}: category {min(cats)} is negative.")
+        if len(set(cats)) != len(cats):
+            raise ValueError(f"{self.name}: categories repeat.")
+        object.__setattr__(self, "categories", cats)
+
     @property
     def num_foreground(self):
         return len(self.categories)
 
     def relabel(self, labels, num_source_classes=None):
-        """Maps source labels to 0 (background) / 1..N (works on NumPy arrays)."""
+        """Maps source labels to 0 (background) / 1..N (works on NumPy arrays).
+
+        Raises:
+            ValueError: a negative label, or a label >= `num_source_classes`.
+        """
         labels = np.asarray(labels, np.int64)
+        if labels.size and labels.min() < 0:
+            raise ValueError(f"{self.name}: source label {int(labels.min())} is negative.")
+        if num_source_classes is not None and labels.size and labels.max() >= num_source_classes:
+            raise ValueError(f"{self.name}: source label {int(labels.max())} is outside the "
+                             f"class range [0, {num_source_classes - 1}].")
         size = max(int(labels.max(initial=-1)), max(self.categories)) + 1
         if num_source_classes is not None:
             size = max(size, num_source_classes)

@@ -25,6 +25,8 @@ def _id_table(path, what):
         parts = line.split(maxsplit=1)
         if len(parts) != 2:
             raise ValueError(f"{path}:{n}: expected '<id> <value>', got {line!r}.")
+        if not parts[0].isdigit():
+            raise ValueError(f"{path}:{n}: expected an integer id, got {parts[0]!r}.")
         table[int(parts[0])] = parts[1]
     return table
 
@@ -44,7 +46,8 @@ def load_cub(root, val_fraction=0.0, seed=0):
     Raises:
         FileNotFoundError: `root` or a metadata file is missing.
         ValueError: ids that disagree between files, a class id outside
-            1..num_classes, or a class without training images.
+            1..num_classes, an ``is_training_image`` other than 0 / 1, or a
+            class without training images.
 
     Example:
         >>> task = load_cub("/data/CUB_200_2011")  # doctest: +SKIP
@@ -58,6 +61,8 @@ def load_cub(root, val_fraction=0.0, seed=0):
     is_train = _id_table(at("train_test_split.txt"), "CUB train_test_split.txt")
     if os.path.exists(at("classes.txt")):
         classes = _id_table(at("classes.txt"), "CUB classes.txt")
+        if sorted(classes) != list(range(1, len(classes) + 1)):
+            raise ValueError(f"classes.txt: class ids are not 1..{len(classes)}.")
         class_names = [classes[k] for k in sorted(classes)]
     else:
         class_names = [str(k) for k in range(1, max(int(v) for v in labels.values()) + 1)]
@@ -73,7 +78,12 @@ def load_cub(root, val_fraction=0.0, seed=0):
             f"CUB class id {int(bad[0]) + 1} is outside the class range 1..{len(class_names)}."
         )
     paths = np.array([os.path.join(root, "images", images[i]) for i in ids], dtype=object)
-    train_mask = np.array([is_train[i].strip() == "1" for i in ids])
+    flags = [is_train[i].strip() for i in ids]
+    bad = [(i, f) for i, f in zip(ids, flags) if f not in ("0", "1")]
+    if bad:
+        raise ValueError(f"train_test_split.txt: image id {bad[0][0]} has is_training_image "
+                         f"{bad[0][1]!r}; expected 1 (train) or 0 (test).")
+    train_mask = np.array([f == "1" for f in flags])
     train = Split(labels=y[train_mask], paths=paths[train_mask])
     test = Split(labels=y[~train_mask], paths=paths[~train_mask])
     check_no_empty_class(train.labels, len(class_names), "CUB train split", class_names)

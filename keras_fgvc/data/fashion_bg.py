@@ -20,6 +20,7 @@ once and cached under `cache_dir` (default ``$KERAS_FGVC_CACHE`` or
 ``~/.cache/keras_fgvc``), keyed by the builder arguments.
 """
 
+import functools
 import hashlib
 import logging
 
@@ -34,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_RARE_CLASSES = (3, 6, 8)  # Dress, Shirt, Bag
 BACKGROUND_FRACTIONS = (0.9, 0.98, 0.998)
-_VERSION = 1
+_VERSION = 2  # 2: the key hashes the images too, and names lambdas apart
 
 
 def _positives_for(num_background, fraction, num_rare):
@@ -111,6 +112,10 @@ def make_fashion_bg(rare_classes=DEFAULT_RARE_CLASSES, background_fraction=0.98,
     if eval_background_fraction is not None and not 0.0 < eval_background_fraction < 1.0:
         raise ValueError(f"eval_background_fraction must be in (0, 1), "
                          f"got {eval_background_fraction}.")
+    unknown = sorted(set(teacher_splits) - {"train", "val", "test"})
+    if unknown:
+        raise ValueError(f"teacher_splits names unknown split {unknown[0]!r}; "
+                         "use 'train', 'val' and/or 'test'.")
     (x, y), (xt, yt) = load_fashion_mnist(data_dir)
     others = [c for c in range(10) if c not in rare]
     to_label = np.zeros(10, np.int64)
@@ -123,6 +128,10 @@ def make_fashion_bg(rare_classes=DEFAULT_RARE_CLASSES, background_fraction=0.98,
     is_rare = np.isin(y, rare)
     val_idx = np.sort(perm[:val_size])
     rest = perm[val_size:]
+    available = int(np.sum(~is_rare[rest]))
+    if not 0 <= teacher_size <= available or (teacher and teacher_size < 1):
+        raise ValueError(f"teacher_size={teacher_size} must be in [1, {available}] (the "
+                         f"non-rare images left after val_size={val_size}).")
     teacher_idx = rest[~is_rare[rest]][:teacher_size]
     pool = rest[~np.isin(rest, teacher_idx)]
     bg_pool = pool[~is_rare[pool]]
@@ -155,7 +164,7 @@ def make_fashion_bg(rare_classes=DEFAULT_RARE_CLASSES, background_fraction=0.98,
                     eval_fraction=eval_background_fraction, seed=seed, epochs=teacher_epochs,
                     builder=_builder_name(teacher_builder),
                     splits=sorted(teacher_splits),
-                    data=hashlib.sha256(y.tobytes() + yt.tobytes()).hexdigest()[:16])
+                    data=_data_digest(x, y, xt, yt))
         wanted = {name: splits[name] for name in teacher_splits}
         predictions = _cached_teacher(
             args, cache_dir, wanted,
@@ -178,10 +187,42 @@ def make_fashion_bg(rare_classes=DEFAULT_RARE_CLASSES, background_fraction=0.98,
     return task
 
 
+def _data_digest(*arrays):
+    """A hash of the images and labels (a different data set never hits the cache)."""
+    digest = hashlib.sha256()
+    for a in arrays:
+        digest.update(str(a.shape).encode())
+        digest.update(np.ascontiguousarray(a).data)
+    return digest.hexdigest()[:16]
+
+
+def _code_digest(code):
+    """Hash of a code object's bytecode and constants (nested code hashed the same way)."""
+    digest = hashlib.sha256(code.co_code)
+    for const in code.co_consts:
+        text = _code_digest(const) if hasattr(const, "co_code") else repr(const)
+        digest.update(text.encode())
+    return digest.hexdigest()
+
+
 def _builder_name(builder):
-    """A stable name for the cache key: "small_cnn" for the default builder."""
+    """A stable cache-key name for a teacher builder: "small_cnn" for the default.
+
+    Functions are named by module and qualified name plus a hash of their code,
+    constants and closure values, so two different lambdas (or closures) in one
+    module never share a cache entry; ``functools.partial`` objects add their bound
+    arguments; other callables are named by their class.
+    """
     if builder is None:
         return "small_cnn"
+    if isinstance(builder, functools.partial):
+        return (f"partial({_builder_name(builder.func)}, args={builder.args!r}, "
+                f"kwargs={sorted(builder.keywords.items())!r})")
+    code = getattr(builder, "__code__", None)
+    if code is not None:
+        closure = [c.cell_contents for c in (getattr(builder, "__closure__", None) or ())]
+        body = hashlib.sha256((_code_digest(code) + repr(closure)).encode()).hexdigest()
+        return f"{builder.__module__}.{builder.__qualname__}#{body[:12]}"
     named = builder if hasattr(builder, "__qualname__") else type(builder)
     return f"{named.__module__}.{named.__qualname__}"
 

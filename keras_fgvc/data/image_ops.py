@@ -54,6 +54,39 @@ def resize(image, size):
     return tf.image.resize(tf.cast(image, tf.float32), _size(size), method="bilinear")
 
 
+def sample_crop_box(image_shape, seed, scale=INCEPTION_SCALE, ratio=INCEPTION_RATIO):
+    """The Inception crop box: area in `scale` x image area, width / height in `ratio`.
+
+    Areas and aspect ratios are in pixels of the original image (a 0.75..1.33
+    ratio range gives near-square crops of a wide image too). When no box
+    satisfies both ranges in 10 attempts the whole image is returned.
+
+    Args:
+        image_shape: int32 [3] ``(H, W, C)``.
+        seed: int32/int64 [2] stateless seed.
+        scale: (min, max) crop area as a fraction of the image, within (0, 1].
+        ratio: (min, max) crop width / height, positive.
+
+    Returns:
+        (begin, size): int32 [3] each, for `tf.slice`.
+    """
+    if not 0.0 < scale[0] <= scale[1] <= 1.0:
+        raise ValueError(f"scale must satisfy 0 < min <= max <= 1, got {tuple(scale)}.")
+    if not 0.0 < ratio[0] <= ratio[1]:
+        raise ValueError(f"ratio must satisfy 0 < min <= max, got {tuple(ratio)}.")
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        image_shape,
+        bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+        seed=seed,
+        min_object_covered=0.0,
+        aspect_ratio_range=ratio,
+        area_range=scale,
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    return begin, size
+
+
 def random_resized_crop(image, size, seed, scale=INCEPTION_SCALE, ratio=INCEPTION_RATIO):
     """A random crop of area `scale` and aspect ratio `ratio`, resized to `size`.
 
@@ -65,19 +98,10 @@ def random_resized_crop(image, size, seed, scale=INCEPTION_SCALE, ratio=INCEPTIO
         ratio: (min, max) crop width / height.
 
     Returns:
-        float32 [size, size, C]. When no crop satisfies the ranges in 10
-        attempts the whole image is used.
+        float32 [size, size, C], the `sample_crop_box` crop resized. When no
+        crop satisfies the ranges in 10 attempts the whole image is used.
     """
-    begin, crop, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.shape(image),
-        bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
-        seed=seed,
-        min_object_covered=0.0,
-        aspect_ratio_range=ratio,
-        area_range=scale,
-        max_attempts=10,
-        use_image_if_no_bounding_boxes=True,
-    )
+    begin, crop = sample_crop_box(tf.shape(image), seed, scale, ratio)
     return resize(tf.slice(image, begin, crop), size)
 
 

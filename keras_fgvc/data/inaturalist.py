@@ -16,6 +16,16 @@ from keras_fgvc.data.splits import require_path, train_val_test
 from keras_fgvc.data.task import Split, Task
 
 
+def _require_keys(json_path, section, entries, keys):
+    """ValueError naming the first entry of `section` that lacks one of `keys`."""
+    if not isinstance(entries, list):
+        raise ValueError(f"{json_path}: {section!r} must be a list, got {type(entries).__name__}.")
+    for n, entry in enumerate(entries):
+        missing = [k for k in keys if not isinstance(entry, dict) or k not in entry]
+        if missing:
+            raise ValueError(f"{json_path}: {section}[{n}] has no {missing[0]!r} field.")
+
+
 def read_inaturalist_json(json_path, image_root=None):
     """Reads one iNat JSON file.
 
@@ -31,8 +41,10 @@ def read_inaturalist_json(json_path, image_root=None):
 
     Raises:
         FileNotFoundError: `json_path` or `image_root` is missing.
-        ValueError: the JSON lacks ``images``/``categories`` or an annotation
-            names an unknown image or category.
+        ValueError: the JSON lacks ``images``/``categories``, an entry lacks
+            a field (``id``, ``file_name``, ``name``, ``image_id``,
+            ``category_id``), ids repeat, or an annotation names an unknown
+            image or category.
     """
     require_path(json_path, "iNaturalist JSON")
     image_root = require_path(
@@ -44,9 +56,17 @@ def read_inaturalist_json(json_path, image_root=None):
     for key in ("images", "categories"):
         if key not in data:
             raise ValueError(f"{json_path}: missing the {key!r} list.")
+    _require_keys(json_path, "categories", data["categories"], ("id", "name"))
+    _require_keys(json_path, "images", data["images"], ("id", "file_name"))
+    _require_keys(json_path, "annotations", data.get("annotations", []),
+                  ("image_id", "category_id"))
     categories = sorted(data["categories"], key=lambda c: c["id"])
     known = {c["id"] for c in categories}
+    if len(known) != len(categories):
+        raise ValueError(f"{json_path}: category ids repeat.")
     row = {img["id"]: i for i, img in enumerate(data["images"])}
+    if len(row) != len(data["images"]):
+        raise ValueError(f"{json_path}: image ids repeat.")
     paths = np.array([os.path.join(image_root, img["file_name"]) for img in data["images"]],
                      dtype=object)
     ids = np.full(len(paths), -1, dtype=np.int64)
@@ -84,6 +104,9 @@ def load_inaturalist(train_json, val_json, image_root=None, val_fraction=0.0, se
     for path in (train_json, val_json):
         paths, ids, categories = read_inaturalist_json(path, image_root)
         keep = ids >= 0
+        if not keep.any():
+            raise ValueError(f"{path}: no image has an annotation (a labelled "
+                             f"train/val JSON needs the 'annotations' list).")
         out.append((paths[keep], ids[keep], categories))
     categories = out[0][2]
     index = {c["id"]: i for i, c in enumerate(categories)}

@@ -13,9 +13,10 @@ IMBALANCE_FACTORS = (10, 20, 50, 100, 200)
 def long_tail_counts(n_max, num_classes, imbalance):
     """Per-class counts n_i = n_max * mu^i with mu = (1 / imbalance)^(1 / (C - 1)).
 
-    Dissertation Sec. 5.4.1 (long-tailed CIFAR): class i (0-indexed) keeps
-    ``n_max * mu^i`` images; the imbalance factor is the largest class over
-    the smallest, so mu^(C-1) = 1 / imbalance. Counts are floored (as the
+    Dissertation Sec. 5.4.1 (long-tailed CIFAR, written there as
+    n = n_i mu^i with n_i the original count, 5,000 for every CIFAR class):
+    class i (0-indexed) keeps ``n_max * mu^i`` images; the imbalance factor
+    is the largest class over the smallest, so mu^(C-1) = 1 / imbalance. Counts are floored (as the
     authors' code does with ``int``), with a 1e-9 tolerance against rounding
     error so that n_{C-1} = n_max / imbalance when that is an integer.
 
@@ -106,13 +107,19 @@ def long_tail_subsample(task, imbalance, n_max=None, class_order=None, seed=0):
 def balanced_subset(task, max_per_class, seed=0):
     """A more balanced subset for stage-2 fine-tuning (dissertation Ch. 4.2.2).
 
-    The two-stage scheme trains on the full long-tailed set, then fine-tunes
-    with a small learning rate on "a subset containing more balanced data"
-    (Fig. 4.2: the head is flattened, the tail is left as it is). The text
-    gives no number, so the rule here is a per-class cap: every class keeps
-    ``min(count, max_per_class)`` images, drawn at random without replacement.
-    Tail classes keep all their images; the head-to-tail ratio falls from
-    ``max(count) / min(count)`` to ``max_per_class / min(count)``.
+    What the text fixes: stage 1 trains on the whole long-tailed training
+    set; stage 2 fine-tunes with a small learning rate (1e-6) on "a subset
+    containing more balanced data", drawn from that same training set, so
+    that the network can "rebalance among all categories". It gives no rule
+    for building the subset (Fig. 4.2 only plots both distributions), and it
+    states that nothing can be done about the tail's lack of data (about
+    1,500 iNat classes have fewer than 30 images). So every category stays
+    in the subset, the tail keeps all its images, and only the head is
+    reduced: each class keeps ``min(count, max_per_class)`` images, drawn at
+    random without replacement. The head-to-tail ratio falls from
+    ``max(count) / min(count)`` to ``min(max(count), max_per_class) / min(count)``
+    (the subset is more balanced whenever ``max_per_class < max(count)``).
+    Val and test are unchanged.
 
     Args:
         task: a `Task` (its train split is reduced) or a `Split`.

@@ -47,9 +47,11 @@ def read_file_list(list_path, image_root, num_classes=None):
 def read_categories(categories_path):
     """Class names by index from ``categories_places365.txt`` (``/a/airfield 0``)."""
     entries = {}
-    for line in read_lines(categories_path, "Places365 categories file"):
-        name, index = line.rsplit(maxsplit=1)
-        entries[int(index)] = name
+    for n, line in enumerate(read_lines(categories_path, "Places365 categories file"), 1):
+        parts = line.rsplit(maxsplit=1)
+        if len(parts) != 2 or not parts[1].isdigit():
+            raise ValueError(f"{categories_path}:{n}: expected 'name index', got {line!r}.")
+        entries[int(parts[1])] = parts[0]
     if sorted(entries) != list(range(len(entries))):
         raise ValueError(f"{categories_path}: category indices are not 0..{len(entries) - 1}.")
     return [entries[i] for i in range(len(entries))]

@@ -82,9 +82,15 @@ def write_tfrecords(split, output_prefix, num_shards=8, image_format="png"):
                     float_list=tf.train.FloatList(value=split.teacher_probabilities[i]))
             example = tf.train.Example(features=tf.train.Features(feature=feature))
             writers[i % num_shards].write(example.SerializeToString())
-    finally:
+    except BaseException:
         for w in writers:
             w.close()
+        for p in paths:  # nothing half-written is left behind
+            if os.path.exists(p + ".tmp"):
+                os.remove(p + ".tmp")
+        raise
+    for w in writers:
+        w.close()
     for p in paths:
         os.replace(p + ".tmp", p)
     return paths
@@ -124,8 +130,9 @@ def read_tfrecords(file_pattern, num_teacher_classes=None, shuffle_files=False, 
     ds = tf.data.Dataset.from_tensor_slices(files)
     if shuffle_files:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    # deterministic=True: a seed gives the same example order on every run.
     ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 16),
-                       num_parallel_calls=pipeline_lib.AUTOTUNE, deterministic=not shuffle_files)
+                       num_parallel_calls=pipeline_lib.AUTOTUNE, deterministic=True)
 
     def parse(record):
         ex = tf.io.parse_single_example(record, features)

@@ -107,7 +107,7 @@ def keras_application(name, input_shape, weights=None):
         include_top=False, weights=weights, input_shape=(*input_shape[:2], 3), pooling=None
     )
     if cut_at is not None:
-        app = keras.Model(app.inputs, app.get_layer(cut_at).output, name=app.name)
+        app = keras.Model(app.input, app.get_layer(cut_at).output, name=app.name)
     return app
 
 

@@ -140,6 +140,11 @@ def lws(
         if not os.path.isfile(base_weights):
             raise ValueError(f"Base model file {base_weights!r} does not exist.")
         base = keras.saving.load_model(base_weights)
+        loaded = base.output["logits"].shape[-1] if isinstance(base.output, dict) else None
+        if loaded is not None and loaded != num_classes:
+            raise ValueError(
+                f"Base model {base_weights!r} has {loaded} classes but num_classes={num_classes}."
+            )
     else:
         base_kwargs = _merge(kwargs, base_kwargs)
         base = create_model(

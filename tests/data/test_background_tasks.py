@@ -89,6 +89,23 @@ def test_relabel_matches_a_lookup():
     np.testing.assert_array_equal(spec.relabel(labels), [0, 2, 0, 0, 1, 1, 2])
 
 
+def test_relabel_and_spec_reject_bad_values():
+    spec = BackgroundSpec("t", (4, 1))
+    # A negative label used to wrap around NumPy indexing (-1 -> the last category).
+    with pytest.raises(ValueError, match="source label -1 is negative"):
+        spec.relabel(np.array([0, -1, 4]))
+    with pytest.raises(ValueError, match="source label 7 is outside the class range .0, 4."):
+        spec.relabel(np.array([0, 7]), num_source_classes=5)
+    np.testing.assert_array_equal(spec.relabel(np.zeros(0, np.int64)), [])
+    with pytest.raises(ValueError, match="category -2 is negative"):
+        BackgroundSpec("neg", (3, -2))
+    with pytest.raises(ValueError, match="categories repeat"):
+        BackgroundSpec("rep", (3, 3))
+    with pytest.raises(ValueError, match="at least one category"):
+        BackgroundSpec("empty", ())
+    assert BackgroundSpec("np", np.array([2, 0])).categories == (2, 0)
+
+
 def _full_task(num_classes=6, per_class=(5, 5, 5, 5, 5, 5)):
     y = np.repeat(np.arange(num_classes), per_class)
     images = np.arange(len(y), dtype=np.uint8).reshape(-1, 1, 1, 1).repeat(2, 1)

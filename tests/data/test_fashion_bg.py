@@ -1,5 +1,6 @@
 """Fashion-BG: rare classes in a sea of background, with a cached teacher (fake + real data)."""
 
+import functools
 import os
 
 import keras
@@ -126,6 +127,12 @@ def test_bad_input(fake_dir, tmp_path):
         _build(fake_dir, str(tmp_path), None, teacher=False, background_fraction=1.0)
     with pytest.raises(ValueError, match="only .* left"):
         _build(fake_dir, str(tmp_path), None, teacher=False, background_fraction=0.2)
+    with pytest.raises(ValueError, match="unknown split 'training'"):
+        _build(fake_dir, str(tmp_path), None, teacher_splits=("training",))
+    with pytest.raises(ValueError, match="teacher_size=100000 must be in"):
+        _build(fake_dir, str(tmp_path), None, teacher=False, teacher_size=100000)
+    with pytest.raises(ValueError, match="teacher_size=0 must be in"):
+        _build(fake_dir, str(tmp_path), None, teacher=True, teacher_size=0)
     with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
         _build(str(tmp_path / "none"), str(tmp_path), None, teacher=False)
     with pytest.raises(ValueError, match="teacher label 7 is outside"):
@@ -184,3 +191,56 @@ def test_default_teacher_is_small_cnn():
     labels, probs = teacher_predictions(model, np.zeros((3, 28, 28), np.uint8))
     assert labels.shape == (3,) and probs.shape == (3, 7)
     np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+
+
+def test_cache_key_covers_the_images_not_only_the_labels(fake_dir, tmp_path):
+    # Same labels, different pixels (e.g. another copy of the data): the teacher
+    # predictions of the first set must not be served for the second.
+    other = tmp_path / "other"
+    other.mkdir()
+    (x, y), (xt, yt) = fashion_mnist.load_fashion_mnist(fake_dir)
+    for part, images, labels in (("train", 255 - x, y), ("t10k", 255 - xt, yt)):
+        images, labels = images.astype(np.uint8), labels.astype(np.uint8)
+        write_idx(os.fspath(other / f"{part}-images-idx3-ubyte.gz"), images)
+        write_idx(os.fspath(other / f"{part}-labels-idx1-ubyte.gz"), labels)
+    builder = CountingBuilder()
+    _build(fake_dir, str(tmp_path / "c"), builder, teacher_epochs=1)
+    _build(os.fspath(other), str(tmp_path / "c"), builder, teacher_epochs=1)
+    assert builder.calls == 2
+    assert len(os.listdir(tmp_path / "c")) == 2
+
+
+def test_builder_names_in_the_cache_key_tell_builders_apart():
+    from keras_fgvc.data.fashion_bg import _builder_name
+
+    def make(width):
+        return lambda k, shape: width * k
+
+    first, second = (lambda k, s: k), (lambda k, s: k + 1)
+    assert _builder_name(first) != _builder_name(second)  # both "<lambda>" by name
+    assert _builder_name(first) == _builder_name(first)
+    assert _builder_name(make(1)) != _builder_name(make(2))  # same code, other closure
+    assert _builder_name(make(1)) == _builder_name(make(1))
+    assert _builder_name(functools.partial(max, 1)) != _builder_name(functools.partial(max, 2))
+    assert _builder_name(CountingBuilder()).endswith("CountingBuilder")
+    assert _builder_name(None) == "small_cnn"
+    # Stable across processes: no memory addresses in the name.
+    assert "0x" not in _builder_name(first) + _builder_name(functools.partial(max, 1))
+
+
+def test_cache_write_is_atomic(tmp_path, monkeypatch):
+    path = os.fspath(tmp_path / "entry.npz")
+    cache.save_npz(path, a=np.arange(3))
+
+    def broken_savez(f, **arrays):
+        f.write(b"PK\x03\x04 half a zip")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(cache.np, "savez", broken_savez)
+    with pytest.raises(OSError, match="disk full"):
+        cache.save_npz(path, a=np.arange(5))
+    monkeypatch.undo()
+    np.testing.assert_array_equal(cache.load_npz(path)["a"], np.arange(3))  # old entry intact
+    assert os.listdir(tmp_path) == ["entry.npz"]  # no temporary file left behind
+    assert cache.cache_key(a=1, b=[2]) == cache.cache_key(b=[2], a=1)
+    assert cache.cache_key(a=1) != cache.cache_key(a=2)

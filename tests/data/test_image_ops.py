@@ -79,15 +79,33 @@ def test_random_resized_crop_is_seeded_and_within_ranges():
     np.testing.assert_allclose(eager, mapped)  # same seed, same crop
     other = fn(tf.constant(image), tf.constant([3, 4], tf.int64)).numpy()
     assert not np.allclose(eager, other)
-    # The sampled box: area within the scale range, aspect ratio within the ratio range.
-    for s in range(20):
-        begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-            [40, 40, 3], tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=[s, 0],
-            min_object_covered=0.0, aspect_ratio_range=(0.75, 4 / 3), area_range=(0.25, 0.5),
-            max_attempts=10, use_image_if_no_bounding_boxes=True)
-        h, w = int(size[0]), int(size[1])
-        if (h, w) != (40, 40):
-            assert 0.2 <= h * w / 1600 <= 0.55 and 0.6 <= w / h <= 1.5
+
+def test_crop_box_semantics_are_inception_style_in_pixels():
+    # A wide 40x160 image: the crop's area is within `scale` of the image area and
+    # its width / height (in pixels) within `ratio`, as Inception / torchvision do.
+    areas, ratios = [], []
+    for s in range(60):
+        begin, size = image_ops.sample_crop_box(tf.constant([40, 160, 3]), tf.constant([s, 1]))
+        (top, left, _), (h, w, c) = begin.numpy(), size.numpy()
+        assert c == -1 and 0 <= top and top + h <= 40 and 0 <= left and left + w <= 160  # -1: all
+        areas.append(h * w / 6400)
+        ratios.append(w / h)
+    assert min(areas) >= 0.08 - 0.01 and max(areas) <= 1.0
+    assert min(ratios) >= 0.75 - 0.05 and max(ratios) <= 4 / 3 + 0.05
+    assert max(areas) - min(areas) > 0.1 and max(ratios) - min(ratios) > 0.2  # it varies
+    # The crop that random_resized_crop returns is that box, resized.
+    image = tf.constant(_ramp(40, 160, 3))
+    seed = tf.constant([7, 1], tf.int64)
+    begin, size = image_ops.sample_crop_box(tf.shape(image), seed, (0.3, 0.6), (0.5, 2.0))
+    expected = tf.image.resize(tf.cast(tf.slice(image, begin, size), tf.float32), (16, 16))
+    got = image_ops.random_resized_crop(image, 16, seed, scale=(0.3, 0.6), ratio=(0.5, 2.0))
+    np.testing.assert_allclose(got.numpy(), expected.numpy())
+    h, w = size.numpy()[:2]
+    assert 0.3 - 0.02 <= h * w / 6400 <= 0.6 + 0.02 and 0.5 - 0.05 <= w / h <= 2.0 + 0.05
+    with pytest.raises(ValueError, match="scale"):
+        image_ops.sample_crop_box(tf.constant([8, 8, 1]), seed, scale=(0.5, 0.2))
+    with pytest.raises(ValueError, match="ratio"):
+        image_ops.sample_crop_box(tf.constant([8, 8, 1]), seed, ratio=(0.0, 1.0))
 
 
 def test_full_scale_crop_is_a_resize():

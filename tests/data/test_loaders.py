@@ -103,8 +103,11 @@ def test_image_folder(tmp_path):
     (tmp_path / "train" / "empty").mkdir()
     with pytest.raises(ValueError, match="class 2 .'empty'. has no examples"):
         load_image_folder(str(tmp_path / "train"))
+    (tmp_path / "train" / "empty").rmdir()
     (tmp_path / "test" / "bird").mkdir()
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ValueError, match="folder 'bird' is not one of the classes"):
+        load_image_folder(str(tmp_path / "train"), str(tmp_path / "test"))
+    with pytest.raises(FileNotFoundError, match="image folder not found: .*nothing"):
         load_image_folder(str(tmp_path / "nothing"))
 
 
@@ -168,3 +171,70 @@ def test_carve_validation_is_stratified_and_seeded():
     np.testing.assert_array_equal(val.labels, again.labels)
     with pytest.raises(ValueError, match="val_fraction"):
         carve_validation(split, 1.0)
+
+
+def _write_json(path, data):
+    with open(path, "w") as fh:
+        json.dump(data, fh)
+    return str(path)
+
+
+def test_inaturalist_schema_errors_name_the_problem(tmp_path):
+    cats = [{"id": 0, "name": "x"}]
+    images = [{"id": 5, "file_name": "a.jpg"}, {"id": 9, "file_name": "b.jpg"}]
+    anns = [{"id": 0, "image_id": 9, "category_id": 0}]
+    # Image ids are not row numbers: the annotation for id 9 labels the second image.
+    ok = _write_json(tmp_path / "ok.json", {"images": images, "annotations": anns,
+                                            "categories": cats})
+    from keras_fgvc.data.inaturalist import read_inaturalist_json
+    paths, ids, _ = read_inaturalist_json(ok)
+    assert ids.tolist() == [-1, 0] and paths[1] == os.path.join(str(tmp_path), "b.jpg")
+    cases = [
+        ({"images": images, "annotations": anns}, "missing the 'categories' list"),
+        ({"images": [{"id": 5}], "annotations": [], "categories": cats},
+         r"images\[0\] has no 'file_name' field"),
+        ({"images": images, "annotations": [{"image_id": 5}], "categories": cats},
+         r"annotations\[0\] has no 'category_id' field"),
+        ({"images": images * 2, "annotations": anns, "categories": cats}, "image ids repeat"),
+        ({"images": images, "annotations": [{"image_id": 7, "category_id": 0}],
+          "categories": cats}, "unknown image id 7"),
+    ]
+    for n, (data, match) in enumerate(cases):
+        with pytest.raises(ValueError, match=match):
+            read_inaturalist_json(_write_json(tmp_path / f"bad{n}.json", data))
+    # A labelled split without annotations (e.g. the test JSON by mistake) is an error,
+    # not a silently empty training set.
+    unlabeled = _write_json(tmp_path / "test2017.json", {"images": images, "categories": cats})
+    with pytest.raises(ValueError, match="test2017.json: no image has an annotation"):
+        load_inaturalist(unlabeled, ok)
+    with pytest.raises(FileNotFoundError, match="iNaturalist image root"):
+        read_inaturalist_json(ok, image_root=str(tmp_path / "no_root"))
+
+
+def test_cub_is_training_image_flags_and_class_ids(tmp_path):
+    root = str(tmp_path / "cub")
+    _cub_tree(root)
+    with open(os.path.join(root, "train_test_split.txt")) as f:
+        lines = f.read().splitlines()
+    lines[2] = "3 yes"
+    with open(os.path.join(root, "train_test_split.txt"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match="image id 3 has is_training_image 'yes'"):
+        load_cub(root)
+    _cub_tree(root)
+    with open(os.path.join(root, "classes.txt"), "w") as f:
+        f.write("0 zero\n1 one\n2 two\n")
+    with pytest.raises(ValueError, match=r"class ids are not 1..3"):
+        load_cub(root)
+
+
+def test_places365_bad_categories_file(tmp_path):
+    from keras_fgvc.data.places365 import read_categories
+
+    path = tmp_path / "categories_places365.txt"
+    path.write_text("/a/airfield 0\n/b/bar\n")
+    with pytest.raises(ValueError, match=r":2: expected 'name index'"):
+        read_categories(str(path))
+    path.write_text("/a/airfield 0\n/b/bar 2\n")
+    with pytest.raises(ValueError, match=r"not 0..1"):
+        read_categories(str(path))

@@ -76,3 +76,27 @@ def test_bad_input(tmp_path):
     with pytest.raises(FileNotFoundError, match="image file not found"):
         write_tfrecords(Split(labels=[0], paths=[str(tmp_path / "gone.png")]),
                         str(tmp_path / "y"))
+
+
+def test_failed_write_leaves_no_partial_files_and_keeps_old_shards(tmp_path):
+    good = tmp_path / "ok.png"
+    tf.io.write_file(str(good), tf.io.encode_png(np.zeros((2, 2, 1), np.uint8)))
+    old = write_tfrecords(Split(labels=[0], paths=[str(good)]), str(tmp_path / "t"),
+                          num_shards=2)
+    before = [open(p, "rb").read() for p in old]
+    split = Split(labels=[0, 1, 0], paths=[str(good), str(good), str(tmp_path / "gone.png")])
+    with pytest.raises(FileNotFoundError, match="gone.png"):
+        write_tfrecords(split, str(tmp_path / "t"), num_shards=2)
+    assert not list(tmp_path.glob("*.tmp"))  # the half-written shards are removed
+    assert [open(p, "rb").read() for p in old] == before  # the old complete set survives
+
+
+def test_training_order_is_reproducible(tmp_path):
+    write_tfrecords(_split(12), str(tmp_path / "r"), num_shards=4)
+
+    def labels():
+        ds, _ = make_tfrecord_pipeline(str(tmp_path / "r-*"), 4, training=True, batch_size=4,
+                                       channels=1, seed=5)
+        return [(t["teacher_label"].numpy().tolist(), x.numpy().sum()) for x, t in ds]
+
+    assert labels() == labels()

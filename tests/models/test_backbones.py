@@ -73,6 +73,18 @@ def test_small_cnn_trunk_feature_map():
     assert backbone.get_layer("normalization").mode == "unit"
 
 
+_PREPROCESS = {
+    "resnet50": keras.applications.resnet.preprocess_input,
+    "resnet50_v2": keras.applications.resnet_v2.preprocess_input,
+    "inception_v3": keras.applications.inception_v3.preprocess_input,
+    "vgg16": keras.applications.vgg16.preprocess_input,
+    "efficientnetv2_b0": keras.applications.efficientnet_v2.preprocess_input,
+    "resnet101": keras.applications.resnet.preprocess_input,
+    "resnet152_v2": keras.applications.resnet_v2.preprocess_input,
+    "efficientnetv2_s": keras.applications.efficientnet_v2.preprocess_input,
+}
+
+
 @pytest.mark.parametrize(
     "name, input_shape, mode, channels",
     [
@@ -86,11 +98,22 @@ def test_small_cnn_trunk_feature_map():
 def test_application_backbones_return_the_last_conv_map(name, input_shape, mode, channels):
     backbone = build_backbone(name, input_shape)
     assert backbone.get_layer("normalization").mode == mode
-    features = keras.ops.convert_to_numpy(backbone(_images((1, *input_shape))))
+    x = _images((1, *input_shape))
+    features = keras.ops.convert_to_numpy(backbone(x))
     assert features.ndim == 4 and features.shape[-1] == channels
     assert np.all(np.isfinite(features))
     if name == "vgg16":  # conv5_3 (before the last max pool): 32 / 16 = 2
         assert features.shape[1:3] == (2, 2)
+    # The backbone equals the bare application fed that application's own
+    # keras.applications preprocess_input: the normalisation is the one its
+    # weights expect, applied exactly once (EfficientNetV2 rescales inside).
+    (app,) = [layer for layer in backbone.layers if isinstance(layer, keras.Model)]
+    rgb = np.repeat(x, 3, axis=-1) if input_shape[-1] == 1 else x
+    expected = app(_PREPROCESS[name](rgb.copy()))
+    np.testing.assert_allclose(features, keras.ops.convert_to_numpy(expected),
+                               rtol=1e-4, atol=1e-4)
+    if name.startswith("efficientnetv2"):
+        assert any(isinstance(layer, keras.layers.Rescaling) for layer in app.layers)
 
 
 def test_every_backbone_name_maps_to_an_application():
@@ -108,6 +131,12 @@ def test_every_backbone_name_maps_to_an_application():
 def test_more_application_backbones_build(name):
     backbone = build_backbone(name, (32, 32, 3))
     assert len(backbone.output_shape) == 4 and backbone.output_shape[1:3] == (1, 1)
+    # Normalised as the application's own preprocess_input, exactly once.
+    (app,) = [layer for layer in backbone.layers if isinstance(layer, keras.Model)]
+    x = _images((1, 32, 32, 3))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(backbone(x)),
+                               keras.ops.convert_to_numpy(app(_PREPROCESS[name](x.copy()))),
+                               rtol=1e-4, atol=1e-4)
 
 
 def test_bad_backbone_arguments():

@@ -4,6 +4,7 @@ import os
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from keras_fgvc.models import LearnableWeightScaling, build_lws_model, create_model
@@ -87,3 +88,7 @@ def test_registered_lws_loads_a_trained_base(tmp_path):
     base.save(saved)
     model = create_model("lws", num_classes=3, base_weights=saved)
     np.testing.assert_allclose(_np(model(x)["logits"]), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="has 3 classes but num_classes=5"):
+        create_model("lws", num_classes=5, base_weights=saved)
+    with pytest.raises(ValueError, match="does not exist"):
+        create_model("lws", num_classes=3, base_weights=os.fspath(tmp_path / "none.keras"))

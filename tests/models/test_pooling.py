@@ -65,15 +65,20 @@ def test_kernel_pooling_adapts_to_a_sample():
 
 
 def test_adapt_with_reduced_channels_uses_the_reduced_features():
+    sample = _images(2)
     model = build_classifier(
         3,
         pooling="kernel",
         pooling_kwargs={"order": 2, "dims": 32},
         reduce_channels=8,
-        sample=_images(2),
+        sample=sample,
     )
     assert model.get_layer("pooling").output.shape == (None, 1 + 8 + 32)
-    assert model.get_layer("pooling").gamma > 0
+    trunk = model.get_layer("backbone")(sample, training=False)
+    reduced = keras.ops.convert_to_numpy(model.get_layer("reduce")(trunk, training=False))
+    assert reduced.shape[-1] == 8
+    gamma = 1.0 / _mean_inner_product(reduced)  # of the 8 reduced channels, not the 128
+    assert model.get_layer("pooling").gamma == pytest.approx(gamma, rel=1e-4)
 
 
 def test_bad_pooling_arguments():

@@ -1,6 +1,7 @@
 """Every registered model: outputs, .keras round trip, XLA, a training step, SavedModel."""
 
 import inspect
+import json
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from keras_fgvc.models import create_model, get_builder, list_models
-from tests.test_case import REPO_ROOT, assert_allclose_nested, run_saved_model_test
+from tests.test_case import REPO_ROOT, assert_allclose_nested
 
 NUM_CLASSES = 4
 # keras.applications trunks: seconds per build / save / XLA compile.
@@ -23,6 +24,10 @@ HEAVY = {
     "vgg16_compact_bilinear",
     "vgg16_kernel_pooling",
 }
+# XLA compiles (~10 s each on CI) and .keras round trips of a heavy trunk run
+# once: resnet50_gap's trunk is resnet50_kernel_pooling's, and its GAP + Dense
+# head is covered by every small_cnn model.
+SAME_TRUNK_CHECKED_BY = {"resnet50_gap": "resnet50_kernel_pooling"}
 # SavedModel in a fresh process: one model per head type / output set.
 SAVED_MODEL_SUBSET = ["anchor_metric", "bg_split_fixed_background", "lws"]
 
@@ -56,6 +61,12 @@ def _loss(model, outputs, labels, teacher_labels):
             )
         )
     return loss + sum(model.losses)
+
+
+def test_same_trunk_partners_are_registered():
+    for name, partner in SAME_TRUNK_CHECKED_BY.items():
+        assert partner in list_models() and partner in HEAVY and name in HEAVY
+        assert _input_shape(name) == _input_shape(partner)
 
 
 def test_registry_is_complete():
@@ -111,17 +122,18 @@ def test_registered_model(name):
     if "embedding" in out:
         np.testing.assert_allclose(np.linalg.norm(out["embedding"], axis=-1), 1.0, atol=1e-5)
 
-    # .keras round trip without custom_objects.
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "model.keras")
-        model.save(path)
-        reloaded = keras.saving.load_model(path)
-    assert_allclose_nested(reloaded(x, training=False), out)
-    assert len(reloaded.trainable_weights) == len(model.trainable_weights)
+    if name not in SAME_TRUNK_CHECKED_BY:
+        # .keras round trip without custom_objects.
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "model.keras")
+            model.save(path)
+            reloaded = keras.saving.load_model(path)
+        assert_allclose_nested(reloaded(x, training=False), out)
+        assert len(reloaded.trainable_weights) == len(model.trainable_weights)
 
-    # XLA (what TPUs run) equals eager.
-    compiled = tf.function(lambda t: model(t, training=False), jit_compile=True)
-    assert_allclose_nested(compiled(tf.constant(x)), out, rtol=1e-4, atol=1e-4)
+        # XLA (what TPUs run) equals eager.
+        compiled = tf.function(lambda t: model(t, training=False), jit_compile=True)
+        assert_allclose_nested(compiled(tf.constant(x)), out, rtol=1e-4, atol=1e-4)
 
     # One SGD step: finite loss, weights change, nothing NaN. Gradients are
     # clipped as the trainer does (Ch. 3): a from-scratch ResNet on a batch of
@@ -164,28 +176,58 @@ def test_small_cnn_mixed_bfloat16_outputs_float32():
         assert np.all(np.isfinite(keras.ops.convert_to_numpy(value)))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", SAVED_MODEL_SUBSET)
-def test_saved_model_in_fresh_process(name):
-    model = create_model(name, num_classes=NUM_CLASSES)
-    run_saved_model_test(model, _images(name), batch_sizes=[1, 3])
-
-
-_FRESH_LOAD = """
+_FRESH_PROCESS = """
+import json
 import sys
-import keras
+
 import numpy as np
-import keras_fgvc.models  # registers every keras_fgvc layer, loss and initializer it uses
-for path in sys.argv[2:]:
+import tensorflow as tf
+
+x_path, saved_json, keras_json = sys.argv[1:4]
+x = np.load(x_path)
+# 1. SavedModels: TensorFlow alone, no keras_fgvc (what TF Serving has).
+for path, batches in json.loads(saved_json):
+    loaded = tf.saved_model.load(path)  # keep a reference: it owns the variables
+    for b in batches:
+        out = loaded.serve(tf.constant(x[:b]))
+        np.savez(f"{path}.{b}.npz", **{k: v.numpy() for k, v in out.items()})
+assert not any(m.startswith("keras_fgvc") for m in sys.modules), "SavedModel needed keras_fgvc"
+# 2. .keras files: `import keras_fgvc.models` registers every layer, loss and
+# initializer they use, so no custom_objects are needed.
+import keras
+import keras_fgvc.models  # noqa: F401
+for path in json.loads(keras_json):
     model = keras.saving.load_model(path)
-    out = model(np.load(sys.argv[1]), training=False)
+    out = model(x, training=False)
     np.savez(path + ".npz", **{k: keras.ops.convert_to_numpy(v) for k, v in out.items()})
 """
 
 
+def _export_saved_model(model, x, path):
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    spec = tf.TensorSpec([None, *x.shape[1:]], tf.float32)
+    archive.add_endpoint("serve", model.call, input_signature=[spec])
+    archive.write_out(path, verbose=False)
+
+
 @pytest.mark.slow
-def test_keras_files_load_in_a_fresh_process(tmp_path):
-    """``import keras_fgvc.models`` is all a new process needs to load any model file."""
+def test_saved_models_and_keras_files_in_one_fresh_process(tmp_path):
+    """A fresh process serves each SavedModel (batch 1 and 3) and loads each ``.keras`` file.
+
+    One subprocess for all of them: a TensorFlow import costs seconds on CI.
+    SavedModels: one model per head type / output set (`SAVED_MODEL_SUBSET`).
+    ``.keras`` files: kernel pooling + sigmoid head, compact bilinear +
+    anchors, bilinear + LWS over a fixed-background base.
+    """
+    x = _images("small_cnn")
+    np.save(tmp_path / "x.npy", x)
+    saved = {}
+    for name in SAVED_MODEL_SUBSET:
+        model = create_model(name, num_classes=NUM_CLASSES)
+        path = os.fspath(tmp_path / f"saved_{name}")
+        _export_saved_model(model, x, path)
+        saved[path] = model
     models = {
         "kernel_sigmoid": create_model(
             "classifier",
@@ -201,15 +243,14 @@ def test_keras_files_load_in_a_fresh_process(tmp_path):
             "lws", num_classes=3, base_model="fixed_background", base_kwargs={"pooling": "bilinear"}
         ),
     }
-    x = _images("small_cnn")
-    np.save(tmp_path / "x.npy", x)
     paths = []
     for key, model in models.items():
         paths.append(os.fspath(tmp_path / f"{key}.keras"))
         model.save(paths[-1])
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     result = subprocess.run(
-        [sys.executable, "-c", _FRESH_LOAD, os.fspath(tmp_path / "x.npy"), *paths],
+        [sys.executable, "-c", _FRESH_PROCESS, os.fspath(tmp_path / "x.npy"),
+         json.dumps([[p, [1, 3]] for p in saved]), json.dumps(paths)],
         capture_output=True,
         text=True,
         env=env,
@@ -217,6 +258,11 @@ def test_keras_files_load_in_a_fresh_process(tmp_path):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-4000:]
+    for path, model in saved.items():
+        for b in (1, 3):
+            with np.load(f"{path}.{b}.npz") as got:
+                assert sorted(got.files) == sorted(model.output)
+                assert_allclose_nested(dict(got), model(x[:b], training=False), atol=1e-5)
     for path, model in zip(paths, models.values()):
         with np.load(path + ".npz") as got:
             assert_allclose_nested(dict(got), model(x, training=False))
