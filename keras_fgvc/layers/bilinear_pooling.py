@@ -6,12 +6,17 @@ which is the p = 2 term of `KernelPooling` with the same seed and dims.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_fgvc.layers.count_sketch import SketchPlan, pooled_tensor_sketch
 from keras_fgvc.layers.normalization import l2_normalize, signed_sqrt
 
 _POOLINGS = ("mean", "sum")
+
+
+def _is_int(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
 def _check_common(name, pooling):
@@ -80,16 +85,17 @@ class CompactBilinearPooling(keras.layers.Layer):
         self, dims=8192, pooling="mean", signed_sqrt=True, l2_normalize=True, seed=0, **kwargs
     ):
         super().__init__(**kwargs)
-        if not isinstance(dims, int) or isinstance(dims, bool) or dims < 1:
+        if not _is_int(dims) or dims < 1:
             raise ValueError(f"CompactBilinearPooling: dims must be an int >= 1, got {dims!r}")
         _check_common("CompactBilinearPooling", pooling)
-        if not isinstance(seed, int) or isinstance(seed, bool):
+        if not _is_int(seed):
             raise ValueError(f"CompactBilinearPooling: seed must be an int, got {seed!r}")
-        self.dims = dims
+        # NumPy integers are accepted (as by KernelPooling) and stored as int (JSON-safe config).
+        self.dims = int(dims)
         self.pooling = pooling
         self.signed_sqrt = bool(signed_sqrt)
         self.l2_normalize = bool(l2_normalize)
-        self.seed = seed
+        self.seed = int(seed)
 
     def build(self, input_shape):
         _check_shape("CompactBilinearPooling", input_shape)

@@ -20,10 +20,15 @@ scatters (no segment sum). No dense c x d matrix is formed.
 `pooled_tensor_sketch` (used by the layers) fuses sketch, FFT, product and
 pooling with one hand-written gradient. Outside XLA it gathers whole rows of
 the channels-major [c, positions] matrix (a memcpy per index; TensorFlow's
-gather of scalars along the last axis is several times slower on CPU). Under
-XLA (jit_compile=True), where transposes are the slow part and gathers along
-the last axis are fast, it gathers along the last axis (the same function;
-tests/layers/test_kernel_pooling.py compares the two, values and gradients).
+gather of scalars along the last axis is several times slower on CPU), with
+the positions ordered n-major (position n of sample b is column n B + b), so
+that pooling is one [1, N] x [N, B F] matrix product and the per-sample
+factors of the backward pass are row broadcasts (a broadcast over a middle
+axis costs about 2.5 full passes on CPU). Under XLA (jit_compile=True), where
+transposes are the slow part and gathers along the last axis are fast (and
+fuse with the sign multiply and the sum over sketches), it gathers along the
+last axis (the same function; tests/layers/test_kernel_pooling.py compares
+the two, values and gradients).
 `count_sketch` is the same Count Sketch as a standalone keras.ops op.
 
 Hashes come from `seed` through SplitMix64 (a fixed integer hash evaluated in
@@ -206,63 +211,65 @@ def pooled_tensor_sketch(x, plan, orders, pooling):
 
 
 def _pooled_spectra(x, plan, orders, pooling):
-    c, d, k = plan.input_dim, plan.sketch_dim, plan.k
+    c, d = plan.input_dim, plan.sketch_dim
     count = max(orders)
-    # Forward gather indices into [x, -x, 0] (the sign is folded into the index).
-    fwd = np.where(plan.fwd_sign > 0, plan.fwd_index, plan.fwd_index + c)
-    fwd = np.where(plan.fwd_sign == 0, 2 * c, fwd).reshape(plan.count, k * d)[:count]
+    f = d // 2 + 1
     # Backward: dx_i = sum_t s_t(i) irfft(U_t)[(-h_t(i)) mod d].
     bwd = ((-plan.h[:count]) % d).astype(np.int32)
     bwd_sign = plan.s[:count]
     weights = _frequency_weights(d)
-    xla = _in_xla_context()
+    rows = not _in_xla_context()  # see the module docstring
 
     @tf.custom_gradient
     def spectra_fn(x):
         shape = tf.shape(x)
-        rows = not xla  # see the module docstring
+        batch, n = shape[0], shape[1]
         if rows:
-            xt = tf.transpose(tf.reshape(x, (-1, c)))  # [c, M]
-            xx = tf.concat([xt, -xt, tf.zeros_like(xt[:1])], axis=0)  # [2c + 1, M]
-            spectra = []
-            for t in range(count):
-                sketch = tf.gather(xx, fwd[t], axis=0)  # [k d, M]
-                if k > 1:
-                    sketch = tf.reduce_sum(tf.reshape(sketch, (k, d, -1)), 0)
-                sketch = tf.reshape(tf.transpose(sketch), tf.concat([shape[:-1], [d]], 0))
-                spectra.append(tf.signal.rfft(sketch, [d]))
+            spectra = _row_spectra(x, plan, count)  # each [N, B F], positions n-major
+            # Pool over positions with a [1, N] x [N, B F] matrix product.
+            value = 1.0 / tf.cast(n, tf.float32) if pooling == "mean" else tf.constant(1.0)
+            ones = tf.fill(tf.stack([1, n]), tf.complex(value, 0.0))
+
+            def reduce(z):
+                return tf.reshape(tf.linalg.matmul(ones, z), (-1, f))
+
         else:
-            # XLA: one gather for all sketches (much faster than one per sketch).
-            xx = tf.concat([x, -x, tf.zeros_like(x[..., :1])], axis=-1)  # [B, N, 2c + 1]
-            sketch = tf.gather(xx, fwd.reshape(-1), axis=-1)  # [B, N, count k d]
-            sketch = tf.reshape(sketch, tf.concat([shape[:-1], [count, k, d]], 0))
-            sketch = sketch[..., 0, :] if k == 1 else tf.reduce_sum(sketch, -2)
-            all_spectra = tf.signal.rfft(sketch, [d])  # [B, N, count, F]
-            spectra = [all_spectra[..., t, :] for t in range(count)]
-        reduce = tf.reduce_mean if pooling == "mean" else tf.reduce_sum
+            spectra = _gather_spectra(x, plan, count)  # each [B, N, F]
+            mean = tf.reduce_mean if pooling == "mean" else tf.reduce_sum
+
+            def reduce(z):
+                return mean(z, axis=1)
+
+        # Algorithm 1, lines 4-7: P_t = P_{t-1} o FFT(C_t(x)), pooled over positions.
         products = {1: spectra[0]}
         pooled = []
         for t in range(2, count + 1):
             products[t] = products[t - 1] * spectra[t - 1]
             if t in orders:
-                pooled.append(reduce(products[t], axis=1))
+                pooled.append(reduce(products[t]))
 
         def grad(*upstream):
             scale = tf.constant(weights)
             if pooling == "mean":
-                scale = scale / tf.cast(tf.shape(x)[1], tf.float32)
+                scale = scale / tf.cast(n, tf.float32)
             scale = tf.complex(scale, tf.zeros_like(scale))
-            # conj(upstream) * scale per order, [B, 1, F]; unconnected outputs give zeros.
+            # conj(upstream) * scale per order, broadcast over positions ([1, B F] in the
+            # row layout, [B, 1, F] under XLA); unconnected outputs give zeros.
             g = {}
             for t, u in zip(orders, upstream):
                 if u is not None:
-                    g[t] = tf.expand_dims(tf.math.conj(u) * scale, 1)
+                    u = tf.math.conj(u) * scale
+                    g[t] = tf.reshape(u, (1, -1)) if rows else tf.expand_dims(u, 1)
+            # U_t = conj(dL/dFFT(C_t)) = P_{t-1} o sum_{o >= t} g_o prod_{t < j <= o} S_j,
+            # the sum built from the highest order down (one product chain, no division).
             backs = {}
-            state = g.get(count)  # T_t = conj(S_t)
+            state = g.get(count)
             for t in range(count, 0, -1):
                 if state is not None:
                     u_t = state if t == 1 else products[t - 1] * state
-                    backs[t] = tf.signal.irfft(u_t, [d])  # [B, N, d]
+                    if rows:
+                        u_t = tf.reshape(u_t, (-1, f))
+                    backs[t] = tf.signal.irfft(u_t, [d])  # [N B, d] or [B, N, d]
                 if t > 1:
                     state = None if state is None else spectra[t - 1] * state
                     if t - 1 in g:
@@ -270,20 +277,57 @@ def _pooled_spectra(x, plan, orders, pooling):
             if not backs:
                 return tf.zeros_like(x)
             if rows:
-                dx = None
+                parts = []
                 for t, back in backs.items():
-                    back = tf.transpose(tf.reshape(back, (-1, d)))
-                    back = tf.gather(back, bwd[t - 1], axis=0) * bwd_sign[t - 1][:, None]
-                    dx = back if dx is None else dx + back  # [c, M]
-                return tf.reshape(tf.transpose(dx), shape)
-            zeros = tf.zeros_like(next(iter(backs.values())))
-            back = tf.stack([backs.get(t, zeros) for t in range(1, count + 1)], -2)
-            back = tf.reshape(back, tf.concat([shape[:-1], [count * d]], 0))
-            index = (bwd + d * np.arange(count)[:, None]).reshape(-1)
-            back = tf.gather(back, index, axis=-1) * bwd_sign.reshape(-1)  # [B, N, count c]
-            back = tf.reshape(back, tf.concat([shape[:-1], [count, c]], 0))
-            return tf.reduce_sum(back, -2)
+                    back = tf.transpose(back)  # [d, N B]
+                    parts.append(tf.gather(back, bwd[t - 1], axis=0) * bwd_sign[t - 1][:, None])
+                dx = parts[0] if len(parts) == 1 else tf.math.add_n(parts)  # [c, N B]
+                return tf.transpose(tf.reshape(dx, tf.stack([c, n, batch])), (2, 1, 0))
+            # One gather per sketch, summed: XLA fuses them into one loop (no stacked copy).
+            parts = [tf.gather(b, bwd[t - 1], axis=-1) * bwd_sign[t - 1] for t, b in backs.items()]
+            return parts[0] if len(parts) == 1 else tf.math.add_n(parts)
 
         return pooled, grad
 
     return spectra_fn(x)
+
+
+def _row_spectra(x, plan, count):
+    """Spectra of the first `count` sketches of x [B, N, c], each [N, B F] (positions n-major).
+
+    Gathers whole rows of the channels-major [2c + 1, N B] matrix [x; -x; 0] (the
+    sign folded into the index), transposes each sketch to the rows rfft wants.
+    The n-major position order makes the per-sample factors of the backward pass
+    row broadcasts ([1, B F] against [N, B F]), twice as fast as a broadcast over
+    a middle axis.
+    """
+    c, d, k = plan.input_dim, plan.sketch_dim, plan.k
+    fwd = np.where(plan.fwd_sign > 0, plan.fwd_index, plan.fwd_index + c)
+    fwd = np.where(plan.fwd_sign == 0, 2 * c, fwd).reshape(plan.count, k * d)
+    n = tf.shape(x)[1]
+    xt = tf.reshape(tf.transpose(x, (2, 1, 0)), (c, -1))  # [c, N B]
+    xx = tf.concat([xt, -xt, tf.zeros_like(xt[:1])], axis=0)  # [2c + 1, N B]
+    spectra = []
+    for t in range(count):
+        sketch = tf.gather(xx, fwd[t], axis=0)  # [k d, N B]
+        if k > 1:
+            sketch = tf.reduce_sum(tf.reshape(sketch, (k, d, -1)), 0)
+        spectrum = tf.signal.rfft(tf.transpose(sketch), [d])  # [N B, F]
+        spectra.append(tf.reshape(spectrum, tf.stack([n, -1])))
+    return spectra
+
+
+def _gather_spectra(x, plan, count):
+    """Spectra of the first `count` sketches of x [B, N, c], each [B, N, F] (for XLA).
+
+    One gather along the last axis for all sketches, with the sign applied by a
+    multiply that XLA fuses into the gather (no [x, -x, 0] copy).
+    """
+    d, k = plan.sketch_dim, plan.k
+    index = plan.fwd_index.reshape(plan.count, k * d)[:count].reshape(-1)
+    sign = plan.fwd_sign.reshape(plan.count, k * d)[:count].reshape(-1)
+    sketch = tf.gather(x, index, axis=-1) * sign  # [B, N, count k d]
+    sketch = tf.reshape(sketch, tf.concat([tf.shape(x)[:-1], [count, k, d]], 0))
+    sketch = sketch[..., 0, :] if k == 1 else tf.reduce_sum(sketch, -2)
+    all_spectra = tf.signal.rfft(sketch, [d])  # [B, N, count, F]
+    return [all_spectra[..., t, :] for t in range(count)]

@@ -96,8 +96,17 @@ def test_gradients_reach_inputs():
     np.testing.assert_allclose(tape.gradient(loss, x).numpy().reshape(2, 4, 4), expected, rtol=1e-4)
 
 
+def test_numpy_integer_arguments_give_a_json_safe_config():
+    layer = CompactBilinearPooling(dims=np.int64(16), seed=np.int32(3))
+    config = layer.get_config()
+    assert type(config["dims"]) is int and type(config["seed"]) is int
+    x = np.random.default_rng(5).random((2, 2, 2, 4)).astype("float32")
+    np.testing.assert_array_equal(layer(x), CompactBilinearPooling(dims=16, seed=3)(x))
+
+
 def test_bad_arguments_and_input_rank():
-    for kwargs in [dict(dims=0), dict(dims=8.0), dict(pooling="max"), dict(seed="a")]:
+    bad = [dict(dims=0), dict(dims=8.0), dict(dims=True), dict(pooling="max"), dict(seed="a")]
+    for kwargs in bad:
         with pytest.raises(ValueError, match="dims|pooling|seed"):
             CompactBilinearPooling(**kwargs)
     with pytest.raises(ValueError, match="pooling"):

@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 from keras_fgvc.layers import KernelPooling
+from keras_fgvc.layers import count_sketch as count_sketch_module
 from keras_fgvc.layers.count_sketch import (
     SketchPlan,
     count_sketch,
@@ -95,6 +96,20 @@ def test_independent_sketches_differ():
     assert not np.array_equal(h[0], h[1]) and not np.array_equal(s[0], s[1])
     h1, _, _ = sketch_hashes(seed=0, stream=1, input_dim=64, sketch_dim=128, count=1)
     assert not np.array_equal(h[0], h1[0])
+
+
+def test_hashes_are_pinned():
+    """The hash scheme is part of every saved layer's function: these values must not change.
+
+    (A reloaded layer rebuilds h_t, s_t from `seed`; a different scheme would silently change
+    the output of every saved model.)
+    """
+    h, s, _ = sketch_hashes(seed=0, stream=0, input_dim=6, sketch_dim=4, count=2)
+    np.testing.assert_array_equal(h, [[0, 3, 0, 2, 1, 2], [2, 1, 0, 3, 0, 2]])
+    np.testing.assert_array_equal(s, [[1, -1, 1, 1, 1, 1], [1, 1, -1, 1, -1, 1]])
+    h, s, _ = sketch_hashes(seed=123, stream=1, input_dim=5, sketch_dim=8, count=1)
+    np.testing.assert_array_equal(h, [[3, 5, 1, 0, 6]])
+    np.testing.assert_array_equal(s, [[1, 1, 1, 1, 1]])
 
 
 @pytest.mark.parametrize("c,d", [(6, 16), (20, 8)])
@@ -264,7 +279,9 @@ def _tf_dense_reference(layer, x):
     """The same function through dense sketch matrices and TF's own gradients."""
     alpha = layer._alpha
     x = tf.reshape(x, (x.shape[0], -1, x.shape[-1]))
-    blocks = [alpha[0] * tf.ones_like(x[:, 0, :1]), alpha[1] * tf.reduce_mean(x, 1)]
+    n = x.shape[1] if layer.pooling == "sum" else 1
+    reduce = tf.reduce_mean if layer.pooling == "mean" else tf.reduce_sum
+    blocks = [alpha[0] * n * tf.ones_like(x[:, 0, :1]), alpha[1] * reduce(x, 1)]
     (orders, plan) = layer._groups[0]
     mats = plan.dense_matrices()
     spectrum = None
@@ -272,16 +289,24 @@ def _tf_dense_reference(layer, x):
         f = tf.signal.rfft(tf.einsum("bnc,cd->bnd", x, mats[t]))
         spectrum = f if spectrum is None else spectrum * f
         if t >= 1:
-            pooled = tf.signal.irfft(tf.reduce_mean(spectrum, 1), [plan.sketch_dim])
+            reduce = tf.reduce_mean if layer.pooling == "mean" else tf.reduce_sum
+            pooled = tf.signal.irfft(reduce(spectrum, 1), [plan.sketch_dim])
             blocks.append(alpha[t + 1] * pooled)
     return tf.concat(blocks, -1)
 
 
-def test_gradients_reach_inputs_and_coefficients():
+@pytest.mark.parametrize(
+    "shape,dims,pooling",
+    [
+        ((2, 2, 3, 6), 8, "mean"),  # d > c: injective hash (a signed gather)
+        ((3, 1, 5, 12), 7, "sum"),  # d < c (bucket collisions, k = 2), odd d, B != H W
+    ],
+)
+def test_gradients_reach_inputs_and_coefficients(shape, dims, pooling):
     rng = np.random.default_rng(10)
-    x = tf.constant(rng.normal(size=(2, 2, 3, 6)).astype("float32"))
-    upstream = tf.constant(rng.normal(size=(2, 1 + 6 + 3 * 8)).astype("float32"))
-    layer = KernelPooling(order=4, dims=8, gamma=0.3, **RAW)
+    x = tf.constant(rng.normal(size=shape).astype("float32"))
+    upstream = tf.constant(rng.normal(size=(shape[0], 1 + shape[-1] + 3 * dims)).astype("float32"))
+    layer = KernelPooling(order=4, dims=dims, gamma=0.3, pooling=pooling, **RAW)
     layer.build(x.shape)
     grads = []
     for fn in (layer, lambda t: _tf_dense_reference(layer, t)):
@@ -311,8 +336,16 @@ def test_xla_layout_matches_eager_values_and_gradients(channels, dims):
             y = layer(t)
         return [y, *tape.gradient(y, [t, layer._alpha], output_gradients=upstream)]
 
+    seen = []
+
+    def traced(t):
+        seen.append(count_sketch_module._in_xla_context())
+        return value_and_grads(t)
+
     eager = value_and_grads(x)
-    xla = tf.function(value_and_grads, jit_compile=True)(x)
+    xla = tf.function(traced, jit_compile=True)(x)
+    assert seen == [True]  # the XLA layout was traced (else this test compares eager with itself)
+    assert not count_sketch_module._in_xla_context()
     for a, b in zip(xla, eager):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(eager[0].numpy(), _np_kernel_pooling(layer, x), rtol=1e-4, atol=1e-5)
