@@ -1,0 +1,233 @@
+"""Hooks: small objects the loop calls at fixed points (train / stage / epoch / step).
+
+A hook overrides any of `Hook`'s methods; the loop passes itself (`trainer`)
+so a hook can read ``trainer.config``, ``trainer.task``, ``trainer.model``,
+``trainer.global_step``, assign ``trainer.class_weights`` or call
+``trainer.replace_order(indices)``. Hooks must be idempotent functions of
+the step / epoch they are given: after a resume the loop calls
+``on_train_begin`` and ``on_epoch_begin`` again at the restored position.
+
+Built-in hooks (chosen from the config by `default_hooks`):
+
+- `ProgressHook`: a `keras.utils.Progbar` per epoch (chief only).
+- `TensorBoardHook`: scalars under ``W/tensorboard`` (chief only).
+- `DeferredReweightingHook`: DRW (Cao et al. 2019, the LDAM-DRW baseline of
+  background splitting): per-class loss weights are 1 before `drw_epoch`
+  and class-balanced (effective number, Eq. 5.2) from it on.
+- `AnchorRefreshHook` (dissertation Sec. 2.4.1, quasi-online sampling):
+  every M steps, embed the training set, re-initialise the anchors by
+  k-means and re-mine triplets for the next M steps.
+"""
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from keras_fgvc.training import mining
+
+# TensorBoard's scalar plugin metadata, so scalars are written with core TF
+# ops (`tf.summary.write`) without the tensorboard package installed.
+_SCALAR_METADATA = None
+
+
+def _scalar_metadata():
+    global _SCALAR_METADATA
+    if _SCALAR_METADATA is None:
+        from tensorflow.core.framework import summary_pb2
+
+        _SCALAR_METADATA = summary_pb2.SummaryMetadata(
+            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
+        ).SerializeToString()
+    return _SCALAR_METADATA
+
+
+class Hook:
+    """Base class: every method is a no-op."""
+
+    def on_train_begin(self, trainer):
+        pass
+
+    def on_stage_begin(self, trainer, stage):
+        pass
+
+    def on_epoch_begin(self, trainer, epoch):
+        pass
+
+    def on_step_end(self, trainer, step, logs):
+        pass
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        pass
+
+    def on_train_end(self, trainer, logs):
+        pass
+
+
+class ProgressHook(Hook):
+    """A progress bar per epoch with loss and learning rate (chief only)."""
+
+    def __init__(self, verbose=1):
+        self.verbose = verbose
+        self.bar = None
+
+    def on_epoch_begin(self, trainer, epoch):
+        if trainer.chief and self.verbose:
+            stage = trainer.stage
+            print(f"Epoch {epoch + 1}/{trainer.total_epochs} ({stage.name})", flush=True)
+            self.bar = keras.utils.Progbar(stage.steps_per_epoch, verbose=self.verbose,
+                                           stateful_metrics=["learning_rate"])
+            self.bar.update(trainer.step_in_epoch)
+
+    def on_step_end(self, trainer, step, logs):
+        if self.bar is not None:
+            self.bar.update(trainer.step_in_epoch, values=list(logs.items()))
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        if trainer.chief and self.verbose and logs:
+            text = ", ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items())
+                             if isinstance(v, float))
+            print(f"Epoch {epoch + 1} evaluation: {text}", flush=True)
+        self.bar = None
+
+
+class TensorBoardHook(Hook):
+    """Scalars (loss, learning rate, evaluation metrics) under ``W/tensorboard``."""
+
+    def __init__(self, every_steps=10):
+        self.every_steps = max(1, int(every_steps))
+        self.writer = None
+
+    def on_train_begin(self, trainer):
+        if trainer.chief and trainer.workdir:
+            self.writer = tf.summary.create_file_writer(
+                os.path.join(trainer.workdir, "tensorboard")
+            )
+
+    def _write(self, step, values, prefix):
+        if self.writer is None:
+            return
+        with self.writer.as_default(step=step):
+            for key, value in values.items():
+                if isinstance(value, (int, float, np.floating)):
+                    tf.summary.write(f"{prefix}/{key}", tf.constant(float(value), tf.float32),
+                                     step=step, metadata=_scalar_metadata())
+        self.writer.flush()
+
+    def on_step_end(self, trainer, step, logs):
+        if step % self.every_steps == 0:
+            self._write(step, logs, "train")
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        self._write(trainer.global_step, {**logs, "epoch": epoch + 1}, "eval")
+
+    def on_train_end(self, trainer, logs):
+        if self.writer is not None:
+            self.writer.close()
+
+
+class DeferredReweightingHook(Hook):
+    """DRW: class-balanced loss weights (effective number, `beta`) from epoch `start_epoch` on."""
+
+    def __init__(self, start_epoch, beta=0.9999):
+        self.start_epoch = int(start_epoch)
+        self.beta = float(beta)
+
+    def weights_for(self, trainer, epoch):
+        """The per-class weights of `epoch` (ones before `start_epoch`)."""
+        counts = trainer.task.class_counts("train")
+        if epoch < self.start_epoch:
+            return np.ones(len(counts), np.float32)
+        from keras_fgvc.losses import class_balanced_weights
+
+        return np.asarray(class_balanced_weights(counts.tolist(), self.beta), np.float32)
+
+    def on_epoch_begin(self, trainer, epoch):
+        weights = self.weights_for(trainer, epoch)
+        if not np.allclose(trainer.class_weights.numpy(), weights):
+            if epoch == self.start_epoch and trainer.chief:
+                logging.info("DRW: class-balanced loss weights from epoch %d.", epoch + 1)
+            trainer.class_weights.assign(weights)
+
+
+def _anchor_layers(model):
+    return [layer for layer in model._flatten_layers() if type(layer).__name__ == "AnchorSoftVote"]
+
+
+class AnchorRefreshHook(Hook):
+    """Every `every_steps`: embed the training set, refresh anchors (k-means), re-mine triplets.
+
+    Dissertation Sec. 2.4.1: "after every 1,000 iterations, we pause the
+    training process and extract features on the training set, then ... do
+    triplet sampling (local positives and hard negatives) to generate a list
+    of triplets for next 1,000 iterations". Sec. 2.3.4-2.3.5: the anchors
+    are k-means centres per class (then learned).
+
+    Args:
+        every_steps: M.
+        max_examples: training examples embedded (a fixed seeded subset).
+        margin, positive_fraction: triplet margin and local-positive share.
+    """
+
+    def __init__(self, every_steps, max_examples=2048, margin=0.2, positive_fraction=0.6):
+        self.every_steps = int(every_steps)
+        self.max_examples = int(max_examples)
+        self.margin = float(margin)
+        self.positive_fraction = float(positive_fraction)
+        self.refreshes = 0
+
+    def refresh(self, trainer):
+        """Embed the subset, re-initialise the anchors, re-mine the rest of the epoch."""
+        split = trainer.stage.split
+        rng = np.random.default_rng([trainer.config.seed, 7])
+        self.subset = np.sort(rng.permutation(len(split))[: self.max_examples])
+        self.embeddings = trainer.predict(split.subset(self.subset), output="embedding")
+        self.labels = split.labels[self.subset]
+        for layer in _anchor_layers(trainer.model):
+            layer.init_from_embeddings(self.embeddings, self.labels, seed=trainer.config.seed)
+        self.remine(trainer)
+        self.refreshes += 1
+        if trainer.chief:
+            logging.info("Step %d: anchors refreshed and triplets re-mined on %d examples.",
+                         trainer.global_step, len(self.subset))
+
+    def remine(self, trainer):
+        """Triplets for the rest of the current epoch from the last embeddings."""
+        remaining = trainer.stage.steps_per_epoch - trainer.step_in_epoch
+        order = mining.mine_triplet_order(
+            self.embeddings, self.labels, remaining * trainer.config.batch_size,
+            margin=self.margin, positive_fraction=self.positive_fraction,
+            seed=(trainer.config.seed, trainer.global_step),
+        )
+        trainer.replace_order(self.subset[order])
+
+    def on_train_begin(self, trainer):
+        self.embeddings = None
+
+    def on_epoch_begin(self, trainer, epoch):
+        # First epoch of this process (fresh or resumed): refresh; later epochs
+        # continue with triplets mined from the last embeddings.
+        if self.embeddings is None:
+            self.refresh(trainer)
+        else:
+            self.remine(trainer)
+
+    def on_step_end(self, trainer, step, logs):
+        if step % self.every_steps == 0 and trainer.step_in_epoch < trainer.stage.steps_per_epoch:
+            self.refresh(trainer)
+
+
+def default_hooks(config, verbose=1):
+    """The hooks `config` asks for (progress, TensorBoard, DRW, anchor refresh)."""
+    hooks = [ProgressHook(verbose), TensorBoardHook(config.log_every_steps)]
+    if config.drw_epoch >= 0:
+        hooks.append(DeferredReweightingHook(config.drw_epoch, config.drw_beta))
+    if config.refresh_every_steps > 0:
+        hooks.append(AnchorRefreshHook(
+            config.refresh_every_steps, config.refresh_max_examples,
+            margin=float(config.loss_kwargs.get("margin", 0.2)),
+            positive_fraction=float(config.loss_kwargs.get("positive_fraction", 0.6)),
+        ))
+    return hooks

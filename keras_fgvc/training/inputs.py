@@ -1,0 +1,138 @@
+"""Training input: a seeded example order per epoch, fed to every strategy the same way.
+
+The trainer decides *which* examples each step sees (`epoch_order`): a
+permutation seeded by ``(seed, epoch)``, or class-balanced sampling. Resuming
+at global step s therefore needs only s: the order of the current epoch is
+recomputed and the first ``step_in_epoch * batch_size`` indices are
+skipped. Hooks may replace the order (triplet re-mining, Sec. 2.4.1).
+
+`distributed_dataset` turns an order into per-replica batches with
+`strategy.distribute_datasets_from_function`: input pipeline p of P keeps
+indices p, p + P, ... of the order, so the global batch k is exactly
+``order[k * B:(k + 1) * B]`` whatever the number of workers. In-memory
+splits (Fashion-MNIST) are gathered a batch at a time; file-based splits
+(iNat, Places, CUB) go through `keras_fgvc.data.pipeline.make_dataset`
+(decode, random-resized crop + flip when `augment`, centre crop at
+evaluation; unreadable images skipped and counted). Batches are dicts
+``{"images": float32 [b, H, W, C] in [0, 255], "labels": int32 [b],
+"teacher_labels": int32 [b]}`` (teacher labels -1 where there are none).
+"""
+
+import numpy as np
+import tensorflow as tf
+
+
+def epoch_order(labels, epoch, num_steps, batch_size, seed=0, sampling="instance"):
+    """Example indices for one epoch: ``num_steps * batch_size`` of them.
+
+    Args:
+        labels: int [n] training labels.
+        epoch: epoch number (seeds the order with `seed`).
+        num_steps, batch_size: the epoch's steps and global batch size.
+        seed: base seed.
+        sampling: "instance" (permutations, concatenated if the epoch is
+            longer than the data) or "class_balanced" (a class uniformly at
+            random, then an example of it uniformly at random).
+    """
+    labels = np.asarray(labels)
+    total = int(num_steps) * int(batch_size)
+    rng = np.random.default_rng([int(seed), int(epoch)])
+    if sampling == "class_balanced":
+        classes = np.unique(labels)
+        members = {c: np.flatnonzero(labels == c) for c in classes}
+        picked = rng.choice(classes, size=total)
+        out = np.empty(total, np.int64)
+        for c in classes:
+            where = np.flatnonzero(picked == c)
+            out[where] = rng.choice(members[c], size=len(where))
+        return out
+    if sampling != "instance":
+        raise ValueError(f"Unknown sampling {sampling!r}; use 'instance' or 'class_balanced'.")
+    reps = -(-total // max(len(labels), 1))
+    return np.concatenate([rng.permutation(len(labels)) for _ in range(reps)])[:total]
+
+
+def _in_memory_loader(split, image_size):
+    """``fn(indices int64 [b]) -> batch dict``: a vectorised gather from in-memory images."""
+    labels = tf.constant(split.labels.astype(np.int32))
+    teacher = None
+    if split.teacher_labels is not None:
+        teacher = tf.constant(split.teacher_labels.astype(np.int32))
+    images = split.images if split.images.ndim == 4 else split.images[..., None]
+    native = images.shape[1]
+    images = tf.constant(images)
+
+    def load(idx):
+        x = tf.cast(tf.gather(images, idx), tf.float32)
+        if image_size and image_size != native:
+            x = tf.image.resize(x, [image_size, image_size])
+        batch = {"images": x, "labels": tf.gather(labels, idx)}
+        if teacher is not None:
+            batch["teacher_labels"] = tf.gather(teacher, idx)
+        return batch
+
+    return load
+
+
+def _as_batch(images, targets):
+    """`keras_fgvc.data.pipeline` elements -> the trainer's batch dict."""
+    return {"images": images, "labels": targets["label"],
+            "teacher_labels": targets["teacher_label"]}
+
+
+def _file_dataset(split, image_size, channels, training, batch_size, augment, seed=0,
+                  order=None, shard=None, counter=None):
+    """File-based splits go through `keras_fgvc.data.pipeline` (decode, crop, flip; an
+    unreadable image is skipped and counted in `counter`)."""
+    from keras_fgvc.data.pipeline import make_dataset
+
+    ds = make_dataset(
+        split, image_size, training=training, batch_size=batch_size, channels=channels,
+        seed=seed, order=order, shard=shard, random_crop=augment, flip=augment,
+        crop_fraction=0.875 if augment else 1.0, drop_remainder=training, counter=counter,
+    )
+    return ds.map(_as_batch)
+
+
+def distributed_dataset(strategy, split, order, batch_size, image_size, channels, augment=True,
+                        seed=0, counter=None):
+    """Per-replica batches of ``split[order]`` for `strategy` (global batch `batch_size`).
+
+    `order` must hold a multiple of `batch_size` indices; the dataset yields
+    ``len(order) // batch_size`` global batches (file-based splits get one
+    extra batch of slack, in case an unreadable image is skipped).
+    """
+    order = np.asarray(order, np.int64)
+    if len(order) % batch_size:
+        raise ValueError(f"order has {len(order)} indices, not a multiple of {batch_size}.")
+    in_memory = split.images is not None
+    if not in_memory:
+        order = np.concatenate([order, np.resize(order, batch_size)])
+    load = _in_memory_loader(split, image_size) if in_memory else None
+
+    def dataset_fn(context):
+        per_replica = context.get_per_replica_batch_size(batch_size)
+        shard = (context.num_input_pipelines, context.input_pipeline_id)
+        if not in_memory:
+            return _file_dataset(split, image_size or 224, channels, True, per_replica, augment,
+                                 seed=seed, order=order, shard=shard, counter=counter)
+        ds = tf.data.Dataset.from_tensor_slices(order).shard(*shard)
+        ds = ds.batch(per_replica, drop_remainder=True)
+        return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def eval_dataset(split, batch_size, image_size, channels, augment=False):
+    """Batches of `split` in order (last batch smaller), for evaluation on one device.
+
+    File-based splits: centre crop (0.875 when training augments) and resize;
+    an unreadable image is skipped, so read labels from the batches.
+    """
+    if split.images is None:
+        return _file_dataset(split, image_size or 224, channels, False, batch_size, augment)
+    load = _in_memory_loader(split, image_size)
+    ds = tf.data.Dataset.range(len(split)).batch(batch_size).map(
+        load, num_parallel_calls=tf.data.AUTOTUNE
+    )
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,396 @@
+"""The training loop: one custom loop for every tf.distribute strategy.
+
+Keras 3 `Model.fit` fails under `MultiWorkerMirroredStrategy`
+(keras-team/keras#20585), so the trainer runs its own loop around a
+`tf.function` train step (`train_step.make_train_step`: `strategy.run` over
+a distributed dataset, GradientTape, `optimizer.apply`). Everything that
+owns variables is built inside `strategy.scope()`. Stages (two-stage
+fine-tuning, LWS) and hooks (DRW, anchor refresh, progress, TensorBoard)
+are the loop's extension points.
+
+Workdir layout: see `artifacts`. A run resumes from the newest checkpoint in
+``W/checkpoints`` (the log names the step) and finishes at the same global
+step as an uninterrupted run.
+
+Example:
+
+>>> trainer = Trainer(resolve_config("fashion_bg_ft", ["epochs=1"]),
+...                   make_strategy("one_device"), workdir="/tmp/run")
+>>> metrics = trainer.run()
+"""
+
+import inspect
+import math
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from keras_fgvc.training import artifacts, evaluation, inputs, stages, tasks
+from keras_fgvc.training.checkpointing import Checkpointer, latest_step
+from keras_fgvc.training.components import build_optimizer, build_schedule
+from keras_fgvc.training.config import validate_config
+from keras_fgvc.training.hooks import default_hooks
+from keras_fgvc.training.loss_recipes import build_loss
+from keras_fgvc.training.strategy import (
+    default_precision,
+    is_chief,
+    make_strategy,
+    worker_index,
+)
+from keras_fgvc.training.train_step import make_train_step
+
+
+def _lws(model):
+    from keras_fgvc.models.lws import build_lws_model
+
+    return build_lws_model(model)
+
+
+_TRANSFORMS = {"": lambda model: model, "lws": _lws}
+
+
+class Trainer:
+    """Trains `config` under `strategy`, writing checkpoints and artifacts to `workdir`.
+
+    Args:
+        config: a resolved `Config`.
+        strategy: a `tf.distribute.Strategy` (default: one_device).
+        workdir: output folder; None trains without writing anything.
+        task: a prebuilt `Task` (default: `tasks.build_task(config)`).
+        hooks: extra `Hook`s, after the config's default ones.
+        verbose: 1 shows a progress bar on the chief.
+    """
+
+    def __init__(self, config, strategy=None, workdir=None, task=None, hooks=(), verbose=1):
+        self.config = config
+        self.strategy = strategy or make_strategy("one_device")
+        self.workdir = workdir
+        self.chief = is_chief(self.strategy)
+        self.worker = worker_index(self.strategy)
+        self.task = task
+        self.hooks = default_hooks(config, verbose) + list(hooks)
+        self.model = None
+        self.history = []
+        self.global_step = 0
+        self.step_in_epoch = 0
+        self._is_setup = False
+        self._predict_fns = {}
+
+    # === Setup ===
+
+    def setup(self):
+        """Check the config and the data; plan the stages (no model yet)."""
+        config = self.config
+        validate_config(config)
+        replicas = self.strategy.num_replicas_in_sync
+        if config.batch_size % replicas:
+            raise ValueError(f"batch_size={config.batch_size} is not divisible by the "
+                             f"{replicas} replicas of the strategy.")
+        self.precision = (default_precision(self.strategy) if config.mixed_precision == "auto"
+                          else config.mixed_precision)
+        keras.config.set_dtype_policy(self.precision)
+        task = self.task if self.task is not None else tasks.build_task(config)
+        tasks.check_task(task)
+        if config.max_train_examples or config.max_eval_examples:
+            import dataclasses
+
+            task = dataclasses.replace(
+                task,
+                train=tasks.limit_split(task.train, config.max_train_examples, config.seed),
+                val=tasks.limit_split(task.val, config.max_eval_examples, config.seed),
+                test=tasks.limit_split(task.test, config.max_eval_examples, config.seed),
+            )
+        self.task = task
+        self.stages = stages.plan_stages(config, task)
+        self.stage = self.stages[0]
+        self.total_steps = self.stages[-1].end_step
+        self.total_epochs = sum(s.epochs for s in self.stages)
+        split = task.train
+        if split.images is not None:
+            native, channels = split.images.shape[1], (
+                split.images.shape[3] if split.images.ndim == 4 else 1)
+        else:
+            native, channels = 224, config.channels
+        self.image_size = config.image_size or native
+        self.channels = channels
+        self.skip_counter = None
+        if split.images is None:
+            from keras_fgvc.data.pipeline import SkipCounter
+
+            self.skip_counter = SkipCounter()  # unreadable training images, over the run
+        self._is_setup = True
+
+    def _builder_accepts(self, name):
+        from keras_fgvc.models import get_builder
+
+        params = inspect.signature(get_builder(self.config.model)).parameters
+        return name in params
+
+    def build_model(self):
+        """The config's model for the task (call inside `strategy.scope()`)."""
+        from keras_fgvc.models import create_model
+
+        config, task = self.config, self.task
+        kwargs = dict(config.model_kwargs)
+        if task.teacher_class_names and self._builder_accepts("num_teacher_classes"):
+            kwargs.setdefault("num_teacher_classes", len(task.teacher_class_names))
+        if config.weight_decay:
+            kwargs.setdefault("weight_decay", config.weight_decay)
+        if config.adapt_examples:
+            sample = tasks.limit_split(task.train, config.adapt_examples, config.seed)
+            batch = next(iter(inputs.eval_dataset(sample, config.adapt_examples,
+                                                  self.image_size, self.channels)))
+            kwargs["sample"] = batch["images"].numpy()
+        return create_model(config.model, num_classes=task.num_classes,
+                            input_shape=(self.image_size, self.image_size, self.channels),
+                            **kwargs)
+
+    def _build_stage(self, stage):
+        """A fresh optimizer, checkpointer and train step for `stage`."""
+        config = self.config
+        self.stage = stage
+        replicas = self.strategy.num_replicas_in_sync
+        explicit_clip = bool(config.clip_value) and replicas > 1
+        variables = self.model.trainable_variables
+        if stage.trainable:
+            variables = [v for v in variables if any(p in v.path for p in stage.trainable)]
+        if not variables:
+            raise ValueError(f"Stage {stage.name!r} has no trainable variables "
+                             f"(finetune_trainable={stage.trainable}).")
+        with self.strategy.scope():
+            schedule = build_schedule(config, stage.steps_per_epoch, stage.learning_rate,
+                                      stage.schedule)
+            self.optimizer = build_optimizer(config, schedule, self.precision,
+                                             clip_in_optimizer=not explicit_clip)
+            self.optimizer.build(variables)
+        self.checkpointer = None
+        if self.workdir:
+            self.checkpointer = Checkpointer(
+                self.workdir,
+                {"model": self.model, "optimizer": self.optimizer, "step": self.step_var,
+                 "epoch": self.epoch_var, "class_weights": self.class_weights},
+                config.checkpoint_every_steps, config.keep_checkpoints, self.chief, self.worker,
+            )
+        self._train_step = self._make_train_step(variables, explicit_clip)
+
+    def _make_train_step(self, variables, explicit_clip):
+        return make_train_step(self.model, self.optimizer, self.recipe, self.strategy, variables,
+                               self.config.batch_size, self.config.clip_value, explicit_clip)
+
+    def _build(self, resume_step):
+        """Model, loss, per-class weights and step counter; the stage of `resume_step`."""
+        stage = stages.stage_for_step(self.stages, resume_step)
+        keras.utils.set_random_seed(self.config.seed)
+        with self.strategy.scope():
+            self.model = self.build_model()
+            for earlier in self.stages[1:stage.index + 1]:
+                self.model = _TRANSFORMS[earlier.transform](self.model)
+            self.step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+            self.epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+            self.class_weights = tf.Variable(
+                tf.ones([self.task.num_classes]), trainable=False, name="class_weights"
+            )
+        self.recipe = build_loss(self.config, self.task, self.class_weights)
+        missing = [t for t in self.recipe.targets
+                   if t == "teacher_labels" and self.task.train.teacher_labels is None]
+        if missing:
+            raise ValueError(f"Loss {self.config.loss!r} needs teacher labels; task "
+                             f"{self.task.name!r} has none.")
+        self._build_stage(stage)
+        return stage
+
+    # === Loop ===
+
+    def replace_order(self, indices):
+        """Hooks: use `indices` (tiled as needed) for the rest of the current epoch."""
+        batch = self.config.batch_size
+        head = self._order[: self.step_in_epoch * batch]
+        need = len(self._order) - len(head)
+        indices = np.asarray(indices, np.int64)
+        tail = np.resize(indices, need) if len(indices) else self._order[len(head):]
+        self._order = np.concatenate([head, tail])
+        self._reset = True
+
+    def _call_hooks(self, method, *args):
+        for hook in self.hooks:
+            getattr(hook, method)(self, *args)
+
+    def _run_epoch(self, stage, max_steps=None):
+        config, batch = self.config, self.config.batch_size
+        self.epoch, self.step_in_epoch = stage.position(self.global_step)
+        self._order = inputs.epoch_order(stage.split.labels, self.epoch, stage.steps_per_epoch,
+                                         batch, config.seed, stage.sampling)
+        self._reset = True
+        self.epoch_var.assign(self.epoch)
+        self._call_hooks("on_epoch_begin", self.epoch)
+        iterator = None
+        while self.step_in_epoch < stage.steps_per_epoch:
+            if max_steps is not None and self.global_step >= max_steps:
+                return False
+            if self._reset:
+                iterator = iter(inputs.distributed_dataset(
+                    self.strategy, stage.split, self._order[self.step_in_epoch * batch:], batch,
+                    self.image_size, self.channels, augment=config.augment,
+                    seed=config.seed + 1000 * self.epoch, counter=self.skip_counter,
+                ))
+                self._reset = False
+            loss = float(self._train_step(iterator))
+            if not math.isfinite(loss) and self.precision != "mixed_float16":
+                raise FloatingPointError(
+                    f"Loss is {loss} at step {self.global_step + 1}; lower learning_rate "
+                    f"(now {stage.learning_rate}) or set clip_value."
+                )
+            self.global_step += 1
+            self.step_in_epoch += 1
+            self.step_var.assign(self.global_step)
+            logs = {"loss": loss, "learning_rate": float(self.optimizer.learning_rate)}
+            self._call_hooks("on_step_end", self.global_step, logs)
+            if self.checkpointer is not None:
+                self.checkpointer.maybe_save(self.global_step)
+        logs = {}
+        last_of_stage = self.global_step == stage.end_step
+        if (self.epoch + 1) % config.eval_every_epochs == 0 or last_of_stage:
+            logs = self.evaluate("val")
+            self.history.append({"epoch": self.epoch + 1, "step": self.global_step, **logs})
+        self._call_hooks("on_epoch_end", self.epoch, logs)
+        return True
+
+    def _predict_fn(self, output):
+        key = (id(self.model), output)
+        if key not in self._predict_fns:
+            self._predict_fns[key] = evaluation.predict_function(self.model, output)
+        return self._predict_fns[key]
+
+    def predict(self, split, output="probabilities"):
+        """The model's `output` on `split` (float32 NumPy, rows aligned with ``split.labels``)."""
+        return evaluation.predict(self.model, split, self.config.eval_batch_size,
+                                  self.image_size, self.channels, output,
+                                  call=self._predict_fn(output), augment=self.config.augment)
+
+    def predict_with_labels(self, split, output="probabilities"):
+        """``(outputs, labels)`` on `split`; unreadable images are left out of both."""
+        return evaluation.predict_with_labels(
+            self.model, split, self.config.eval_batch_size, self.image_size, self.channels,
+            output, call=self._predict_fn(output), augment=self.config.augment)
+
+    def evaluate(self, split_name="val", full=False):
+        """Metrics of the current model on a split of the task (see `evaluation.evaluate`)."""
+        split = getattr(self.task, split_name)
+        if not len(split):
+            return {}
+        probabilities, labels = self.predict_with_labels(split)
+        return evaluation.evaluate(self.task, labels, probabilities, full=full)
+
+    def run(self, max_steps=None):
+        """Train (resuming from ``W/checkpoints``), evaluate, write the workdir; returns metrics.
+
+        Args:
+            max_steps: stop after this global step without finishing (tests).
+        """
+        if not self._is_setup:
+            self.setup()
+        resume = latest_step(self.workdir) if self.workdir else 0
+        if resume > self.total_steps:
+            raise ValueError(
+                f"{self.workdir}: the newest checkpoint is at step {resume}, beyond this "
+                f"config's {self.total_steps} steps; use a new --workdir."
+            )
+        stage = self._build(resume)
+        if resume:
+            path = self.checkpointer.restore(resume)
+            epoch, in_epoch = stage.position(resume)
+            logging.info("Resuming from checkpoint %s at step %d (epoch %d, step %d of it).",
+                         path, resume, epoch + 1, in_epoch)
+            print(f"Resuming from step {resume} ({path}).", flush=True)
+        if self.workdir and self.chief:
+            artifacts.write_text(os.path.join(self.workdir, "config.json"),
+                                 self.config.to_json() + "\n")
+        self.global_step = resume
+        self._call_hooks("on_train_begin")
+        for current in self.stages[stage.index:]:
+            if current is not stage:
+                with self.strategy.scope():
+                    self.model = _TRANSFORMS[current.transform](self.model)
+                self._build_stage(current)
+            self.stage = current
+            self._call_hooks("on_stage_begin", current)
+            while self.global_step < current.end_step:
+                if not self._run_epoch(current, max_steps):
+                    return {"step": self.global_step, "stopped": True}
+        return self._finish(resume)
+
+    def _finish(self, resume):
+        if self.checkpointer is not None:
+            self.checkpointer.maybe_save(self.global_step, force=True)
+        val_probs, val_labels = self.predict_with_labels(self.task.val)
+        result = {
+            "config": self.config.name,
+            "steps": self.global_step,
+            "epochs": self.total_epochs,
+            "resumed_from_step": resume,
+            "precision": self.precision,
+            "replicas": self.strategy.num_replicas_in_sync,
+            "val": evaluation.evaluate(self.task, val_labels, val_probs, full=True),
+            "test": self.evaluate("test", full=True),
+            "history": self.history,
+        }
+        if self.skip_counter is not None:
+            result["skipped_training_images"] = self.skip_counter.skipped
+        thresholds = evaluation.thresholds(self.task, val_labels, val_probs)
+        if self.workdir:
+            self._write_artifacts(result, thresholds)
+        self._call_hooks("on_train_end", result)
+        return result
+
+    def _write_artifacts(self, result, thresholds):
+        join = lambda name: os.path.join(self.workdir, name)
+        if not self.chief:
+            # Saving reads every variable; do it on every worker, keep only the chief's.
+            scratch = join(os.path.join(".scratch", f"worker_{self.worker}", "model.keras"))
+            # Kept (small) so that workers' final weights can be compared.
+            artifacts.write_model(scratch, self.model)
+            self.checkpointer.cleanup()
+            return
+        artifacts.write_model(join("model.keras"), self.model)
+        artifacts.write_labels(join("labels.txt"), self.task.class_names)
+        artifacts.write_json(join("thresholds.json"), thresholds)
+        artifacts.write_json(join("preprocessing.json"), {
+            "image_size": [self.image_size, self.image_size],
+            "channels": self.channels,
+            "has_background": bool(self.task.has_background),
+        })
+        artifacts.write_json(join("metrics.json"), result)
+
+    # === Dry run ===
+
+    def dry_run(self, steps=1, forward=True):
+        """Build task, model, loss and input pipeline; run `steps` train steps (0 = one batch).
+
+        Writes nothing. With `forward`, also predicts 4 validation examples.
+        Returns ``{"losses": [...], "batch_shape": [...], "probabilities_shape": [...]}``.
+        """
+        if not self._is_setup:
+            self.setup()
+        stage = self._build(0)
+        self.global_step, self.epoch, self.step_in_epoch = 0, 0, 0
+        batch = self.config.batch_size
+        self._order = inputs.epoch_order(stage.split.labels, 0, max(steps, 1), batch,
+                                         self.config.seed, stage.sampling)
+        iterator = iter(inputs.distributed_dataset(
+            self.strategy, stage.split, self._order, batch, self.image_size, self.channels,
+            augment=self.config.augment, seed=self.config.seed, counter=self.skip_counter,
+        ))
+        losses = [float(self._train_step(iterator)) for _ in range(steps)]
+        result = {"losses": losses}
+        if not steps:
+            first = next(iterator)["images"]
+            parts = self.strategy.experimental_local_results(first)
+            result["batch_shape"] = [sum(int(p.shape[0]) for p in parts),
+                                     *[int(d) for d in parts[0].shape[1:]]]
+        if forward:
+            probe = self.task.val.subset(np.arange(min(4, len(self.task.val))))
+            result["probabilities_shape"] = list(self.predict(probe).shape)
+        return result

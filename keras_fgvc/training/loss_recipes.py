@@ -1,0 +1,170 @@
+"""Training objectives by name: which loss reads which model output and target.
+
+A recipe is a weighted sum of terms; each term applies a
+`keras_fgvc.losses` loss (built with ``reduction=None``, so it returns the
+per-example loss) to one model output (``logits``, ``aux_logits``,
+``embedding``) and one target (``labels`` or ``teacher_labels``). The
+trainer averages the per-example sum over the *global* batch.
+
+The main term can be multiplied by a per-class weight vector (a variable the
+trainer owns): deferred re-weighting (DRW, used with LDAM) switches it from
+ones to class-balanced weights at `Config.drw_epoch`.
+
+| recipe | terms |
+| --- | --- |
+| softmax | softmax cross-entropy (label smoothing) on logits |
+| sigmoid / focal | sigmoid CE / sigmoid focal (beta = 0) on logits |
+| cb_softmax / cb_sigmoid / cb_focal | class-balanced (Eq. 5.8-5.13, `beta`, `gamma`) |
+| ldam | LDAM margins (`max_margin`, `scale`) |
+| bg_split | softmax on logits + aux_loss_weight * CE(teacher labels) on aux_logits |
+| triplet_anchor | (1 - omega) * softmax on soft-vote log-probabilities + omega * triplet (Eq. 2.5) |
+
+Example:
+
+>>> recipe = build_loss(config, task)
+>>> per_example = recipe(batch, model(batch["images"], training=True))
+"""
+
+import dataclasses
+
+import keras
+from keras import ops
+
+
+@dataclasses.dataclass
+class Term:
+    """One loss term: ``weight * loss(batch[target], outputs[output])``."""
+
+    loss: object
+    output: str = "logits"
+    target: str = "labels"
+    weight: float = 1.0
+    class_weighted: bool = False
+    one_hot: bool = False
+
+
+class LossRecipe:
+    """Sum of `Term`s -> per-example loss ``[B]`` (float32).
+
+    Args:
+        terms: list of `Term`.
+        num_classes: classes of the main head (for one-hot targets).
+        class_weights: optional ``[num_classes]`` variable multiplying class-weighted terms.
+    """
+
+    def __init__(self, terms, num_classes, class_weights=None):
+        self.terms = list(terms)
+        self.num_classes = int(num_classes)
+        self.class_weights = class_weights
+
+    @property
+    def targets(self):
+        """Batch keys the recipe reads."""
+        return sorted({t.target for t in self.terms})
+
+    def __call__(self, batch, outputs):
+        total = 0.0
+        for term in self.terms:
+            target = batch[term.target]
+            if term.one_hot:
+                target = ops.one_hot(ops.cast(target, "int32"), self.num_classes)
+            value = ops.cast(term.loss(target, ops.cast(outputs[term.output], "float32")),
+                             "float32")
+            if term.class_weighted and self.class_weights is not None:
+                value = value * ops.take(
+                    ops.cast(self.class_weights, "float32"), ops.cast(batch[term.target], "int32")
+                )
+            total = total + term.weight * value
+        return total
+
+
+def _losses():
+    import keras_fgvc.losses as losses
+
+    return losses
+
+
+def _softmax(config, task, num_classes):
+    return [Term(keras.losses.CategoricalCrossentropy(
+        from_logits=True, label_smoothing=config.label_smoothing, reduction=None),
+        class_weighted=True, one_hot=True)]
+
+
+def _class_balanced(class_name, beta_default, with_gamma=False, gamma_default=0.5):
+    def build(config, task, num_classes):
+        kwargs = dict(beta=float(config.loss_kwargs.get("beta", beta_default)),
+                      label_smoothing=config.label_smoothing, reduction=None)
+        if with_gamma:
+            kwargs["gamma"] = float(config.loss_kwargs.get("gamma", gamma_default))
+        cls = getattr(_losses(), class_name)
+        return [Term(cls(task.class_counts("train").tolist(), **kwargs), class_weighted=True)]
+
+    return build
+
+
+def _ldam(config, task, num_classes):
+    kwargs = {k: config.loss_kwargs[k] for k in ("max_margin", "scale") if k in config.loss_kwargs}
+    loss = _losses().LDAMLoss(task.class_counts("train").tolist(), reduction=None, **kwargs)
+    return [Term(loss, class_weighted=True)]
+
+
+def _bg_split(config, task, num_classes):
+    if not task.teacher_class_names:
+        raise ValueError(
+            f"Loss 'bg_split' needs a task with teacher labels; task {task.name!r} has none."
+        )
+    mode = config.loss_kwargs.get("mode", "hard")
+    # The loss applies lambda (= aux_loss_weight, 0.1 in the authors' code) itself.
+    aux = _losses().BackgroundSplittingLoss(mode=mode, weight=config.aux_loss_weight,
+                                            reduction=None)
+    return _softmax(config, task, num_classes) + [
+        Term(aux, output="aux_logits", target="teacher_labels")
+    ]
+
+
+def _triplet_anchor(config, task, num_classes):
+    triplet = _losses().TripletLoss(
+        margin=float(config.loss_kwargs.get("margin", 0.2)),
+        positive_fraction=float(config.loss_kwargs.get("positive_fraction", 0.6)),
+        reduction=None,
+    )
+    omega = float(config.loss_kwargs.get("omega", 0.1))
+    if not 0.0 <= omega <= 1.0:
+        raise ValueError(f"loss_kwargs.omega must be in [0, 1], got {omega}.")
+    # Eq. 2.5: omega * triplet + (1 - omega) * classification (-log p_y of the soft vote;
+    # softmax cross-entropy on the soft vote's log-probabilities is exactly -log p_y).
+    (classification,) = _softmax(config, task, num_classes)
+    classification.weight = 1.0 - omega
+    return [classification, Term(triplet, output="embedding", weight=omega)]
+
+
+_RECIPES = {
+    "softmax": _softmax,
+    "sigmoid": _class_balanced("ClassBalancedSigmoidCrossEntropy", 0.0),
+    "focal": _class_balanced("ClassBalancedFocalLoss", 0.0, True, 2.0),
+    "cb_softmax": _class_balanced("ClassBalancedSoftmaxCrossEntropy", 0.9999),
+    "cb_sigmoid": _class_balanced("ClassBalancedSigmoidCrossEntropy", 0.9999),
+    "cb_focal": _class_balanced("ClassBalancedFocalLoss", 0.9999, True, 0.5),
+    "ldam": _ldam,
+    "bg_split": _bg_split,
+    "triplet_anchor": _triplet_anchor,
+}
+
+
+def list_losses():
+    """Names `Config.loss` accepts."""
+    return sorted(_RECIPES)
+
+
+def build_loss(config, task, class_weights=None):
+    """The `LossRecipe` named by `config.loss` for `task`.
+
+    Args:
+        config: a `Config` (loss, loss_kwargs, label_smoothing, aux_loss_weight).
+        task: the `Task` (class counts, teacher classes).
+        class_weights: optional per-class weight variable (DRW).
+    """
+    if config.loss not in _RECIPES:
+        raise ValueError(f"Unknown loss {config.loss!r}; choose one of {', '.join(list_losses())}.")
+    terms = _RECIPES[config.loss](config, task, task.num_classes)
+    return LossRecipe(terms, task.num_classes, class_weights)

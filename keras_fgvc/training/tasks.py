@@ -1,0 +1,208 @@
+"""Tasks by name: `Config.task` + `Config.task_kwargs` -> a `keras_fgvc.data.Task`.
+
+Each entry adapts one `keras_fgvc.data` builder. Paper-scale tasks read local
+files under `Config.data_dir` and fail with a message naming the missing path
+and the ``--set data_dir=...`` override; Fashion-MNIST tasks run anywhere the
+Debian package (or ``~/.keras/datasets``) is installed.
+
+| task | data_dir layout | task_kwargs |
+| --- | --- | --- |
+| fashion_mnist | (optional) IDX files | val_fraction |
+| fashion_lt | (optional) IDX files | imbalance, val_fraction |
+| fashion_bg | (optional) IDX files | make_fashion_bg args, background_keep |
+| inat2017 | train2017.json, val2017.json, images | val_fraction |
+| inat_bg | as inat2017 | n, model_index, inat_bg_tasks args |
+| places_bg | Places365 file lists + images | n, model_index, places_bg_tasks args |
+| cub | CUB_200_2011 (images.txt, ...) | val_fraction |
+"""
+
+import os
+
+import numpy as np
+
+from keras_fgvc.data.splits import check_no_empty_class
+
+
+def _data_dir(config, required):
+    path = config.data_dir
+    if not path:
+        if required:
+            raise FileNotFoundError(
+                f"Config {config.name!r} (task {config.task!r}) reads local data: pass "
+                "--set data_dir=/path/to/data."
+            )
+        return None
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"data_dir not found: {path} (config {config.name!r}, task {config.task!r}); "
+            "pass an existing folder with --set data_dir=..."
+        )
+    return path
+
+
+def _pop(kwargs, *names):
+    return {n: kwargs.pop(n) for n in names if n in kwargs}
+
+
+def _check_unused(config, kwargs):
+    if kwargs:
+        raise ValueError(
+            f"Unknown task_kwargs for task {config.task!r}: {', '.join(sorted(kwargs))}."
+        )
+
+
+def _fashion_mnist(config, kwargs):
+    from keras_fgvc.data.fashion_mnist import load_fashion_mnist_task
+
+    val = kwargs.pop("val_fraction", 0.1)
+    _check_unused(config, kwargs)
+    return load_fashion_mnist_task(val_fraction=val, seed=config.seed,
+                                   data_dir=_data_dir(config, False))
+
+
+def _fashion_lt(config, kwargs):
+    from keras_fgvc.data.long_tail import long_tail_subsample
+
+    imbalance = kwargs.pop("imbalance", 100)
+    task = _fashion_mnist(config, kwargs)
+    return long_tail_subsample(task, imbalance=imbalance, seed=config.seed)
+
+
+def _fashion_bg(config, kwargs):
+    from keras_fgvc.data.background_tasks import downsample_background
+    from keras_fgvc.data.fashion_bg import make_fashion_bg
+
+    keep = kwargs.pop("background_keep", 1.0)
+    task = make_fashion_bg(seed=config.seed, data_dir=_data_dir(config, False), verbose=0,
+                           **kwargs)
+    return task if keep >= 1.0 else downsample_background(task, keep, seed=config.seed)
+
+
+def _inat2017(config, kwargs):
+    from keras_fgvc.data.inaturalist import load_inaturalist
+
+    root = _data_dir(config, True)
+    train_json = os.path.join(root, kwargs.pop("train_json", "train2017.json"))
+    val_json = os.path.join(root, kwargs.pop("val_json", "val2017.json"))
+    val = kwargs.pop("val_fraction", 0.0)
+    _check_unused(config, kwargs)
+    return load_inaturalist(train_json, val_json, image_root=root, val_fraction=val,
+                            seed=config.seed)
+
+
+def _background(loader, specs_fn):
+    def build(config, kwargs):
+        from keras_fgvc.data.background_tasks import background_task
+
+        model_index = kwargs.pop("model_index", 0)
+        spec_kwargs = _pop(kwargs, "n", "num_test_categories", "num_train_categories",
+                           "num_models", "group_size", "num_group_models", "num_binary_models")
+        full = loader(config, kwargs)
+        specs = specs_fn(num_categories=full.num_classes, seed=config.seed, **spec_kwargs)
+        if not 0 <= model_index < len(specs):
+            raise ValueError(
+                f"task_kwargs.model_index={model_index} is outside [0, {len(specs) - 1}] "
+                f"for {config.task!r} with {spec_kwargs}."
+            )
+        return background_task(full, specs[model_index])
+
+    return build
+
+
+def _inat_specs(**kwargs):
+    from keras_fgvc.data.background_tasks import inat_bg_tasks
+
+    return inat_bg_tasks(**kwargs)
+
+
+def _places_specs(**kwargs):
+    from keras_fgvc.data.background_tasks import places_bg_tasks
+
+    return places_bg_tasks(**kwargs)
+
+
+def _places365(config, kwargs):
+    from keras_fgvc.data.places365 import load_places365
+
+    root = _data_dir(config, True)
+    val = kwargs.pop("val_fraction", 0.0)
+    files = _pop(kwargs, "train_list", "val_list", "categories", "train_images", "val_images")
+    _check_unused(config, kwargs)
+    return load_places365(root, val_fraction=val, seed=config.seed, **files)
+
+
+def _cub(config, kwargs):
+    from keras_fgvc.data.cub import load_cub
+
+    root = _data_dir(config, True)
+    val = kwargs.pop("val_fraction", 0.0)
+    _check_unused(config, kwargs)
+    return load_cub(root, val_fraction=val, seed=config.seed)
+
+
+_TASKS = {
+    "fashion_mnist": _fashion_mnist,
+    "fashion_lt": _fashion_lt,
+    "fashion_bg": _fashion_bg,
+    "inat2017": _inat2017,
+    "inat_bg": _background(_inat2017, _inat_specs),
+    "places_bg": _background(_places365, _places_specs),
+    "cub": _cub,
+}
+
+
+def list_tasks():
+    """Names `Config.task` accepts."""
+    return sorted(_TASKS)
+
+
+def check_task(task):
+    """Bad input before training: labels in range, no empty class in train.
+
+    The background class may be empty (iNat-BG N = 5089 labels every category).
+
+    Raises:
+        ValueError: naming the split and label / class at fault.
+    """
+    for split_name in ("train", "val", "test"):
+        labels = getattr(task, split_name).labels
+        bad = labels[(labels < 0) | (labels >= task.num_classes)]
+        if len(bad):
+            raise ValueError(
+                f"Task {task.name!r}: {split_name} label {int(bad[0])} is outside the class "
+                f"range [0, {task.num_classes - 1}]."
+            )
+    if len(task.train) == 0:
+        raise ValueError(f"Task {task.name!r} has an empty training split.")
+    labels = task.train.labels
+    if task.has_background:
+        labels = np.concatenate([labels, [0]])  # background may be empty
+    check_no_empty_class(labels, task.num_classes, f"task {task.name!r} train split",
+                         task.class_names)
+
+
+def build_task(config):
+    """The `Task` named by `config.task`, checked with `check_task`.
+
+    Raises:
+        ValueError: unknown task or task_kwargs, bad labels, an empty class.
+        FileNotFoundError: a paper-scale task without `data_dir` or with a missing one.
+    """
+    if config.task not in _TASKS:
+        raise ValueError(f"Unknown task {config.task!r}; choose one of {', '.join(list_tasks())}.")
+    task = _TASKS[config.task](config, dict(config.task_kwargs))
+    check_task(task)
+    return task
+
+
+def limit_split(split, max_examples, seed=0):
+    """A seeded random subset of at most `max_examples` (0 = all) keeping every class seen."""
+    if not max_examples or len(split) <= max_examples:
+        return split
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(split))
+    # One example of every class first, so a small subset has no empty class.
+    _, first = np.unique(split.labels[order], return_index=True)
+    rest = np.setdiff1d(np.arange(len(order)), first)
+    keep = np.concatenate([first, rest])[:max(max_examples, len(first))]
+    return split.subset(np.sort(order[keep]))

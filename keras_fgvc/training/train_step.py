@@ -1,0 +1,81 @@
+"""The distributed train step: `strategy.run` of a GradientTape step, one for every strategy.
+
+Each replica computes its per-example losses, averages them over the
+*global* batch (`tf.nn.compute_average_loss`), adds the model's weight-decay
+losses scaled by the replica count (`tf.nn.scale_regularization_loss`), and
+calls `optimizer.apply`, which sums the gradients over the replicas (Keras
+all-reduce) and unscales them for ``mixed_float16`` (`LossScaleOptimizer`).
+
+Gradient clipping to [-c, c] (Ch. 3) must act on the summed gradient; Keras
+clips each replica's part before the sum, so with several replicas the step
+all-reduces itself, clips (keeping non-finite values, so loss scaling still
+sees an overflow), and divides by the replica count before `apply` sums again.
+
+Keras 3 state such as BatchNorm moving statistics has aggregation "none", so
+each replica / worker would keep its own copy; it is averaged over the
+replicas after every step, so every worker ends with identical weights.
+"""
+
+import tensorflow as tf
+
+
+def make_train_step(model, optimizer, recipe, strategy, variables, global_batch, clip_value=0.0,
+                    explicit_clip=False):
+    """A `tf.function` ``train_step(iterator) -> loss`` (the loss summed over replicas).
+
+    Args:
+        model: the Keras model (dict outputs).
+        optimizer: a built Keras optimizer (clips by itself when not `explicit_clip`).
+        recipe: a `loss_recipes.LossRecipe` (per-example loss).
+        strategy: the `tf.distribute.Strategy` everything was built under.
+        variables: the variables to train.
+        global_batch: the batch size over all replicas.
+        clip_value: the clip bound c (0 = off).
+        explicit_clip: clip the all-reduced gradient in the step (several replicas).
+    """
+    replicas = strategy.num_replicas_in_sync
+    clip = float(clip_value)
+
+    def replica_step(batch):
+        with tf.GradientTape() as tape:
+            outputs = model(batch["images"], training=True)
+            per_example = recipe(batch, outputs)
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+            if model.losses:
+                loss += tf.nn.scale_regularization_loss(
+                    tf.add_n([tf.cast(x, tf.float32) for x in model.losses])
+                )
+            scaled = optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, variables)
+        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        grads, used = [g for g, _ in pairs], [v for _, v in pairs]
+        if explicit_clip:
+            # Clip the all-reduced gradient; `apply` sums again, hence / replicas.
+            grads = tf.distribute.get_replica_context().all_reduce(
+                tf.distribute.ReduceOp.SUM, grads
+            )
+            bound = clip * tf.cast(optimizer.scale_loss(tf.constant(1.0)), tf.float32)
+            grads = [
+                tf.where(tf.math.is_finite(g), tf.clip_by_value(g, -bound, bound), g) / replicas
+                for g in grads
+            ]
+        optimizer.apply(grads, used)
+        return loss
+
+    # Keras 3 state such as BatchNorm moving statistics has aggregation "none": each
+    # replica / worker would keep its own copy. Average it after every step so all
+    # replicas hold identical weights (what TF2 Keras did with aggregation MEAN).
+    state = [v for v in model.non_trainable_variables
+             if v.dtype in ("float16", "bfloat16", "float32", "float64")]
+    state = state if replicas > 1 else []
+
+    @tf.function
+    def train_step(iterator):
+        losses = strategy.run(replica_step, args=(next(iterator),))
+        if state:
+            local = strategy.run(lambda: [tf.identity(v.value) for v in state])
+            for variable, value in zip(state, local):
+                variable.assign(strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+
+    return train_step

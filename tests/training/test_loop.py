@@ -1,0 +1,174 @@
+"""The custom loop under one_device and mirrored: learning, clipping, artifacts, resume."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_fgvc.training import inputs
+from keras_fgvc.training.loop import Trainer
+from keras_fgvc.training.strategy import make_strategy
+from tests.training.conftest import TOY_LINEAR, make_toy_task, toy_config
+
+
+def _weights(model):
+    return [np.asarray(v) for v in model.weights]
+
+
+@pytest.mark.parametrize("strategy_name", ["one_device", "mirrored"])
+def test_loss_decreases_and_workdir_is_complete(strategy_name, tmp_path):
+    strategy = make_strategy(strategy_name)
+    assert strategy.num_replicas_in_sync == (2 if strategy_name == "mirrored" else 1)
+    losses = []
+
+    class Record:
+        def __getattr__(self, name):
+            return lambda *args: None
+
+        def on_step_end(self, trainer, step, logs):
+            losses.append(logs["loss"])
+
+    config = toy_config(epochs=3, steps_per_epoch=5)
+    trainer = Trainer(config, strategy, workdir=str(tmp_path), task=make_toy_task(),
+                      hooks=[Record()], verbose=0)
+    result = trainer.run()
+    assert result["steps"] == 15 and len(losses) == 15
+    assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3]), losses
+    # Background task: foreground mAP / F1 on validation, per epoch and at the end.
+    assert result["val"]["mAP"] > 0.9 and result["val"]["macro_f1"] > 0.8
+    assert [h["epoch"] for h in result["history"]] == [1, 2, 3]
+
+    files = sorted(os.listdir(tmp_path))
+    for name in ("config.json", "checkpoints", "model.keras", "labels.txt", "thresholds.json",
+                 "preprocessing.json", "metrics.json", "tensorboard"):
+        assert name in files
+    assert not [f for f in files if f.startswith(".tmp")]
+    assert (tmp_path / "labels.txt").read_text().splitlines() == ["background", "rare1", "rare2"]
+    thresholds = json.loads((tmp_path / "thresholds.json").read_text())
+    assert thresholds["class_names"] == ["rare1", "rare2"]
+    assert len(thresholds["thresholds"]) == 2
+    assert json.loads((tmp_path / "preprocessing.json").read_text()) == {
+        "image_size": [8, 8], "channels": 1, "has_background": True}
+    assert json.loads((tmp_path / "config.json").read_text())["name"] == "toy"
+    assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == 15
+    latest = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
+    assert latest.endswith("ckpt-15")
+    reader = tf.train.load_checkpoint(latest)
+    assert reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == 15
+    assert reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE") == 2  # 0-based, the last
+
+    reloaded = keras.saving.load_model(str(tmp_path / "model.keras"))
+    x = trainer.task.val.images[:5].astype("float32")
+    np.testing.assert_allclose(reloaded(x)["probabilities"], trainer.model(x)["probabilities"],
+                               rtol=1e-5, atol=1e-6)
+
+    tags = set()
+    for root, _, names in os.walk(tmp_path / "tensorboard"):
+        for name in names:
+            for event in tf.compat.v1.train.summary_iterator(os.path.join(root, name)):
+                tags.update(v.tag for v in event.summary.value)
+    assert {"train/loss", "train/learning_rate", "eval/mAP"} <= tags
+
+
+@pytest.mark.parametrize("strategy_name", ["one_device", "mirrored"])
+def test_gradient_clipping_applies_to_the_global_gradient(strategy_name):
+    # Ch. 3: every gradient element clipped to [-1, 1]. With SGD (no momentum, lr 1) and a
+    # zero-initialised linear softmax model, one step moves the kernel by -clip(g, -c, c),
+    # where g is the gradient of the mean loss over the *global* batch.
+    task = make_toy_task(background=False)
+    clip = 0.5
+    config = toy_config(model=TOY_LINEAR, momentum=0.0, learning_rate=1.0, clip_value=clip,
+                        steps_per_epoch=1, epochs=1, batch_size=32)
+    trainer = Trainer(config, make_strategy(strategy_name), task=task, verbose=0)
+    trainer.dry_run(steps=1)
+    kernel = np.asarray(trainer.model.get_layer("classifier").kernel)
+
+    order = inputs.epoch_order(task.train.labels, 0, 1, 32, seed=0)
+    x = task.train.images[order].reshape(32, -1).astype(np.float64)
+    y = np.eye(3)[task.train.labels[order]]
+    grad = x.T @ (np.full((32, 3), 1.0 / 3) - y) / 32
+    assert np.abs(grad).max() > 10 * clip  # the clip is active
+    np.testing.assert_allclose(kernel, -np.clip(grad, -clip, clip), rtol=1e-5, atol=1e-6)
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, capsys):
+    task = make_toy_task()
+    config = toy_config(epochs=2, steps_per_epoch=4, checkpoint_every_steps=3)
+    straight = Trainer(config, make_strategy("one_device"), workdir=str(tmp_path / "a"),
+                       task=task, verbose=0)
+    straight.run()
+
+    first = Trainer(config, make_strategy("one_device"), workdir=str(tmp_path / "b"), task=task,
+                    verbose=0)
+    assert first.run(max_steps=5) == {"step": 5, "stopped": True}
+    assert not (tmp_path / "b" / "metrics.json").exists()
+    second = Trainer(config, make_strategy("one_device"), workdir=str(tmp_path / "b"),
+                     task=task, verbose=0)
+    result = second.run()
+    assert "Resuming from step 3" in capsys.readouterr().out
+    assert result["resumed_from_step"] == 3 and result["steps"] == 8
+    for a, b in zip(_weights(straight.model), _weights(second.model)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_checkpoint_beyond_the_config_is_refused(tmp_path):
+    task = make_toy_task()
+    Trainer(toy_config(epochs=1, steps_per_epoch=4), workdir=str(tmp_path), task=task,
+            verbose=0).run()
+    shorter = Trainer(toy_config(epochs=1, steps_per_epoch=2), workdir=str(tmp_path), task=task,
+                      verbose=0)
+    with pytest.raises(ValueError, match="step 4, beyond this config's 2 steps"):
+        shorter.run()
+
+
+def test_a_checkpoint_of_another_model_is_refused(tmp_path):
+    task = make_toy_task()
+    Trainer(toy_config(epochs=1, steps_per_epoch=2), workdir=str(tmp_path), task=task,
+            verbose=0).run(max_steps=2)
+    other = Trainer(toy_config(model=TOY_LINEAR, epochs=1, steps_per_epoch=4),
+                    workdir=str(tmp_path), task=task, verbose=0)
+    with pytest.raises(ValueError, match="does not match this run's model"):
+        other.run()
+
+
+def test_bad_task_input_is_refused_before_training(tmp_path):
+    task = make_toy_task()
+    task.train.labels[5] = 7  # a label outside [0, 2]
+    with pytest.raises(ValueError, match="train label 7 is outside the class range"):
+        Trainer(toy_config(), workdir=str(tmp_path), task=task, verbose=0).run()
+    task = make_toy_task()
+    task.train.labels[task.train.labels == 2] = 1  # class 2 has no training example
+    with pytest.raises(ValueError, match="class 2 \\('rare2'\\) has no examples"):
+        Trainer(toy_config(), workdir=str(tmp_path), task=task, verbose=0).run()
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.slow
+def test_file_based_task_trains_through_the_data_pipeline(tmp_path):
+    # JPEG files (one corrupt) -> keras_fgvc.data.pipeline: decode, random-resized crop,
+    # flip; the unreadable file is skipped and counted, never fatal.
+    from keras_fgvc.data.task import Split, Task
+
+    rng = np.random.default_rng(0)
+    paths, labels = [], []
+    for i in range(48):
+        label = i % 3
+        pixels = np.clip(rng.normal(60 + 70 * label, 20, (20, 24, 3)), 0, 255).astype(np.uint8)
+        path = str(tmp_path / f"img{i}.jpg")
+        tf.io.write_file(path, tf.io.encode_jpeg(pixels))
+        paths.append(path)
+        labels.append(label)
+    (tmp_path / "img0.jpg").write_bytes(b"not a jpeg")
+    split = Split(labels=np.array(labels), paths=np.array(paths, dtype=object))
+    task = Task("files", ["background", "a", "b"], split, split.subset(np.arange(12)),
+                split.subset(np.arange(12)), has_background=True)
+    config = toy_config(channels=3, image_size=8, augment=True, batch_size=8, epochs=2,
+                        steps_per_epoch=6, checkpoint_every_steps=100)
+    result = Trainer(config, workdir=str(tmp_path / "w"), task=task, verbose=0).run()
+    assert result["steps"] == 12
+    assert result["skipped_training_images"] >= 1  # img0 is in every epoch's order
+    assert result["val"]["num_examples"] == 11  # the corrupt image is left out
+    assert json.loads((tmp_path / "w" / "preprocessing.json").read_text())["channels"] == 3

@@ -1,0 +1,147 @@
+"""Example order, triplet mining, DRW, anchor refresh, two stages (LWS) and mixed precision."""
+
+import numpy as np
+import pytest
+
+from keras_fgvc.training import hooks, inputs, mining, stages
+from keras_fgvc.training.loop import Trainer
+from keras_fgvc.training.strategy import make_strategy
+from tests.training.conftest import make_toy_task, toy_config
+
+
+def test_epoch_order():
+    labels = np.repeat(np.arange(4), [70, 20, 8, 2])
+    order = inputs.epoch_order(labels, epoch=3, num_steps=4, batch_size=25, seed=1)
+    assert sorted(order.tolist()) == list(range(100))  # one permutation per epoch
+    np.testing.assert_array_equal(order, inputs.epoch_order(labels, 3, 4, 25, seed=1))
+    assert not np.array_equal(order, inputs.epoch_order(labels, 4, 4, 25, seed=1))
+    longer = inputs.epoch_order(labels, 0, 10, 25)
+    assert len(longer) == 250 and np.bincount(longer).min() >= 2
+    balanced = inputs.epoch_order(labels, 0, 400, 25, sampling="class_balanced")
+    share = np.bincount(labels[balanced], minlength=4) / len(balanced)
+    np.testing.assert_allclose(share, 0.25, atol=0.02)  # uniform over classes, not 70/20/8/2
+
+
+def test_mined_triplets():
+    rng = np.random.default_rng(0)
+    centres = np.eye(3, 8)
+    labels = np.repeat(np.arange(3), 20)
+    emb = centres[labels] + rng.normal(0, 0.3, size=(60, 8))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    order = mining.mine_triplet_order(emb, labels, count=300, margin=0.2, seed=0)
+    assert len(order) == 300
+    d = ((emb[:, None] - emb[None]) ** 2).sum(-1)
+    for r, p, n in order.reshape(-1, 3):
+        assert labels[r] == labels[p] and r != p and labels[n] != labels[r]
+        same = np.flatnonzero((labels == labels[r]) & (np.arange(60) != r))
+        nearest = same[np.argsort(d[r, same])][: int(np.ceil(0.6 * len(same)))]
+        assert p in nearest  # local positive (Sec. 2.3.3)
+        others = np.flatnonzero(labels != labels[r])
+        if (d[r, others] < d[r, p] + 0.2).any():
+            assert d[r, n] < d[r, p] + 0.2  # a margin violator (hard negative)
+        else:
+            assert n == others[np.argmin(d[r, others])]
+    with pytest.raises(ValueError, match="two classes"):
+        mining.mine_triplet_order(emb[:5], np.zeros(5), 3)
+
+
+def test_deferred_reweighting_switches_at_its_epoch():
+    task = make_toy_task(n_train=96)
+    task.train.labels[:60] = 0  # imbalanced: 60 / 18 / 18
+    config = toy_config(drw_epoch=1, drw_beta=0.999, epochs=2, steps_per_epoch=1)
+    seen = []
+
+    class Spy(hooks.Hook):
+        def on_step_end(self, trainer, step, logs):
+            seen.append(trainer.class_weights.numpy().copy())
+
+    Trainer(config, task=task, hooks=[Spy()], verbose=0).run()
+    np.testing.assert_allclose(seen[0], 1.0)
+    counts = np.bincount(task.train.labels)
+    expected = (1 - 0.999) / (1 - 0.999 ** counts)
+    np.testing.assert_allclose(seen[1], expected / expected.sum() * 3, rtol=1e-5)
+
+
+def test_two_stage_plan_and_boundary():
+    task = make_toy_task(n_train=96)
+    config = toy_config(epochs=2, steps_per_epoch=3, finetune_epochs=1,
+                        finetune_learning_rate=1e-3, finetune_max_per_class=4)
+    plan = stages.plan_stages(config, task)
+    assert [(s.start_step, s.end_step, s.start_epoch) for s in plan] == [(0, 6, 0), (6, 9, 2)]
+    assert np.bincount(plan[1].split.labels).max() == 4  # the balanced subset
+    assert stages.stage_for_step(plan, 6).index == 0  # the boundary step ends stage 0
+    assert stages.stage_for_step(plan, 7).index == 1
+    assert plan[1].position(7) == (2, 1)
+
+
+def test_lws_second_stage_trains_only_the_scales_and_resumes(tmp_path, capsys):
+    task = make_toy_task()
+    config = toy_config(epochs=1, steps_per_epoch=3, finetune_epochs=1, finetune_transform="lws",
+                        finetune_sampling="class_balanced", finetune_learning_rate=0.5,
+                        checkpoint_every_steps=2)
+    first = Trainer(config, workdir=str(tmp_path), task=task, verbose=0)
+    first.run(max_steps=5)  # stopped inside stage 2 (checkpoint at step 4)
+    scales = np.asarray(first.model.get_layer("lws").scale)
+    second = Trainer(config, workdir=str(tmp_path), task=task, verbose=0)
+    result = second.run()
+    assert "Resuming from step 4" in capsys.readouterr().out
+    assert result["steps"] == 6 and second.model.get_layer("lws") is not None
+    trainable = [v.path for v in second.model.trainable_variables]
+    assert trainable == [second.model.get_layer("lws").scale.path]
+    assert not np.allclose(np.asarray(second.model.get_layer("lws").scale), 1.0)
+    assert scales.shape == (3,)
+
+
+def test_anchor_refresh_reinitialises_anchors_and_remines(monkeypatch):
+    from keras_fgvc.layers import AnchorSoftVote
+    from keras_fgvc.training import tasks
+    from keras_fgvc.training.config import resolve_config
+
+    calls = []
+    original = AnchorSoftVote.init_from_embeddings
+
+    def spy(layer, embeddings, labels, seed=0):
+        calls.append((np.asarray(embeddings).shape, np.asarray(labels).copy()))
+        return original(layer, embeddings, labels, seed=seed)
+
+    monkeypatch.setattr(AnchorSoftVote, "init_from_embeddings", spy)
+
+    config = resolve_config("fashion_metric_triplet_anchors", [
+        "max_train_examples=300", "max_eval_examples=30", "batch_size=30", "epochs=2",
+        "steps_per_epoch=3", "refresh_every_steps=2", "refresh_max_examples=120",
+        "eval_batch_size=30",
+    ])
+    task = tasks.build_task(config)
+    refresh = [h for h in hooks.default_hooks(config, verbose=0)
+               if isinstance(h, hooks.AnchorRefreshHook)]
+    assert len(refresh) == 1
+    orders = []
+
+    class Spy(hooks.Hook):
+        def on_step_end(self, trainer, step, logs):
+            orders.append(trainer._order.copy())
+
+    trainer = Trainer(config, task=task, hooks=[Spy()], verbose=0)
+    refresh_hook = next(h for h in trainer.hooks if isinstance(h, hooks.AnchorRefreshHook))
+    result = trainer.run()
+    assert result["steps"] == 6
+    # Epoch 1 begins with a refresh, then at step 2 and step 4 (M = 2).
+    assert refresh_hook.refreshes == 3
+    # k-means anchors from 64-d embeddings of the 120-example subset, at every refresh.
+    assert len(calls) == 3 and all(shape == (120, 64) for shape, _ in calls)
+    # Triplets: each (reference, positive) pair shares a class, the negative does not.
+    labels = trainer.task.train.labels
+    triple = orders[0][:30].reshape(-1, 3)
+    assert (labels[triple[:, 0]] == labels[triple[:, 1]]).all()
+    assert (labels[triple[:, 0]] != labels[triple[:, 2]]).all()
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_step(policy):
+    trainer = Trainer(toy_config(mixed_precision=policy, clip_value=1.0), task=make_toy_task(),
+                      strategy=make_strategy("mirrored"), verbose=0)
+    result = trainer.dry_run(steps=2)
+    assert np.isfinite(result["losses"]).all()
+    assert trainer.model.get_layer("classifier").compute_dtype == policy.split("_")[1]
+    assert (type(trainer.optimizer).__name__ == "LossScaleOptimizer") == (policy ==
+                                                                         "mixed_float16")
