@@ -17,7 +17,7 @@ ones to class-balanced weights at `Config.drw_epoch`.
 | cb_softmax / cb_sigmoid / cb_focal | class-balanced (Eq. 5.8-5.13, `beta`, `gamma`) |
 | ldam | LDAM margins (`max_margin`, `scale`) |
 | bg_split | softmax on logits + aux_loss_weight * CE(teacher labels) on aux_logits |
-| triplet_anchor | (1 - omega) * softmax on soft-vote log-probabilities + omega * triplet (Eq. 2.5) |
+| triplet_anchor | (1 - omega) * softmax on soft-vote log-probs + omega * triplet (Eq. 2.5) |
 
 Example:
 
