@@ -1,0 +1,448 @@
+"""Shared machinery of the ``benchmarks/reproduce_*.py`` paper reproductions.
+
+Every reproduction is a list of `Method`s (a registered config + ``key=value``
+overrides + an optional grid of candidate overrides) evaluated in one or more
+settings (background fraction, imbalance factor, batch size ...), each run
+through `keras_fgvc.training.Trainer` for several seeds.
+
+Model selection is on the validation split only: for every (setting,
+method) each grid candidate is trained for every seed, the candidate with the
+best *mean validation* score is chosen, and the *test* metrics reported are
+those of the chosen candidate. Test numbers of the other candidates are kept
+in the JSON for transparency but never used for choosing.
+
+Command line (every script):
+
+    python benchmarks/reproduce_<name>.py [--seeds 3] [--quick] [--output PATH]
+        [--workdir DIR] [--methods a,b] [--settings x,y] [--no-grid] [--verbose]
+
+``--quick``: one seed, a few steps on small subsets, the first grid candidate
+only and the script's quick settings: proves the pipeline end to end (CI),
+the numbers mean nothing. ``--no-grid``: only the default candidate of
+every grid (cheaper; nothing chosen on val then). ``--workdir``: keep each run's trainer workdir
+(checkpoints, model.keras); a re-run then resumes / reuses finished runs.
+"""
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+SELECTION_NOTE = (
+    "Hyperparameters (grid candidates) are chosen on the validation split by the mean over "
+    "seeds of the selection metric; the test metrics reported are those of the chosen "
+    "candidate. The test split is never used for choosing."
+)
+
+# A few steps on small subsets: proves the pipeline, numbers are meaningless.
+QUICK_OVERRIDES = (
+    "epochs=1",
+    "steps_per_epoch=1",
+    "max_train_examples=512",
+    "max_eval_examples=256",
+    "eval_batch_size=256",
+    "checkpoint_every_steps=1000000",
+    "log_every_steps=1000000",
+    "warmup_epochs=0",
+    "decay_epochs=()",
+)
+# Fashion-BG in quick mode: a small pool and teacher (trained once per key, then cached).
+QUICK_BG_TASK = ("task_kwargs.teacher_size=1000", "task_kwargs.teacher_epochs=1",
+                 "task_kwargs.val_size=1000", "task_kwargs.num_background=3000")
+
+
+EVAL_AT_END = "eval_every_epochs=1000000"
+
+
+@dataclasses.dataclass
+class Method:
+    """One row of a table.
+
+    Args:
+        name: row label (JSON key).
+        config: registered config name.
+        overrides: ``key=value`` strings applied to `config`, or a callable
+            ``(setting, seed, args) -> list`` for run-time values.
+        grid: candidate override lists chosen on val (the first one is the
+            default; ``--quick`` uses only it).
+        hooks: optional ``() -> list of Hook`` added to the trainer.
+        post: optional ``(trainer, record, context) -> None`` that may
+            rewrite ``record["val"]`` / ``record["test"]`` (flat metric dicts).
+    """
+
+    name: str
+    config: str
+    overrides: object = ()
+    grid: tuple = ((),)
+    hooks: object = None
+    post: object = None
+
+
+# === Command line ===
+
+
+def parse_args(argv, description, name):
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per configuration")
+    parser.add_argument("--quick", action="store_true",
+                        help="one seed, few steps, small subsets (CI smoke run)")
+    parser.add_argument("--output", default=os.path.join(RESULTS, f"reproduce_{name}.json"),
+                        help="JSON path (the PNG is written beside it)")
+    parser.add_argument("--workdir", default=None,
+                        help="keep each run's trainer workdir under this folder")
+    parser.add_argument("--methods", default="", help="comma-separated subset of methods")
+    parser.add_argument("--settings", default="", help="comma-separated subset of settings")
+    parser.add_argument("--no-grid", action="store_true",
+                        help="only the first (registered default) candidate of every grid")
+    parser.add_argument("--verbose", action="store_true", help="trainer progress bars")
+    args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error(f"--seeds must be >= 1, got {args.seeds}")
+    if args.quick:
+        args.seeds = 1
+    return args
+
+
+def _pick(names, wanted, what):
+    if not wanted:
+        return list(names)
+    chosen = [w.strip() for w in wanted.split(",") if w.strip()]
+    unknown = [c for c in chosen if c not in names]
+    if unknown:
+        raise ValueError(f"Unknown {what} {', '.join(unknown)}; choose from {', '.join(names)}.")
+    return [n for n in names if n in chosen]
+
+
+# === One run ===
+
+_TASKS = {}
+
+
+def _task_for(config):
+    """The config's task, built once per (task, task_kwargs, seed) in this process."""
+    from keras_fgvc.training import tasks
+
+    key = (config.task, json.dumps(config.task_kwargs, sort_keys=True), config.seed,
+           config.data_dir)
+    if key not in _TASKS:
+        if len(_TASKS) >= 6:
+            _TASKS.pop(next(iter(_TASKS)))
+        _TASKS[key] = tasks.build_task(config)
+    return _TASKS[key]
+
+
+def resolve(config_name, overrides, seed, quick):
+    """The registered config with `overrides`, the seed and (quick) the smoke-run overrides."""
+    from keras_fgvc.training import resolve_config
+
+    overrides = [*overrides, f"seed={seed}"]
+    base = resolve_config(config_name, overrides)
+    if quick:
+        extra = list(QUICK_OVERRIDES)
+        if base.task == "fashion_bg":
+            extra += [o for o in QUICK_BG_TASK if o.split("=")[0].split(".")[1]
+                      not in base.task_kwargs]
+        if base.finetune_epochs:
+            extra.append("finetune_epochs=1")
+        if base.refresh_every_steps:
+            extra += ["refresh_every_steps=1", "refresh_max_examples=256"]
+        overrides = [*overrides, *extra]
+    return resolve_config(config_name, overrides)
+
+
+def flat_metrics(metrics):
+    """Float scalars of a metrics dict; nested dicts (head / tail) as ``outer.inner``."""
+    out = {}
+    for key, value in (metrics or {}).items():
+        if isinstance(value, dict):
+            for inner, v in flat_metrics(value).items():
+                out[f"{key}.{inner}"] = v
+        elif isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+                value, bool):
+            out[key] = float(value)
+    return out
+
+
+def run_one(method, setting, seed, args, candidate=()):
+    """Train `method` (+ `candidate` overrides) for `setting` and `seed`; a JSON-safe record."""
+    import keras
+
+    from keras_fgvc.training import Trainer, make_strategy
+
+    base = method.overrides(setting, seed, args) if callable(method.overrides) else \
+        list(method.overrides)
+    overrides = [*base, *candidate]
+    # Validation only at the end of each stage (the per-epoch history is not reported).
+    config = resolve(method.config, [EVAL_AT_END, *overrides], seed, args.quick)
+    workdir = None
+    if args.workdir:
+        label = "_".join(c.replace("=", "-").replace("/", "_") for c in candidate) or "default"
+        workdir = os.path.join(args.workdir, str(setting), method.name, label[:120],
+                               f"seed{seed}")
+    hooks = method.hooks() if method.hooks else []
+    start = time.time()
+    keras.utils.clear_session(free_memory=True)
+    trainer = Trainer(config, make_strategy("one_device"), workdir=workdir,
+                      task=_task_for(config), hooks=hooks, verbose=int(args.verbose))
+    result = trainer.run()
+    record = {
+        "seed": seed,
+        "overrides": overrides,
+        "steps": int(result["steps"]),
+        "val": flat_metrics(result["val"]),
+        "test": flat_metrics(result["test"]),
+    }
+    if method.post:
+        method.post(trainer, record, {"setting": setting, "seed": seed, "args": args,
+                                      "hooks": hooks})
+    record["seconds"] = round(time.time() - start, 2)
+    print(f"  [{setting}] {method.name} {' '.join(candidate)} seed={seed}: "
+          f"{record['steps']} steps, {record['seconds']:.1f}s", flush=True)
+    return record
+
+
+# === Aggregation and selection ===
+
+
+def aggregate(records, split):
+    """``{metric: {"mean", "std", "values"}}`` over seeds (std: sample std, 0 for one seed)."""
+    keys = sorted(set().union(*(r[split] for r in records))) if records else []
+    out = {}
+    for key in keys:
+        values = [r[split].get(key) for r in records]
+        finite = [v for v in values if v is not None and math.isfinite(v)]
+        mean = float(np.mean(finite)) if finite else None
+        std = float(np.std(finite, ddof=1)) if len(finite) > 1 else (0.0 if finite else None)
+        out[key] = {"mean": mean, "std": std, "values": values}
+    return out
+
+
+def select(candidates, metric, mode):
+    """Index of the candidate with the best mean validation `metric` (`mode` "max" / "min")."""
+    if mode not in ("max", "min"):
+        raise ValueError(f"mode must be 'max' or 'min', got {mode!r}.")
+    scores = []
+    for cand in candidates:
+        value = cand["val"].get(metric, {}).get("mean")
+        if value is None or not math.isfinite(value):
+            value = -math.inf if mode == "max" else math.inf
+        scores.append(value)
+    return int(np.argmax(scores) if mode == "max" else np.argmin(scores))
+
+
+def evaluate_method(method, setting, seeds, args, select_metric, mode):
+    """All grid candidates x seeds of `method` in `setting`; the val-selected summary."""
+    grid = list(method.grid)[:1] if args.quick or args.no_grid else list(method.grid)
+    candidates = []
+    for candidate in grid:
+        runs = [run_one(method, setting, seed, args, tuple(candidate)) for seed in seeds]
+        candidates.append({"overrides": list(candidate), "val": aggregate(runs, "val"),
+                           "test": aggregate(runs, "test"), "runs": runs})
+    best = select(candidates, select_metric, mode)
+    chosen = candidates[best]
+    return {
+        "config": method.config,
+        "overrides": [] if callable(method.overrides) else list(method.overrides),
+        "selected_overrides": chosen["overrides"],
+        "selected_on": f"val {select_metric} ({mode})",
+        "val": chosen["val"],
+        "test": chosen["test"],
+        "seeds": list(seeds),
+        "candidates": [{k: c[k] for k in ("overrides", "val", "test")} for c in candidates],
+        "runs": chosen["runs"],
+    }
+
+
+# === Driver ===
+
+
+def _environment():
+    import keras
+    import tensorflow as tf
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__,
+            "keras": keras.__version__, "machine": platform.machine(),
+            "cpus": os.cpu_count(), "gpus": len(tf.config.list_physical_devices("GPU"))}
+
+
+def reproduce(argv, *, name, description, paper, settings, methods, metrics,
+              select_metric, mode, quick_settings=None, setting_label="setting",
+              paper_results=None, notes=()):
+    """Run every (setting, method), write JSON + PNG, print the table; returns the JSON dict.
+
+    Args:
+        argv: command-line arguments (None = sys.argv[1:]).
+        name: results/reproduce_<name>.json.
+        description, paper: what is reproduced (text).
+        settings: list of setting labels, or a callable ``(quick) -> list``.
+        methods: list of `Method`, or a callable ``(setting, quick) -> list of Method``.
+        metrics: test metrics shown in the table and the plot.
+        select_metric, mode: the validation metric (and "max" / "min") for choosing.
+        quick_settings: the settings used with ``--quick`` (default: the first one).
+        paper_results: the paper's numbers, copied into the JSON beside ours.
+        notes: deviations / caveats, copied into the JSON.
+    """
+    args = parse_args(argv, description, name)
+    start = time.time()
+    all_settings = list(settings)
+    if args.quick and not args.settings:
+        all_settings = list(quick_settings or all_settings[:1])
+    run_settings = _pick([str(s) for s in all_settings], args.settings, "settings")
+    methods_of = methods if callable(methods) else (lambda setting, quick: methods)
+    seeds = list(range(args.seeds))
+    results, declared = {}, {}
+    scratch = None
+    if not args.workdir:
+        scratch = tempfile.TemporaryDirectory(prefix=f"reproduce_{name}_")
+        args.scratch = scratch.name
+    else:
+        args.scratch = args.workdir
+    try:
+        for setting in run_settings:
+            rows = methods_of(setting, args.quick)
+            chosen = _pick([m.name for m in rows], args.methods, "methods")
+            declared[setting] = chosen
+            results[setting] = {}
+            for method in rows:
+                if method.name in chosen:
+                    results[setting][method.name] = evaluate_method(
+                        method, setting, seeds, args, select_metric, mode)
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
+    report = {
+        "benchmark": f"reproduce_{name}",
+        "description": description,
+        "paper": paper,
+        "command": "python " + " ".join([os.path.relpath(sys.argv[0]) if sys.argv else "",
+                                         *(argv if argv is not None else sys.argv[1:])]),
+        "quick": bool(args.quick),
+        "seeds": seeds,
+        "setting_label": setting_label,
+        "settings": run_settings,
+        "methods": declared,
+        "metrics": list(metrics),
+        "split_reported": "test",
+        "selection": SELECTION_NOTE + (" --no-grid / --quick: only the first (default) "
+                                       "candidate of every grid was run."
+                                       if args.no_grid or args.quick else ""),
+        "select_metric": f"val {select_metric} ({mode})",
+        "results": results,
+        "paper_results": paper_results or {},
+        "notes": list(notes),
+        "environment": _environment(),
+        "elapsed_seconds": round(time.time() - start, 1),
+    }
+    if args.quick:
+        report["notes"].append("--quick: one seed, a few steps on small subsets; the numbers "
+                               "only prove that the pipeline runs.")
+    write_json(args.output, report)
+    png = os.path.splitext(args.output)[0] + ".png"
+    plot(report, png)
+    print(format_table(report))
+    print(f"Wrote {args.output} and {png} ({report['elapsed_seconds']:.0f} s).")
+    return report
+
+
+def write_json(path, report):
+    """Atomically write `report` (NaN -> null)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    text = json.dumps(_json_safe(report), indent=2, sort_keys=False, allow_nan=False)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text + "\n")
+    os.replace(tmp, path)
+
+
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def _cell(stats, scale):
+    if not stats or stats.get("mean") is None:
+        return "-"
+    return f"{scale * stats['mean']:.1f}±{scale * (stats['std'] or 0.0):.1f}"
+
+
+def format_table(report, scale=100.0):
+    """A plain-text table: methods x (setting, metric), test mean ± std in percent."""
+    settings, metrics = report["settings"], report["metrics"]
+    methods = []
+    for setting in settings:
+        methods += [m for m in report["results"].get(setting, {}) if m not in methods]
+    header = ["method"] + [f"{s}:{m}" for s in settings for m in metrics]
+    rows = [header]
+    for method in methods:
+        row = [method]
+        for setting in settings:
+            entry = report["results"].get(setting, {}).get(method)
+            for metric in metrics:
+                row.append(_cell(entry["test"].get(metric) if entry else None, scale))
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = [f"{report['benchmark']} (test, %, mean±std over {len(report['seeds'])} seed(s); "
+             "hyperparameters chosen on val)"]
+    for i, row in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def plot(report, path, scale=100.0):
+    """Grouped bars (one panel per metric): settings on x, one bar per method, ± std."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings, metrics = report["settings"], report["metrics"]
+    methods = []
+    for setting in settings:
+        methods += [m for m in report["results"].get(setting, {}) if m not in methods]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(max(6, 1.2 * len(methods)
+                                                            * len(settings) / 2 + 3)
+                                                        * len(metrics) / 1.5, 4.5),
+                             squeeze=False)
+    width = 0.8 / max(len(methods), 1)
+    x = np.arange(len(settings))
+    for ax, metric in zip(axes[0], metrics):
+        for j, method in enumerate(methods):
+            means, stds = [], []
+            for setting in settings:
+                stats = report["results"].get(setting, {}).get(method, {}).get("test", {}).get(
+                    metric) or {}
+                means.append(scale * (stats.get("mean") if stats.get("mean") is not None
+                                      else np.nan))
+                stds.append(scale * (stats.get("std") or 0.0))
+            ax.bar(x + (j - (len(methods) - 1) / 2) * width, means, width, yerr=stds,
+                   label=method, capsize=2)
+        ax.set_xticks(x)
+        ax.set_xticklabels(settings, rotation=0)
+        ax.set_xlabel(report.get("setting_label", "setting"))
+        ax.set_ylabel(f"test {metric} (%)")
+        ax.set_title(metric)
+    axes[0][0].legend(fontsize=7, ncol=2)
+    fig.suptitle(f"{report['benchmark']}" + (" (--quick)" if report["quick"] else "")
+                 + f", {len(report['seeds'])} seed(s), mean ± std")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

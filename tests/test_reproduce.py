@@ -1,0 +1,154 @@
+"""benchmarks/reproduce_*.py: every script runs end to end with --quick; the JSON is complete.
+
+The quick runs import each script's ``main(argv)`` in this process (one
+TensorFlow import for all seven) and write into ``tmp_path``. They check the
+structure (every method present, finite metrics, seeds recorded, a PNG), never
+which method wins. The fast tests check the shared helpers: selection on the
+validation split only, mean ± std aggregation, the table.
+"""
+
+import importlib.util
+import json
+import math
+import os
+import sys
+
+import pytest
+
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "benchmarks")
+sys.path.insert(0, BENCHMARKS)
+
+import _reproduce  # noqa: E402
+
+# script -> (settings run by --quick, methods every such setting must hold)
+EXPECTED = {
+    "bg_splitting": (["bg98"], {"FT", "Focal", "LDAM-DRW", "LWS", "FT-down1%", "FT-down5%",
+                                "FT-down25%", "BG-split", "BG-split+fixed-bg"}),
+    "class_balanced": (["imb100"], {"softmax", "sigmoid", "focal_g0.5", "focal_g1.0",
+                                    "focal_g2.0", "class-balanced"}),
+    "pooling": (["fashion_mnist"], {"GAP", "CBP", "KP"}),
+    "metric_learning": (["fashion_mnist"], {"Softmax", "Triplet-Naive", "Triplet-HN",
+                                            "Triplet-M", "Triplet-A"}),
+    "two_stage": (["fashion_lt200"], {"two-stage"}),
+    "feature_generalisation": (["S2"], {"last layer on FT(S1) features",
+                                        "last layer on BG-split(S1) features",
+                                        "BG-split full on S2 (upper bound)"}),
+    "batch_size": (["batch128", "batch1024"], {"FT", "BG-split"}),
+}
+
+
+def _load(name):
+    path = os.path.join(BENCHMARKS, f"reproduce_{name}.py")
+    spec = importlib.util.spec_from_file_location(f"reproduce_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _finite(value):
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _teacher_cache(tmp_path_factory):
+    """One fresh teacher cache for all quick runs (never the user's ~/.cache)."""
+    old = os.environ.get("KERAS_FGVC_CACHE")
+    os.environ["KERAS_FGVC_CACHE"] = str(tmp_path_factory.mktemp("teacher_cache"))
+    yield
+    if old is None:
+        os.environ.pop("KERAS_FGVC_CACHE", None)
+    else:
+        os.environ["KERAS_FGVC_CACHE"] = old
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_quick_run_writes_complete_json(name, tmp_path):
+    output = tmp_path / f"reproduce_{name}.json"
+    returned = _load(name).main(["--quick", "--output", str(output)])
+    report = json.loads(output.read_text())
+    assert returned["benchmark"] == f"reproduce_{name}"
+    settings, methods = EXPECTED[name]
+    assert report["benchmark"] == f"reproduce_{name}"
+    assert report["quick"] is True
+    assert report["seeds"] == [0]
+    assert report["settings"] == settings
+    assert "validation" in report["selection"] and report["split_reported"] == "test"
+    assert report["paper_results"] and report["notes"]
+    for setting in settings:
+        entries = report["results"][setting]
+        assert methods <= set(entries), f"{name}/{setting}: missing {methods - set(entries)}"
+        assert set(entries) == set(report["methods"][setting])
+        for method, entry in entries.items():
+            where = f"{name}/{setting}/{method}"
+            assert entry["seeds"] == [0], where
+            assert [run["seed"] for run in entry["runs"]] == [0], where
+            assert all(run["steps"] >= 1 for run in entry["runs"]), where
+            assert entry["selected_overrides"] in [c["overrides"] for c in entry["candidates"]]
+            select_key = report["select_metric"].split()[1]
+            assert _finite(entry["val"][select_key]["mean"]), where
+            for metric in report["metrics"]:
+                stats = entry["test"][metric]
+                assert _finite(stats["mean"]) and stats["std"] == 0.0, (where, metric)
+                assert stats["values"] == [stats["mean"]], (where, metric)
+                assert 0.0 <= stats["mean"] <= 1.0, (where, metric)
+    png = output.with_suffix(".png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# === Shared helpers (fast) ===
+
+
+def _candidate(overrides, val, test):
+    runs = [{"seed": i, "val": {"mAP": v}, "test": {"mAP": t}} for i, (v, t) in
+            enumerate(zip(val, test))]
+    return {"overrides": overrides, "val": _reproduce.aggregate(runs, "val"),
+            "test": _reproduce.aggregate(runs, "test")}
+
+
+def test_select_uses_validation_never_test():
+    candidates = [_candidate(["lr=1"], [0.5, 0.7], [0.9, 0.9]),   # best on test
+                  _candidate(["lr=2"], [0.8, 0.6], [0.1, 0.1])]   # best on val (mean 0.7 > 0.6)
+    assert _reproduce.select(candidates, "mAP", "max") == 1
+    assert _reproduce.select(candidates, "mAP", "min") == 0
+
+
+def test_select_skips_undefined_scores():
+    candidates = [_candidate(["a"], [float("nan")], [1.0]), _candidate(["b"], [0.2], [0.0])]
+    assert _reproduce.select(candidates, "mAP", "max") == 1
+    assert _reproduce.select(candidates, "mAP", "min") == 1
+    with pytest.raises(ValueError, match="mode"):
+        _reproduce.select(candidates, "mAP", "best")
+
+
+def test_aggregate_mean_and_sample_std():
+    runs = [{"test": {"m": 0.1}}, {"test": {"m": 0.3}}, {"test": {"m": 0.5}}]
+    stats = _reproduce.aggregate(runs, "test")["m"]
+    assert stats["mean"] == pytest.approx(0.3)
+    assert stats["std"] == pytest.approx(0.2)  # sample std (ddof = 1)
+    assert stats["values"] == [0.1, 0.3, 0.5]
+    one = _reproduce.aggregate(runs[:1], "test")["m"]
+    assert one["std"] == 0.0 and one["mean"] == pytest.approx(0.1)
+
+
+def test_flat_metrics_nested_and_non_numeric():
+    flat = _reproduce.flat_metrics({"top1_error": 0.25, "head": {"top1_error": 0.5,
+                                                                 "num_examples": 3},
+                                    "f1": [0.1, 0.2], "name": "x", "flag": True})
+    assert flat == {"top1_error": 0.25, "head.top1_error": 0.5, "head.num_examples": 3.0}
+
+
+def test_parse_args_quick_forces_one_seed_and_rejects_bad_seeds():
+    args = _reproduce.parse_args(["--quick", "--seeds", "5"], "d", "x")
+    assert args.quick and args.seeds == 1
+    assert args.output.endswith(os.path.join("results", "reproduce_x.json"))
+    with pytest.raises(SystemExit):
+        _reproduce.parse_args(["--seeds", "0"], "d", "x")
+
+
+def test_format_table_shows_percent_mean_and_std():
+    report = {"benchmark": "reproduce_x", "settings": ["s"], "metrics": ["mAP"], "seeds": [0, 1],
+              "results": {"s": {"FT": {"test": {"mAP": {"mean": 0.4, "std": 0.05}}}}}}
+    table = _reproduce.format_table(report)
+    assert "s:mAP" in table and "40.0±5.0" in table and "FT" in table
