@@ -76,7 +76,8 @@ class Method:
             default; ``--quick`` uses only it).
         hooks: optional ``() -> list of Hook`` added to the trainer.
         post: optional ``(trainer, record, context) -> None`` that may
-            rewrite ``record["val"]`` / ``record["test"]`` (flat metric dicts).
+            rewrite ``record["val"]`` / ``record["test"]`` (flat metric dicts);
+            context: setting, seed, args, hooks and the trainer's ``result``.
     """
 
     name: str
@@ -203,7 +204,7 @@ def run_one(method, setting, seed, args, candidate=()):
     }
     if method.post:
         method.post(trainer, record, {"setting": setting, "seed": seed, "args": args,
-                                      "hooks": hooks})
+                                      "hooks": hooks, "result": result})
     record["seconds"] = round(time.time() - start, 2)
     print(f"  [{setting}] {method.name} {' '.join(candidate)} seed={seed}: "
           f"{record['steps']} steps, {record['seconds']:.1f}s", flush=True)

@@ -152,3 +152,112 @@ def test_format_table_shows_percent_mean_and_std():
               "results": {"s": {"FT": {"test": {"mAP": {"mean": 0.4, "std": 0.05}}}}}}
     table = _reproduce.format_table(report)
     assert "s:mAP" in table and "40.0±5.0" in table and "FT" in table
+
+
+# === Library paths the scripts rely on (fast) ===
+
+
+def _flat_close(a, b):
+    a, b = _reproduce.flat_metrics(a), _reproduce.flat_metrics(b)
+    assert a and a.keys() == b.keys()
+    for key in a:
+        assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-7, nan_ok=True), key
+
+
+def test_trainer_reports_end_of_stage_metrics_and_keeps_them_across_resume(tmp_path):
+    """metrics["stages"][i] = the model at the end of stage i (two_stage's 'before.*')."""
+    from keras_fgvc.models import register_model, registry
+    from tests.training import conftest
+
+    # The toy model of the training tests, registered for this test only.
+    added = conftest.TOY_MODEL not in registry._REGISTRY
+    if added:
+        register_model(conftest.TOY_MODEL)(conftest._toy_mlp)
+    try:
+        _check_stage_metrics(tmp_path)
+    finally:
+        if added:
+            registry._REGISTRY.pop(conftest.TOY_MODEL, None)
+
+
+def _check_stage_metrics(tmp_path):
+    import dataclasses
+
+    from keras_fgvc.training.loop import Trainer
+    from tests.training.conftest import make_toy_task, toy_config
+
+    task = make_toy_task(n_train=64, n_eval=32)
+    config = toy_config(epochs=1, steps_per_epoch=2, finetune_epochs=1,
+                        finetune_learning_rate=0.5, checkpoint_every_steps=1)
+    one_stage = Trainer(dataclasses.replace(config, finetune_epochs=0), task=task,
+                        verbose=0).run()
+    assert [s["name"] for s in one_stage["stages"]] == ["train"]
+    two = Trainer(config, task=task, verbose=0).run()
+    assert [(s["index"], s["name"], s["end_step"]) for s in two["stages"]] == [
+        (0, "train", 2), (1, "finetune", 4)]
+    # Stage 1 of the two-stage run is the one-stage run (constant schedule, same seed).
+    for split in ("val", "test"):
+        _flat_close(two["stages"][0][split], one_stage[split])
+        _flat_close(two["stages"][1][split], two[split])
+    # Stopped inside stage 2, then resumed: stage 1's metrics come from W/stage_metrics.json.
+    workdir = str(tmp_path / "w")
+    first = Trainer(config, workdir=workdir, task=task, verbose=0)
+    assert first.run(max_steps=3)["stopped"]
+    _flat_close(first.stage_metrics[0]["val"], one_stage["val"])
+    resumed = Trainer(config, workdir=workdir, task=task, verbose=0).run()
+    assert resumed["resumed_from_step"] == 3
+    for split in ("val", "test"):
+        _flat_close(resumed["stages"][0][split], one_stage[split])
+    with open(os.path.join(workdir, "metrics.json")) as f:
+        saved = json.load(f)
+    _flat_close(saved["stages"][0]["test"], one_stage["test"])
+    assert saved["stages"][1]["end_step"] == 4
+
+
+def test_two_stage_post_reads_stage_metrics():
+    module = _load("two_stage")
+    assert not module.METHODS[0].hooks  # the built-in end-of-stage evaluation, no custom hook
+    result = {"stages": [{"val": {"top1_error": 0.3, "head": {"top1_error": 0.2}},
+                          "test": {"top1_error": 0.4, "tail": {"top5_error": 0.1}}},
+                         {"val": {}, "test": {}}]}
+    record = {"val": {"top1_error": 0.1}, "test": {"top1_error": 0.2}}
+    module._merge_before(None, record, {"result": result})
+    assert record["val"] == {"top1_error": 0.1, "before.top1_error": 0.3,
+                             "before.head.top1_error": 0.2}
+    assert record["test"] == {"top1_error": 0.2, "before.top1_error": 0.4,
+                              "before.tail.top5_error": 0.1}
+    result["stages"][0] = {"val": None, "test": None}
+    with pytest.raises(RuntimeError, match="stage-1 metrics"):
+        module._merge_before(None, record, {"result": result})
+
+
+def test_metric_learning_uses_public_triplet_recipe_and_naive_mining():
+    from keras_fgvc.losses import TripletLoss
+    from keras_fgvc.training import loss_recipes
+    from keras_fgvc.training.config import resolve_config
+    from tests.training.conftest import make_toy_task
+
+    path = os.path.join(BENCHMARKS, "reproduce_metric_learning.py")
+    with open(path) as f:
+        assert "_RECIPES" not in f.read()  # no monkeypatching of private state
+    module = _load("metric_learning")
+    expected = {"Triplet-Naive": ("naive", 1.0), "Triplet-HN": ("hard", 1.0),
+                "Triplet-M": ("hard", 0.6)}
+    for method in module.METHODS:
+        if method.name not in expected:
+            continue
+        config = resolve_config(method.config, list(method.overrides))
+        recipe = loss_recipes.build_loss(config, make_toy_task())
+        (term,) = recipe.terms
+        assert term.output == "embedding" and isinstance(term.loss, TripletLoss)
+        assert (term.loss.mining, term.loss.positive_fraction) == expected[method.name]
+
+
+def test_feature_generalisation_s1_teacher_never_sees_s2():
+    from keras_fgvc.training.config import resolve_config
+
+    module = _load("feature_generalisation")
+    config = resolve_config("fashion_bg_split", list(module.S1_TASK))
+    assert config.task_kwargs["rare_classes"] == [3, 6, 8]
+    assert config.task_kwargs["teacher_classes"] == [0, 1, 5, 9]
+    assert not set(module.S1_TEACHER) & (set(module.S1) | set(module.S2))

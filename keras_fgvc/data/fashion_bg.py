@@ -13,7 +13,9 @@ distribution), the teacher's source split (``teacher_size`` images of the
 non-rare classes only) and the task's training pool. The test split is t10k.
 
 The teacher (background splitting) is a classifier over the non-rare classes
-trained on the source split, so it has never seen a rare category, as a
+(or the subset `teacher_classes` of them; background-splitting appendix D
+keeps the S2 classes away from the S1 teacher) trained on the source split's
+images of those classes, so it has never seen a rare category, as a
 model pretrained on ImageNet has never seen the rare iNat species. Its
 argmax pseudo-labels and probabilities for every task image are computed
 once and cached under `cache_dir` (default ``$KERAS_FGVC_CACHE`` or
@@ -35,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_RARE_CLASSES = (3, 6, 8)  # Dress, Shirt, Bag
 BACKGROUND_FRACTIONS = (0.9, 0.98, 0.998)
-_VERSION = 2  # 2: the key hashes the images too, and names lambdas apart
+_VERSION = 3  # 2: the key hashes the images too, and names lambdas apart; 3: teacher classes
 
 
 def _positives_for(num_background, fraction, num_rare):
@@ -59,7 +61,7 @@ def make_fashion_bg(rare_classes=DEFAULT_RARE_CLASSES, background_fraction=0.98,
                     num_background=None, val_size=5000, teacher_size=10000,
                     eval_background_fraction=None, seed=0, teacher=True, teacher_epochs=2,
                     teacher_builder=None, teacher_splits=("train",), cache_dir=None,
-                    data_dir=None, verbose=1):
+                    data_dir=None, verbose=1, teacher_classes=None):
     """Builds the Fashion-BG task, with cached teacher pseudo-labels.
 
     Args:
@@ -83,18 +85,24 @@ def make_fashion_bg(rare_classes=DEFAULT_RARE_CLASSES, background_fraction=0.98,
             default ``create_model("small_cnn", ...)``.
         teacher_splits: splits that get teacher predictions (training needs
             only ``"train"``; add ``"val"``, ``"test"`` for analysis).
+        teacher_classes: Fashion-MNIST class ids (non-rare, distinct) the
+            teacher is trained on, in teacher-label order ascending; default
+            all non-rare classes. The source split is carved as before (the
+            task's splits do not change); the teacher trains only on its
+            images of these classes.
         cache_dir: where teacher predictions are cached.
         data_dir: Fashion-MNIST folder (default: search, see `load_fashion_mnist`).
         verbose: 1 prints teacher progress.
 
     Returns:
         `Task` named ``fashion_bg``: images uint8 [n, 28, 28, 1], class names
-        ``["background", <rare names>]``, ``teacher_class_names`` = the seven
-        non-rare class names.
+        ``["background", <rare names>]``, ``teacher_class_names`` = the
+        teacher classes' names (default: the seven non-rare class names).
 
     Raises:
         ValueError: a rare class outside 0..9 or repeated, no background
-            class left, a fraction outside (0, 1), or too few images.
+            class left, a teacher class that is rare, repeated or outside
+            0..9, a fraction outside (0, 1), or too few images.
 
     Example:
         >>> task = make_fashion_bg(background_fraction=0.98)  # doctest: +SKIP
@@ -116,8 +124,8 @@ def make_fashion_bg(rare_classes=DEFAULT_RARE_CLASSES, background_fraction=0.98,
     if unknown:
         raise ValueError(f"teacher_splits names unknown split {unknown[0]!r}; "
                          "use 'train', 'val' and/or 'test'.")
+    others = _teacher_classes(teacher_classes, rare)
     (x, y), (xt, yt) = load_fashion_mnist(data_dir)
-    others = [c for c in range(10) if c not in rare]
     to_label = np.zeros(10, np.int64)
     to_label[rare] = np.arange(1, len(rare) + 1)
     to_teacher = np.full(10, -1, np.int64)
@@ -133,6 +141,10 @@ def make_fashion_bg(rare_classes=DEFAULT_RARE_CLASSES, background_fraction=0.98,
         raise ValueError(f"teacher_size={teacher_size} must be in [1, {available}] (the "
                          f"non-rare images left after val_size={val_size}).")
     teacher_idx = rest[~is_rare[rest]][:teacher_size]
+    teacher_train_idx = teacher_idx[np.isin(y[teacher_idx], others)]
+    if teacher and len(teacher_train_idx) == 0:
+        raise ValueError(f"teacher_size={teacher_size} leaves no image of teacher_classes "
+                         f"{others} to train the teacher on.")
     pool = rest[~np.isin(rest, teacher_idx)]
     bg_pool = pool[~is_rare[pool]]
     nb = len(bg_pool) if num_background is None else int(num_background)
@@ -162,13 +174,14 @@ def make_fashion_bg(rare_classes=DEFAULT_RARE_CLASSES, background_fraction=0.98,
         args = dict(version=_VERSION, rare=rare, fraction=background_fraction, nb=nb,
                     val_size=val_size, teacher_size=teacher_size,
                     eval_fraction=eval_background_fraction, seed=seed, epochs=teacher_epochs,
-                    builder=_builder_name(teacher_builder),
+                    builder=_builder_name(teacher_builder), teacher_classes=others,
                     splits=sorted(teacher_splits),
                     data=_data_digest(x, y, xt, yt))
         wanted = {name: splits[name] for name in teacher_splits}
         predictions = _cached_teacher(
             args, cache_dir, wanted,
-            lambda: train_teacher(x[teacher_idx], to_teacher[y[teacher_idx]], len(others),
+            lambda: train_teacher(x[teacher_train_idx], to_teacher[y[teacher_train_idx]],
+                                  len(others),
                                   builder=teacher_builder, epochs=teacher_epochs, seed=seed,
                                   verbose=verbose),
             verbose,
@@ -180,11 +193,32 @@ def make_fashion_bg(rare_classes=DEFAULT_RARE_CLASSES, background_fraction=0.98,
                 has_background=True, teacher_class_names=[CLASS_NAMES[c] for c in others],
                 metadata={"rare_classes": rare, "teacher_classes": others,
                           "source_indices": {"train": train_idx, "val": val_idx,
-                                             "test": test_idx, "teacher": teacher_idx}},
+                                             "test": test_idx, "teacher": teacher_idx,
+                                             "teacher_train": teacher_train_idx}},
                 **splits)
     if verbose:
         print(task.summary())
     return task
+
+
+def _teacher_classes(teacher_classes, rare):
+    """The teacher's Fashion-MNIST classes, sorted: default all non-rare; checked."""
+    others = [c for c in range(10) if c not in rare]
+    if teacher_classes is None:
+        return others
+    try:
+        chosen = [int(c) for c in teacher_classes]
+    except (TypeError, ValueError):
+        raise ValueError(f"teacher_classes must be Fashion-MNIST class ids, "
+                         f"got {teacher_classes!r}.") from None
+    if not chosen or len(set(chosen)) != len(chosen) or any(not 0 <= c < 10 for c in chosen):
+        raise ValueError(f"teacher_classes must be distinct Fashion-MNIST classes in 0..9, "
+                         f"got {tuple(teacher_classes)}.")
+    overlap = sorted(set(chosen) & set(rare))
+    if overlap:
+        raise ValueError(f"teacher_classes {tuple(teacher_classes)} include rare class(es) "
+                         f"{overlap}; the teacher must never see a rare category.")
+    return sorted(chosen)
 
 
 def _data_digest(*arrays):

@@ -96,6 +96,17 @@ def triplet_hinge(distances, margin):
     return distances[:, :, None] - distances[:, None, :] + margin
 
 
+def candidate_triplet_mask(labels, distances, positive_fraction=0.6, hard_negative_for=None):
+    """``[B, B, B]`` mask of all triplets (i, j, k): j a local positive, k a negative of i.
+
+    No margin test: this is the "naive" sampling of Table 2.1 (every in-batch
+    triplet counts, violating or not).
+    """
+    pos = local_positive_mask(labels, distances, positive_fraction)
+    neg = negative_mask(labels, hard_negative_for)
+    return pos[:, :, None] & neg[:, None, :]
+
+
 def violating_triplet_mask(
     labels, distances, margin=0.2, positive_fraction=0.6, hard_negative_for=None
 ):
@@ -106,7 +117,5 @@ def violating_triplet_mask(
     ``d(i, j) - d(i, k) + m > 0`` (Sec. 2.3.2: all violating negatives, not
     only the hardest one).
     """
-    pos = local_positive_mask(labels, distances, positive_fraction)
-    neg = negative_mask(labels, hard_negative_for)
-    violating = ops.greater(triplet_hinge(distances, margin), 0.0)
-    return pos[:, :, None] & neg[:, None, :] & violating
+    candidates = candidate_triplet_mask(labels, distances, positive_fraction, hard_negative_for)
+    return candidates & ops.greater(triplet_hinge(distances, margin), 0.0)

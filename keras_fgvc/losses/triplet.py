@@ -12,20 +12,27 @@ other classes plus human-marked hard negatives for its class; only the
 triplets that violate the margin are kept (all of them, not only the hardest).
 See `keras_fgvc.losses.mining` for the exact rules.
 
-Averaging: the batch loss is the mean of Eq. 2.1 over the violating triplets,
+``mining="naive"`` (Table 2.1 "Triplet-Naive") keeps every in-batch triplet
+(i, j, k) with j a positive and k a negative of i, violating or not, and
+averages ``max(0, hinge)`` over all of them; with ``positive_fraction=1.0``
+every same-class sample is a positive.
+
+Averaging: the batch loss is the mean of Eq. 2.1 over the kept triplets
+(violating ones for ``"hard"``, all for ``"naive"``),
 ``sum_{(i,j,k) valid} hinge_ijk / max(#valid, 1)``. Keras losses return one
 value per example, so `call` returns anchor i's share,
 ``B * sum_{j,k} hinge_ijk / max(#valid, 1)``; the default
 ``"sum_over_batch_size"`` reduction (mean over the B anchors) then gives
 exactly the mean over violating triplets, and `sample_weight` weights anchors.
-A batch with no violating triplet gives 0 (not NaN) with finite (zero)
+A batch with no kept triplet gives 0 (not NaN) with finite (zero)
 gradients.
 """
 
 import keras
 from keras import ops
 
-from keras_fgvc.losses import mining, utils
+from keras_fgvc.losses import mining as mining_ops
+from keras_fgvc.losses import utils
 
 
 def l2_normalize(x, epsilon=1e-12):
@@ -52,7 +59,11 @@ def split_triplet_labels(y_true):
     )
 
 
-def triplet_loss(labels, embeddings, margin=0.2, positive_fraction=0.6, hard_negative_for=None):
+MINING_MODES = ("hard", "naive")
+
+
+def triplet_loss(labels, embeddings, margin=0.2, positive_fraction=0.6, hard_negative_for=None,
+                 mining="hard"):
     """Per-anchor triplet loss (Eq. 2.1) with in-batch mining.
 
     Args:
@@ -64,26 +75,37 @@ def triplet_loss(labels, embeddings, margin=0.2, positive_fraction=0.6, hard_neg
             positives for each anchor (Sec. 2.3.3).
         hard_negative_for: optional int ``[B]``: the class each sample is a
             human-labelled false positive for (-1 = none), Sec. 2.4.3.
+        mining: ``"hard"`` = average over margin-violating triplets only;
+            ``"naive"`` = average ``max(0, hinge)`` over all triplets.
 
     Returns:
-        ``[B]`` per-anchor loss whose mean is the mean hinge over violating
+        ``[B]`` per-anchor loss whose mean is the mean hinge over the kept
         triplets (0 when there are none).
     """
+    mining_mode = validate_mining(mining)
     labels = ops.cast(ops.convert_to_tensor(labels), "int32")
     embeddings = ops.convert_to_tensor(embeddings)
     if hard_negative_for is not None:
         hard_negative_for = ops.cast(hard_negative_for, "int32")
     emb = l2_normalize(embeddings)
-    distances = mining.pairwise_squared_distances(emb)
-    valid = mining.violating_triplet_mask(
-        labels,
-        ops.stop_gradient(distances),
-        margin=margin,
-        positive_fraction=positive_fraction,
-        hard_negative_for=hard_negative_for,
-    )
+    distances = mining_ops.pairwise_squared_distances(emb)
+    if mining_mode == "hard":
+        valid = mining_ops.violating_triplet_mask(
+            labels,
+            ops.stop_gradient(distances),
+            margin=margin,
+            positive_fraction=positive_fraction,
+            hard_negative_for=hard_negative_for,
+        )
+    else:
+        valid = mining_ops.candidate_triplet_mask(
+            labels,
+            ops.stop_gradient(distances),
+            positive_fraction=positive_fraction,
+            hard_negative_for=hard_negative_for,
+        )
     valid = ops.cast(valid, emb.dtype)
-    hinge = mining.triplet_hinge(distances, margin) * valid
+    hinge = ops.relu(mining_ops.triplet_hinge(distances, margin)) * valid
     count = ops.sum(valid)
     batch = ops.cast(ops.shape(emb)[0], emb.dtype)
     return ops.sum(hinge, axis=(1, 2)) * batch / ops.maximum(count, 1.0)
@@ -97,6 +119,12 @@ def validate_margin(margin):
     if not value >= 0.0 or value == float("inf"):
         raise ValueError(f"margin must be a finite number >= 0; got {margin!r}.")
     return value
+
+
+def validate_mining(mining):
+    if mining not in MINING_MODES:
+        raise ValueError(f"mining must be one of {', '.join(MINING_MODES)}; got {mining!r}.")
+    return mining
 
 
 def validate_fraction(positive_fraction):
@@ -121,6 +149,9 @@ class TripletLoss(keras.losses.Loss):
         margin: m, default 0.2 (Sec. 2.4.2).
         positive_fraction: fraction of nearest same-class samples kept as
             positives per anchor, default 0.6 (Sec. 2.4.2); 1.0 = all.
+        mining: ``"hard"`` (default): average over margin-violating triplets
+            only (Sec. 2.3.2); ``"naive"``: average ``max(0, hinge)`` over all
+            in-batch triplets, violating or not (Table 2.1 Triplet-Naive).
         reduction, name, dtype: as `keras.losses.Loss`.
 
     Call arguments:
@@ -144,6 +175,7 @@ class TripletLoss(keras.losses.Loss):
         self,
         margin=0.2,
         positive_fraction=0.6,
+        mining="hard",
         reduction="sum_over_batch_size",
         name="triplet_loss",
         dtype=None,
@@ -151,16 +183,19 @@ class TripletLoss(keras.losses.Loss):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.margin = validate_margin(margin)
         self.positive_fraction = validate_fraction(positive_fraction)
+        self.mining = validate_mining(mining)
         self._dtype_arg = utils.dtype_config(dtype)
 
     def call(self, y_true, y_pred):
         labels, hard_negative_for = split_triplet_labels(y_true)
-        return triplet_loss(labels, y_pred, self.margin, self.positive_fraction, hard_negative_for)
+        return triplet_loss(labels, y_pred, self.margin, self.positive_fraction, hard_negative_for,
+                            self.mining)
 
     def get_config(self):
         return {
             "margin": self.margin,
             "positive_fraction": self.positive_fraction,
+            "mining": self.mining,
             "reduction": self.reduction,
             "name": self.name,
             "dtype": self._dtype_arg,

@@ -12,6 +12,11 @@ Workdir layout: see `artifacts`. A run resumes from the newest checkpoint in
 ``W/checkpoints`` (the log names the step) and finishes at the same global
 step as an uninterrupted run.
 
+Metrics (``W/metrics.json``, the dict `run` returns): final ``val`` / ``test``
+(full), ``history`` (per-epoch val) and ``stages``: one entry per stage
+(``index``, ``name``, ``end_step``, ``val``, ``test``), the metrics of the
+model at the end of that stage (e.g. before / after two-stage fine-tuning).
+
 Example:
 
 >>> trainer = Trainer(resolve_config("fashion_bg_ft", ["epochs=1"]),
@@ -20,6 +25,7 @@ Example:
 """
 
 import inspect
+import json
 import math
 import os
 
@@ -74,6 +80,7 @@ class Trainer:
         self.hooks = default_hooks(config, verbose) + list(hooks)
         self.model = None
         self.history = []
+        self.stage_metrics = {}  # stage index -> {"val", "test"} at its end (metrics["stages"])
         self.global_step = 0
         self.step_in_epoch = 0
         self._is_setup = False
@@ -309,6 +316,7 @@ class Trainer:
             artifacts.write_text(os.path.join(self.workdir, "config.json"),
                                  self.config.to_json() + "\n")
         self.global_step = resume
+        self.stage_metrics = {}
         self._call_hooks("on_train_begin")
         for current in self.stages[stage.index:]:
             if current is not stage:
@@ -316,11 +324,30 @@ class Trainer:
                     self.model = _TRANSFORMS[current.transform](self.model)
                 self._build_stage(current)
             self.stage = current
+            if current.index > 0:
+                self._evaluate_stage_end(self.stages[current.index - 1])
             self._call_hooks("on_stage_begin", current)
             while self.global_step < current.end_step:
                 if not self._run_epoch(current, max_steps):
                     return {"step": self.global_step, "stopped": True}
         return self._finish(resume)
+
+    def _evaluate_stage_end(self, stage):
+        """Full val / test metrics of the model that finished `stage` -> ``self.stage_metrics``.
+
+        Run when the next stage begins; kept in ``W/stage_metrics.json`` so a run
+        resumed inside a later stage still reports them (None if they were lost).
+        """
+        path = os.path.join(self.workdir, "stage_metrics.json") if self.workdir else None
+        if self.global_step == stage.end_step:
+            self.stage_metrics[stage.index] = {"val": self.evaluate("val", full=True),
+                                               "test": self.evaluate("test", full=True)}
+            if path and self.chief:
+                artifacts.write_json(path, {str(k): v for k, v in self.stage_metrics.items()})
+        elif path and os.path.exists(path):
+            with open(path) as f:
+                saved = json.load(f)
+            self.stage_metrics.update({int(k): v for k, v in saved.items()})
 
     def _finish(self, resume):
         if self.checkpointer is not None:
@@ -337,6 +364,13 @@ class Trainer:
             "test": self.evaluate("test", full=True),
             "history": self.history,
         }
+        # metrics["stages"][i]: the model at the end of stage i (the last one = val / test).
+        result["stages"] = [
+            {"index": s.index, "name": s.name, "end_step": s.end_step,
+             **({"val": result["val"], "test": result["test"]} if s is self.stages[-1]
+                else self.stage_metrics.get(s.index, {"val": None, "test": None}))}
+            for s in self.stages
+        ]
         if self.skip_counter is not None:
             result["skipped_training_images"] = self.skip_counter.skipped
         thresholds = evaluation.thresholds(self.task, val_labels, val_probs)

@@ -17,7 +17,10 @@ ones to class-balanced weights at `Config.drw_epoch`.
 | cb_softmax / cb_sigmoid / cb_focal | class-balanced (Eq. 5.8-5.13, `beta`, `gamma`) |
 | ldam | LDAM margins (`max_margin`, `scale`) |
 | bg_split | softmax on logits + aux_loss_weight * CE(teacher labels) on aux_logits |
+| triplet | triplet loss (Eq. 2.1) on the embedding (`margin`, `positive_fraction`, `mining`) |
 | triplet_anchor | (1 - omega) * softmax on soft-vote log-probs + omega * triplet (Eq. 2.5) |
+
+More recipes can be added with `register_loss_recipe`.
 
 Example:
 
@@ -122,12 +125,22 @@ def _bg_split(config, task, num_classes):
     ]
 
 
-def _triplet_anchor(config, task, num_classes):
+def _triplet_term(config, weight=1.0):
     triplet = _losses().TripletLoss(
         margin=float(config.loss_kwargs.get("margin", 0.2)),
         positive_fraction=float(config.loss_kwargs.get("positive_fraction", 0.6)),
+        mining=str(config.loss_kwargs.get("mining", "hard")),
         reduction=None,
     )
+    return Term(triplet, output="embedding", weight=weight)
+
+
+def _triplet(config, task, num_classes):
+    # Eq. 2.1 alone on the "embedding" output (Triplet-Naive / -HN / -M, Fig. 2.4).
+    return [_triplet_term(config)]
+
+
+def _triplet_anchor(config, task, num_classes):
     omega = float(config.loss_kwargs.get("omega", 0.1))
     if not 0.0 <= omega <= 1.0:
         raise ValueError(f"loss_kwargs.omega must be in [0, 1], got {omega}.")
@@ -135,7 +148,7 @@ def _triplet_anchor(config, task, num_classes):
     # softmax cross-entropy on the soft vote's log-probabilities is exactly -log p_y).
     (classification,) = _softmax(config, task, num_classes)
     classification.weight = 1.0 - omega
-    return [classification, Term(triplet, output="embedding", weight=omega)]
+    return [classification, _triplet_term(config, weight=omega)]
 
 
 _RECIPES = {
@@ -147,8 +160,44 @@ _RECIPES = {
     "cb_focal": _class_balanced("ClassBalancedFocalLoss", 0.9999, True, 0.5),
     "ldam": _ldam,
     "bg_split": _bg_split,
+    "triplet": _triplet,
     "triplet_anchor": _triplet_anchor,
 }
+
+
+def register_loss_recipe(name, builder=None, *, overwrite=False):
+    """Registers a loss recipe under `name` (usable as ``Config.loss``).
+
+    Use as a decorator (``@register_loss_recipe("my_loss")``) or call it
+    directly (``register_loss_recipe("my_loss", builder)``). A builder is
+    ``builder(config, task, num_classes) -> list[Term]``.
+
+    Args:
+        name: non-empty recipe name.
+        builder: the builder; omitted = return a decorator.
+        overwrite: allow replacing an existing recipe (otherwise ValueError).
+
+    Returns:
+        The builder (or, without `builder`, a decorator returning it).
+
+    Example:
+        >>> @register_loss_recipe("triplet_only_m05")
+        ... def _build(config, task, num_classes):
+        ...     return [Term(TripletLoss(margin=0.5, reduction=None), output="embedding")]
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"Loss recipe name must be a non-empty string; got {name!r}.")
+
+    def register(fn):
+        if not callable(fn):
+            raise ValueError(f"Loss recipe {name!r} builder must be callable; got {fn!r}.")
+        if name in _RECIPES and _RECIPES[name] is not fn and not overwrite:
+            raise ValueError(f"Loss recipe {name!r} is already registered "
+                             "(pass overwrite=True to replace it).")
+        _RECIPES[name] = fn
+        return fn
+
+    return register if builder is None else register(builder)
 
 
 def list_losses():

@@ -244,3 +244,46 @@ def test_cache_write_is_atomic(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["entry.npz"]  # no temporary file left behind
     assert cache.cache_key(a=1, b=[2]) == cache.cache_key(b=[2], a=1)
     assert cache.cache_key(a=1) != cache.cache_key(a=2)
+
+
+def test_teacher_classes_exclude_held_out_classes_and_key_the_cache(fake_dir, tmp_path):
+    """Appendix D: the S1 teacher is trained without the S2 classes (2, 4, 7)."""
+    teacher_classes = (9, 0, 1, 5)  # non-rare, non-S2; given unsorted
+    builder = CountingBuilder()
+    default = _build(fake_dir, str(tmp_path), builder, teacher_splits=("train", "val"))
+    task = _build(fake_dir, str(tmp_path), builder, teacher_classes=teacher_classes,
+                  teacher_splits=("train", "val"))
+    assert builder.calls == 2  # a different teacher: not served from the default's entry
+    assert len(os.listdir(tmp_path)) == 2
+    _build(fake_dir, str(tmp_path), builder, teacher_classes=[0, 1, 5, 9],
+           teacher_splits=("train", "val"))
+    assert builder.calls == 2  # same classes, other order: the same cache entry
+    assert task.teacher_class_names == ["T-shirt/top", "Trouser", "Sandal", "Ankle boot"]
+    assert task.metadata["teacher_classes"] == [0, 1, 5, 9]
+    assert default.metadata["teacher_classes"] == [0, 1, 2, 4, 5, 7, 9]
+    # The task's own splits are unchanged; only the teacher's training images shrink.
+    for name in ("train", "val", "test", "teacher"):
+        np.testing.assert_array_equal(task.metadata["source_indices"][name],
+                                      default.metadata["source_indices"][name])
+    (_, y), _ = fashion_mnist.load_fashion_mnist(fake_dir)
+    idx = task.metadata["source_indices"]
+    seen = y[idx["teacher_train"]]
+    assert set(seen.tolist()) == {0, 1, 5, 9}
+    assert len(idx["teacher_train"]) == np.isin(y[idx["teacher"]], [0, 1, 5, 9]).sum()
+    assert set(y[default.metadata["source_indices"]["teacher_train"]].tolist()) == {
+        0, 1, 2, 4, 5, 7, 9}
+    for split in (task.train, task.val):
+        assert split.teacher_probabilities.shape == (len(split), 4)
+        assert split.teacher_labels.min() >= 0 and split.teacher_labels.max() <= 3
+    # Teacher label j = j-th teacher class: the band images are easy to tell apart.
+    val_y = y[idx["val"]]
+    known = np.isin(val_y, [0, 1, 5, 9])
+    expected = np.searchsorted([0, 1, 5, 9], val_y[known])
+    assert np.mean(task.val.teacher_labels[known] == expected) > 0.8
+
+
+def test_teacher_classes_bad_input(fake_dir, tmp_path):
+    for bad, match in [((0, 3), r"rare class\(es\) \[3\]"), ((0, 0), "distinct"),
+                       ((0, 10), "distinct"), ((), "distinct"), ("ab", "class ids")]:
+        with pytest.raises(ValueError, match=match):
+            _build(fake_dir, str(tmp_path), None, teacher=False, teacher_classes=bad)

@@ -12,10 +12,11 @@ from keras_fgvc.losses.mining import pairwise_squared_distances
 from tests.test_case import run_serialization_test
 
 
-def brute_force(labels, emb, margin=0.2, fraction=0.6, hard_negative_for=None):
+def brute_force(labels, emb, margin=0.2, fraction=0.6, hard_negative_for=None, naive=False):
     """Loop over every (anchor, positive, negative) triplet, as Sec. 2.3.2-2.3.3 and 2.4.3.
 
-    Returns (mean hinge over violating triplets, per-anchor hinge sums, count).
+    Returns (mean hinge over kept triplets, per-anchor hinge sums, count). Hard mining
+    keeps the violating triplets; naive keeps all of them (max(0, hinge) each).
     """
     e = emb / np.linalg.norm(emb, axis=1, keepdims=True)
     b = len(labels)
@@ -41,7 +42,10 @@ def brute_force(labels, emb, margin=0.2, fraction=0.6, hard_negative_for=None):
         for j in positives:
             for n in negatives:
                 h = dist[i, j] - dist[i, n] + margin
-                if h > 0:  # only triplets that violate the margin
+                if naive:  # every triplet counts, non-violating ones add 0
+                    per_anchor[i] += max(h, 0.0)
+                    count += 1
+                elif h > 0:  # only triplets that violate the margin
                     per_anchor[i] += h
                     count += 1
     mean = per_anchor.sum() / count if count else 0.0
@@ -86,6 +90,42 @@ def test_human_labelled_hard_negatives_match_brute_force(seed):
     np.testing.assert_allclose(loss(y_true, emb), mean, rtol=1e-9)
     # Without the marks the unlabelled rows take no part at all.
     np.testing.assert_allclose(loss(labels, emb), without, rtol=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_naive_mining_averages_over_all_triplets(seed):
+    """Table 2.1 Triplet-Naive: mean of max(0, Eq. 2.1) over every in-batch triplet."""
+    margin, fraction = [(0.2, 1.0), (0.5, 0.6), (1.0, 1.0), (0.3, 0.5)][seed]
+    labels, emb, hn = _batch(60 + seed, b=10, classes=3, unlabeled=2 * (seed % 2))
+    y_true = np.stack([labels, hn], axis=1)
+    mean, per_anchor, count = brute_force(labels, emb, margin, fraction, hn, naive=True)
+    hard_mean, _, hard_count = brute_force(labels, emb, margin, fraction, hn)
+    assert count > hard_count > 0  # some triplets do not violate the margin
+    assert mean < hard_mean  # ... and dilute the average
+    loss = TripletLoss(margin=margin, positive_fraction=fraction, mining="naive",
+                       dtype="float64")
+    np.testing.assert_allclose(loss.call(y_true, emb).numpy(),
+                               len(labels) * per_anchor / count, rtol=1e-9)
+    np.testing.assert_allclose(loss(y_true, emb), mean, rtol=1e-9)
+    np.testing.assert_allclose(
+        triplet_loss(labels, emb.astype("float32"), margin, fraction, hn, mining="naive").numpy(),
+        len(labels) * per_anchor / count, rtol=1e-4, atol=1e-6)
+    hard = TripletLoss(margin=margin, positive_fraction=fraction, dtype="float64")
+    np.testing.assert_allclose(hard(y_true, emb), hard_mean, rtol=1e-9)
+
+
+def test_naive_mining_counts_satisfied_triplets_as_zero():
+    # Two well separated classes: every triplet satisfies the margin -> hinge 0, no NaN.
+    labels = np.array([0, 0, 1, 1])
+    emb = np.array([[1.0, 0.01], [1.0, -0.01], [-1.0, 0.01], [-1.0, -0.01]])
+    loss = TripletLoss(margin=0.2, positive_fraction=1.0, mining="naive", dtype="float64")
+    assert float(loss(labels, emb)) == 0.0
+    # Margin 4.5 > max distance 4: every one of the 4 * 1 * 2 triplets violates; naive == hard.
+    mean, _, count = brute_force(labels, emb, 4.5, 1.0, naive=True)
+    assert count == 8
+    for mining in ("naive", "hard"):
+        value = TripletLoss(margin=4.5, positive_fraction=1.0, mining=mining, dtype="float64")
+        np.testing.assert_allclose(value(labels, emb), mean, rtol=1e-9)
 
 
 def test_sample_weight_weights_anchors():
@@ -160,6 +200,8 @@ def test_bad_arguments():
     for bad in [-0.1, float("inf"), None]:
         with pytest.raises(ValueError, match="margin"):
             TripletLoss(margin=bad)
+    with pytest.raises(ValueError, match="'random'"):
+        TripletLoss(mining="random")
     with pytest.raises(ValueError, match=r"got shape \(4, 3\)"):
         TripletLoss()(np.zeros((4, 3)), np.ones((4, 2)))
 
@@ -191,3 +233,7 @@ def test_pure_function_and_serialization():
     mean, _, _ = brute_force(labels, emb, 0.2, 0.6)
     np.testing.assert_allclose(np.mean(triplet_loss(labels, emb)), mean, rtol=1e-9)
     run_serialization_test(TripletLoss(margin=0.3, positive_fraction=0.5, name="trip"))
+    naive = TripletLoss(mining="naive")
+    assert naive.get_config()["mining"] == "naive"
+    assert TripletLoss.from_config(naive.get_config()).mining == "naive"
+    run_serialization_test(naive)

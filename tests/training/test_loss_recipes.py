@@ -41,3 +41,58 @@ def test_omega_outside_unit_interval_is_an_error():
     config = resolve_config("fashion_metric_triplet_anchors", ["loss_kwargs.omega=1.5"])
     with pytest.raises(ValueError, match="omega"):
         build_loss(config, make_toy_task())
+
+
+@pytest.mark.parametrize("mining", ["hard", "naive"])
+def test_triplet_recipe_is_eq_2_1_on_the_embedding(mining):
+    """loss=triplet: Eq. 2.1 alone on outputs["embedding"]; logits are ignored."""
+    from keras_fgvc.training.config import validate_config
+    from keras_fgvc.training.loss_recipes import list_losses
+
+    assert "triplet" in list_losses()
+    config = resolve_config("fashion_metric_triplet_anchors", [
+        "loss=triplet", "loss_kwargs.positive_fraction=1.0", "loss_kwargs.margin=0.3",
+        f"loss_kwargs.mining={mining}"])
+    validate_config(config)
+    recipe = build_loss(config, make_toy_task())
+    assert recipe.targets == ["labels"] and [t.output for t in recipe.terms] == ["embedding"]
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, size=10)
+    embedding = rng.normal(size=(10, 8)).astype("float32")
+    got = np.asarray(recipe({"labels": labels}, {"logits": np.full((10, 3), np.nan, "float32"),
+                                                 "embedding": embedding}))
+    expected = np.asarray(TripletLoss(margin=0.3, positive_fraction=1.0, mining=mining,
+                                      reduction=None)(labels, embedding))
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+    assert np.mean(got) > 0.0
+
+
+def test_register_loss_recipe_public_path():
+    from keras_fgvc.training import loss_recipes
+
+    def builder(config, task, num_classes):
+        return [loss_recipes.Term(TripletLoss(margin=0.7, reduction=None), output="embedding",
+                                  weight=2.0)]
+
+    name = "_test_double_triplet"
+    try:
+        assert loss_recipes.register_loss_recipe(name)(builder) is builder
+        assert name in loss_recipes.list_losses()
+        assert loss_recipes.register_loss_recipe(name, builder) is builder  # same: no-op
+        with pytest.raises(ValueError, match=name):
+            loss_recipes.register_loss_recipe(name, lambda c, t, n: [])
+        config = resolve_config("fashion_metric_triplet_anchors", [f"loss={name}"])
+        recipe = build_loss(config, make_toy_task())
+        rng = np.random.default_rng(2)
+        labels = rng.integers(0, 3, size=8)
+        embedding = rng.normal(size=(8, 4)).astype("float32")
+        expected = 2.0 * np.asarray(TripletLoss(margin=0.7, reduction=None)(labels, embedding))
+        np.testing.assert_allclose(recipe({"labels": labels}, {"embedding": embedding}),
+                                   expected, rtol=1e-6)
+    finally:
+        loss_recipes._RECIPES.pop(name, None)
+    for bad in ["", None]:
+        with pytest.raises(ValueError, match="non-empty"):
+            loss_recipes.register_loss_recipe(bad)
+    with pytest.raises(ValueError, match="callable"):
+        loss_recipes.register_loss_recipe("_x", 3)
