@@ -16,13 +16,13 @@ Command line::
 
 import argparse
 import collections
-import json
 import sys
 import warnings
 
 import numpy as np
 
 from keras_fgvc.analysis import _validation
+from keras_fgvc.analysis._cli import emit_json
 
 GAMMA = 0.01
 
@@ -251,11 +251,7 @@ def main(argv=None):
         ks = args.select_k if len(args.select_k) > 1 else args.select_k[0]
         union = select_source_union(source.means, targets, ks, args.gamma)
         result["union_classes"] = source.classes[union].tolist()
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(text + "\n")
+    emit_json(result, args.output)
     return result
 
 

@@ -21,11 +21,11 @@ Command line (features from an ``.npz`` with ``features`` and ``labels``)::
 """
 
 import argparse
-import json
 import sys
 
 import numpy as np
 
+from keras_fgvc.analysis._cli import emit_json
 from keras_fgvc.analysis._distances import (
     CHUNK_ELEMENTS,
     chunks,
@@ -334,11 +334,7 @@ def main(argv=None):
     for name in args.measures:
         print(f"computing {name} on {len(y)} samples ...", file=sys.stderr, flush=True)
         result[name] = _FUNCTIONS[name](x, y)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(text + "\n")
+    emit_json(result, args.output)
     return result
 
 

@@ -22,12 +22,12 @@ Command line::
 """
 
 import argparse
-import json
 import sys
 
 import numpy as np
 
 from keras_fgvc.analysis import _validation
+from keras_fgvc.analysis._cli import emit_json
 
 
 def default_gamma(features):
@@ -182,11 +182,7 @@ def main(argv=None):
             err = relative_error(x, p, d, gamma, args.num_pairs, args.seed)
             print(f"p={p} d={d} gamma={gamma:.4g}: relative error {err:.4g}", file=sys.stderr)
             rows.append({"order": p, "dims": d, "gamma": gamma, "relative_error": err})
-    text = json.dumps({"n": int(len(x)), "results": rows}, indent=2)
-    print(text)
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(text + "\n")
+    emit_json({"n": int(len(x)), "results": rows}, args.output)
     return rows
 
 
