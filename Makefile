@@ -7,7 +7,14 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test lint install fashion-mnist clean
 
+# On a bare Debian/Ubuntu machine, python3 -m venv needs python3-venv (ensurepip).
 $(BIN)/python:
+	@if ! $(PYTHON) -c "import ensurepip, venv" >/dev/null 2>&1; then \
+	  echo "Installing python3, python3-venv and python3-pip (apt-get)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq python3 python3-venv python3-pip >/dev/null; \
+	fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
