@@ -19,7 +19,7 @@ import threading
 import grpc
 
 from keras_fgvc.export import model_config, warmup
-from keras_fgvc.serving import batching, grpc_service, rest
+from keras_fgvc.serving import batching, batching_parameters, grpc_service, rest
 from keras_fgvc.serving.model_manager import ModelManager, ModelSpec
 from keras_fgvc.serving.servable import Servable
 
@@ -41,6 +41,7 @@ class ServerOptions:
     enable_batching: bool = False
     max_batch_size: int = 0
     batch_timeout_micros: int = 1000
+    batching_parameters_file: str = ""
     grpc_max_threads: int = 16
     max_message_bytes: int = 64 * 1024 * 1024
     grpc_channel_arguments: str = ""
@@ -58,6 +59,28 @@ class ServerOptions:
         if not self.model_base_path:
             raise ValueError("Give --model_base_path (with --model_name) or --model_config_file.")
         return [ModelSpec(self.model_name, self.model_base_path)]
+
+    def batching_parameters(self):
+        """The `BatchingParameters` for --enable_batching, or None when batching is off.
+
+        --max_batch_size (32 when 0) and --batch_timeout_micros give the
+        defaults; each field set in --batching_parameters_file overrides its
+        flag. A missing or bad file is a ValueError even without
+        --enable_batching (then it is otherwise ignored, as in TF Serving).
+        """
+        defaults = batching_parameters.BatchingParameters(
+            max_batch_size=self.max_batch_size or 32,
+            batch_timeout_micros=self.batch_timeout_micros)
+        params = defaults
+        if self.batching_parameters_file:
+            params = batching_parameters.read_batching_parameters(
+                self.batching_parameters_file, defaults)
+            if not self.enable_batching:
+                LOG.warning("--batching_parameters_file is ignored without --enable_batching.")
+            elif self.max_batch_size and params.max_batch_size != self.max_batch_size:
+                LOG.warning("--batching_parameters_file sets max_batch_size %d; it overrides "
+                            "--max_batch_size=%d.", params.max_batch_size, self.max_batch_size)
+        return params if self.enable_batching else None
 
     def grpc_options(self):
         options = {
@@ -90,6 +113,7 @@ class ModelServer:
 
     def __init__(self, options):
         self.options = options
+        self.batching = options.batching_parameters()  # bad --batching_parameters_file: fail now
         self.manager = ModelManager(options.model_specs(), self._load,
                                     options.file_system_poll_wait_seconds)
         self._grpc = None
@@ -100,12 +124,16 @@ class ModelServer:
         self._config_thread = None
 
     def _load(self, name, version, path):
-        factory = None
-        if self.options.enable_batching:
-            size = self.options.max_batch_size or 32
+        factory, max_request_rows = None, self.options.max_batch_size
+        params = self.batching
+        if params is not None:
             factory = lambda run_fn: batching.BatchingQueue(  # noqa: E731
-                run_fn, size, self.options.batch_timeout_micros)
-        servable = Servable(name, version, path, self.options.max_batch_size, factory)
+                run_fn, params.max_batch_size, params.batch_timeout_micros,
+                params.num_batch_threads, params.max_enqueued_batches,
+                params.allowed_batch_sizes)
+            if self.options.batching_parameters_file:  # TF Serving rejects larger requests
+                max_request_rows = params.max_batch_size
+        servable = Servable(name, version, path, max_request_rows, factory)
         if self.options.enable_model_warmup:
             try:
                 _replay_warmup(servable)

@@ -88,3 +88,71 @@ def test_bad_arguments():
         BatchingQueue(_Model(), max_batch_size=0)
     with pytest.raises(ValueError, match="batch_timeout_micros"):
         BatchingQueue(_Model(), batch_timeout_micros=-1)
+
+
+def test_allowed_batch_sizes_pad_with_first_row_and_slice_back():
+    seen = []
+
+    def model(inputs):
+        seen.append(inputs["x"].copy())
+        return {"y": inputs["x"] * 2.0}
+
+    queue = BatchingQueue(model, max_batch_size=8, batch_timeout_micros=0,
+                          allowed_batch_sizes=(2, 4, 8))
+    try:
+        x = np.arange(6.0).reshape(3, 2)
+        np.testing.assert_array_equal(queue.run({"x": x})["y"], x * 2)
+        np.testing.assert_array_equal(queue.run({"x": x[:2]})["y"], x[:2] * 2)
+    finally:
+        queue.close()
+    np.testing.assert_array_equal(seen[0], np.concatenate([x, x[:1]]))  # 3 rows -> 4
+    assert [len(s) for s in seen] == [4, 2]
+    assert queue.batch_sizes_run == [4, 2]
+
+
+def test_full_queue_is_unavailable_and_threads_run_concurrently():
+    import grpc
+
+    from keras_fgvc.serving import errors
+
+    release, started = threading.Event(), threading.Semaphore(0)
+
+    def model(inputs):
+        started.release()
+        release.wait(30)
+        return {"y": inputs["x"]}
+
+    queue = BatchingQueue(model, max_batch_size=2, batch_timeout_micros=0,
+                          num_batch_threads=2, max_enqueued_batches=1)
+    threads = [threading.Thread(target=queue.run, args=({"x": np.ones((1, 1))},))
+               for _ in range(2)]
+    queued = [threading.Thread(target=queue.run, args=({"x": np.ones((1, 1))},))
+              for _ in range(2)]
+    try:
+        for t in threads:  # both run at once: two worker threads
+            t.start()
+            assert started.acquire(timeout=10)
+        for t in queued:  # these fill the one-batch (2-row) queue
+            t.start()
+        deadline = 50
+        while len(queue._queue) < 2 and deadline:
+            threading.Event().wait(0.05)
+            deadline -= 1
+        with pytest.raises(errors.ServingError, match="queue .* is full") as info:
+            queue.run({"x": np.ones((1, 1))})
+        assert info.value.code == grpc.StatusCode.UNAVAILABLE
+    finally:
+        release.set()
+        for t in threads + queued:
+            if t.is_alive() or t.ident is not None:
+                t.join(timeout=30)
+        queue.close()
+
+
+def test_bad_batching_options():
+    for kwargs, message in [({"num_batch_threads": 0}, "num_batch_threads"),
+                            ({"max_enqueued_batches": -1}, "max_enqueued_batches"),
+                            ({"allowed_batch_sizes": (4, 2, 8)}, "strictly increasing"),
+                            ({"allowed_batch_sizes": (2, 4)}, "end at max_batch_size=8")]:
+        with pytest.raises(ValueError, match=message):
+            BatchingQueue(_Model(), max_batch_size=8, **kwargs)
