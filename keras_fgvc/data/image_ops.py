@@ -102,7 +102,10 @@ def random_resized_crop(image, size, seed, scale=INCEPTION_SCALE, ratio=INCEPTIO
         crop satisfies the ranges in 10 attempts the whole image is used.
     """
     begin, crop = sample_crop_box(tf.shape(image), seed, scale, ratio)
-    return resize(tf.slice(image, begin, crop), size)
+    # tf.slice with a tensor size loses the static channel count, which the models'
+    # input normalisation needs (3 channels for ImageNet backbones): restore it.
+    cropped = tf.ensure_shape(tf.slice(image, begin, crop), [None, None, image.shape[-1]])
+    return resize(cropped, size)
 
 
 def center_crop_resize(image, size, crop_fraction=0.875):

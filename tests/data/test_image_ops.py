@@ -123,3 +123,16 @@ def test_random_flip():
     fn = lambda x, s: image_ops.random_flip(x, s)
     eager, mapped = _eager_and_mapped(fn, image, tf.constant([5, 0], tf.int64))
     np.testing.assert_array_equal(eager, mapped)
+
+
+def test_random_resized_crop_keeps_the_static_channel_count():
+    """Models' input normalisation reads the channel count from the static shape."""
+    from keras_fgvc.data.image_ops import random_resized_crop
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
+    def crop(image):
+        out = random_resized_crop(image, 16, tf.constant([1, 2], tf.int64))
+        assert out.shape.as_list() == [16, 16, 3], out.shape
+        return out
+
+    assert crop(tf.zeros([40, 30, 3], tf.uint8)).shape == (16, 16, 3)
