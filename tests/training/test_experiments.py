@@ -115,6 +115,34 @@ _FAKE = {"inat2017": _fake_inat, "inat_bg": _fake_inat, "places_bg": _fake_place
 _INAT_N = {5089: _NUM_CATEGORIES, 1100: 6, 100: 4, 10: 2, 1: 1}
 
 
+_TEACHER_CLASSES = 5
+
+
+def _teacher_rows(root, task):
+    """Relative image paths of a fake tree and a teacher label for each (-1 for every 7th)."""
+    if task == "inat":
+        rows = [img["file_name"] for split in ("train", "val")
+                for img in json.load(open(os.path.join(root, f"{split}2017.json")))["images"]]
+    else:
+        rows = []
+        for folder, name in (("data_256", "places365_train_standard.txt"),
+                             ("val_256", "places365_val.txt")):
+            with open(os.path.join(root, name)) as f:
+                rows += [os.path.join(folder, line.split()[0].lstrip("/")) for line in f]
+    labels = np.array([-1 if i % 7 == 6 else i % _TEACHER_CLASSES for i in range(len(rows))])
+    return rows, labels
+
+
+def _write_teacher(root, task, **arrays):
+    rows, labels = _teacher_rows(root, task)
+    arrays = {"paths": np.array(rows), "teacher_labels": labels,
+              "teacher_class_names": np.array([f"imagenet_{k}" for k in range(_TEACHER_CLASSES)]),
+              **arrays}
+    path = os.path.join(root, "teacher.npz")
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+    return path
+
+
 @pytest.fixture(scope="module")
 def fake_roots(tmp_path_factory):
     roots = {}
@@ -122,6 +150,8 @@ def fake_roots(tmp_path_factory):
         root = str(tmp_path_factory.mktemp(kind))
         make(root)
         roots[kind] = root
+        if kind != "cub":
+            roots[f"{kind}_teacher"] = _write_teacher(root, kind)
     return roots
 
 
@@ -139,8 +169,10 @@ def _paper_overrides(config, roots):
                 "task_kwargs.num_binary_models=2"]
     if config.finetune_max_per_class:
         out.append("finetune_max_per_class=2")
-    root = roots["inat" if config.task.startswith("inat") else config.task.split("_")[0]]
-    return out + [f"data_dir={root}"]
+    kind = "inat" if config.task.startswith("inat") else config.task.split("_")[0]
+    if config.loss == "bg_split":
+        out.append(f"task_kwargs.teacher_labels={roots[kind + '_teacher']}")
+    return out + [f"data_dir={roots[kind]}"]
 
 
 @pytest.mark.slow
@@ -162,6 +194,129 @@ def test_paper_config_builds_on_a_fake_tree(name, fake_roots):
         assert trainer.task.num_foreground == expected_n[base.task_kwargs["n"]]
     assert [s.name for s in trainer.stages] == (
         ["train", "finetune"] if config.finetune_epochs else ["train"])
+    assert config.batch_size == 4 and base.batch_size in (1024, 512, 256, 128, 32)
+    if config.task in ("inat_bg", "places_bg") and base.batch_size != 1024:
+        assert name.endswith(f"_batch{base.batch_size}")  # only the batch-size study differs
+    if config.loss == "bg_split":
+        assert trainer.model.output["aux_logits"].shape[-1] == _TEACHER_CLASSES
+        assert trainer.task.teacher_class_names[0] == "imagenet_0"
+    if "background_keep" in base.task_kwargs:
+        assert trainer.task.name.endswith(f"_bg{100 * base.task_kwargs['background_keep']:g}")
+
+
+def test_inat_places_background_methods_are_registered():
+    inat = [f"inat_bg_n{n}_{m}" for n in (1, 10, 100, 1100, 5089)
+            for m in ("ft", "bg_split", "bg_split_fixed")]
+    inat += [f"inat_bg_n{n}_{m}" for n in (100, 1100, 5089) for m in ("ldam_drw", "lws", "focal")]
+    inat += [f"inat_bg_n100_{m}_downsample{k}" for m in ("ft", "ldam_drw", "lws")
+             for k in (1, 5, 25)]
+    inat += [f"inat_bg_n100_{m}_batch{b}" for m in ("ft", "bg_split") for b in (128, 256, 512)]
+    places = [f"places_bg_n{n}_{m}" for n in (1, 10) for m in ("ft", "bg_split")]
+    assert set(inat + places) <= set(PAPER)
+    # Method settings come from the Fashion-BG configs, on ResNet-50 at batch 1024.
+    for method, fashion in (("focal", "fashion_bg_focal"), ("ldam_drw", "fashion_bg_ldam_drw"),
+                            ("lws", "fashion_bg_lws"), ("bg_split", "fashion_bg_split")):
+        paper, small = resolve_config(f"inat_bg_n100_{method}"), resolve_config(fashion)
+        assert (paper.loss, paper.loss_kwargs) == (small.loss, small.loss_kwargs)
+        assert paper.finetune_transform == small.finetune_transform
+        assert paper.batch_size == 1024 and "resnet50" in json.dumps(
+            [paper.model, paper.model_kwargs])
+    assert resolve_config("inat_bg_n100_ldam_drw").drw_epoch == 20
+    assert resolve_config("inat_bg_n100_focal").model_kwargs["head"] == "sigmoid"
+    assert resolve_config("inat_bg_n100_bg_split_fixed").model == "bg_split_fixed_background"
+    assert "not stated" in resolve_config("inat_bg_n100_lws").description.lower()
+
+
+def _teacher_config(root, teacher, name="inat_bg_n100_bg_split", extra=()):
+    base = resolve_config(name)
+    overrides = _paper_overrides(base, {"inat": root, "inat_teacher": teacher})
+    return resolve_config(name, overrides + list(extra))
+
+
+@pytest.mark.slow
+def test_inat_teacher_labels_from_file_train_one_step(fake_roots):
+    root = fake_roots["inat"]
+    # One real step through the augmenting file pipeline into ResNet-50's caffe
+    # normalisation, which needs the static channel count the random crop must keep.
+    config = _teacher_config(root, fake_roots["inat_teacher"])
+    trainer = Trainer(config, make_strategy("one_device"), verbose=0)
+    result = trainer.dry_run(steps=1, forward=False)
+    assert len(result["losses"]) == 1 and np.isfinite(result["losses"]).all(), result
+    task = trainer.task
+    assert task.teacher_class_names == [f"imagenet_{k}" for k in range(_TEACHER_CLASSES)]
+    assert trainer.model.output["aux_logits"].shape[-1] == _TEACHER_CLASSES
+    rows, labels = _teacher_rows(root, "inat")
+    expected = {os.path.join(root, r): t for r, t in zip(rows, labels)}
+    for split in (task.train, task.val, task.test):
+        np.testing.assert_array_equal(split.teacher_labels, [expected[p] for p in split.paths])
+    assert (task.train.teacher_labels == -1).any() and (task.train.teacher_labels >= 0).any()
+
+
+def test_inat_teacher_labels_by_image_id_and_partial_cover(tmp_path):
+    root = str(tmp_path)
+    _fake_inat(root)
+    rows, labels = _teacher_rows(root, "inat")
+    by_path = tasks.build_task(_teacher_config(root, _write_teacher(root, "inat")))
+    # iNat image ids (each JSON numbers its images from 1; make val ids distinct).
+    train_images = json.load(open(os.path.join(root, "train2017.json")))["images"]
+    val_json = json.load(open(os.path.join(root, "val2017.json")))
+    for image in val_json["images"]:
+        image["id"] += 1000
+    for annotation in val_json["annotations"]:
+        annotation["image_id"] += 1000
+    with open(os.path.join(root, "val2017.json"), "w") as f:
+        json.dump(val_json, f)
+    ids = [img["id"] for img in train_images] + [img["id"] for img in val_json["images"]]
+    teacher = _write_teacher(root, "inat", paths=None, image_ids=np.array(ids))
+    by_id = tasks.build_task(_teacher_config(root, teacher))
+    for name in ("train", "val", "test"):
+        np.testing.assert_array_equal(getattr(by_id, name).teacher_labels,
+                                      getattr(by_path, name).teacher_labels)
+    with pytest.raises(ValueError, match="image id 99999 is not in"):
+        tasks.build_task(_teacher_config(root, _write_teacher(
+            root, "inat", paths=None, image_ids=np.array([99999]), teacher_labels=labels[:1])))
+    # A file listing only part of the images: the rest get -1; names default to teacher_k.
+    half = len(rows) // 2
+    teacher = _write_teacher(root, "inat", paths=np.array(rows[:half]),
+                             teacher_labels=labels[:half], teacher_class_names=None)
+    task = tasks.build_task(_teacher_config(root, teacher))
+    assert task.teacher_class_names == [f"teacher_{k}" for k in range(int(labels.max()) + 1)]
+    listed = {os.path.join(root, r) for r in rows[:half]}
+    unlisted = [t for p, t in zip(task.train.paths, task.train.teacher_labels) if p not in listed]
+    assert unlisted and all(t == -1 for t in unlisted)
+
+
+def test_inat_teacher_label_file_errors(fake_roots, tmp_path):
+    root = fake_roots["inat"]
+    rows, labels = _teacher_rows(root, "inat")
+
+    def build(**arrays):
+        path = str(tmp_path / "bad.npz")
+        np.savez(path, **arrays)
+        return tasks.build_task(_teacher_config(root, path))
+
+    with pytest.raises(FileNotFoundError, match="teacher_labels file not found: .*nowhere"):
+        tasks.build_task(_teacher_config(root, str(tmp_path / "nowhere.npz")))
+    with pytest.raises(ValueError, match="needs arrays 'teacher_labels' and 'paths'"):
+        build(paths=np.array(rows))
+    with pytest.raises(ValueError, match=f"{len(rows)} images but 3 teacher_labels"):
+        build(paths=np.array(rows), teacher_labels=labels[:3])
+    with pytest.raises(ValueError, match="teacher label 9 is outside \\[-1, 4\\]"):
+        build(paths=np.array(rows), teacher_labels=np.where(labels == 0, 9, labels),
+              teacher_class_names=np.array([f"c{k}" for k in range(5)]))
+    with pytest.raises(ValueError, match="labels none of the .* training images"):
+        build(paths=np.array([f"elsewhere/{r}" for r in rows]), teacher_labels=labels)
+    with pytest.raises(ValueError, match="lists an image twice"):
+        build(paths=np.array(rows[:1] * 2), teacher_labels=labels[:2])
+    with pytest.raises(ValueError, match="Image id 1 names two images"):  # ids repeat here
+        build(image_ids=np.array([1]), teacher_labels=labels[:1])
+    # Without the file, background splitting says what it needs before training.
+    config = resolve_config("inat_bg_n100_bg_split",
+                            [o for o in _paper_overrides(resolve_config("inat_bg_n100_bg_split"),
+                                                         {"inat": root, "inat_teacher": ""})
+                             if "teacher" not in o])
+    with pytest.raises(ValueError, match="needs .*teacher labels"):
+        Trainer(config, make_strategy("one_device"), verbose=0).dry_run(steps=0, forward=False)
 
 
 def test_missing_data_dir_is_named(tmp_path):
