@@ -133,15 +133,18 @@ def main(argv=None):
     parser.add_argument("--skip_relabel", action="store_true")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--train_limit", type=int, default=None, help="train images (all)")
+    parser.add_argument("--test_limit", type=int, default=None, help="test images (all)")
     parser.add_argument("--train_labels", choices=["coarse", "fine"], default="coarse",
                         help="labels the feature model is trained on (the paper: coarse)")
     parser.add_argument("--relabel_repeats", type=int, default=20)
     parser.add_argument("--subsample", type=int, default=2000, help="test images per repeat")
     parser.add_argument("--output", default=os.path.join(RESULTS, "granularity_simulation.json"))
+    parser.add_argument("--cache_dir", default=CACHE,
+                        help="where trained-model features are cached (.npz)")
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.per_class, args.m_step = 5, 300, 1.0
-        args.epochs, args.train_limit = 1, 10_000
+        args.epochs, args.train_limit, args.test_limit = 1, 2000, 2000
         args.relabel_repeats, args.subsample = 3, 1000
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     result = {"settings": vars(args)}
@@ -159,13 +162,15 @@ def main(argv=None):
         for g, members in enumerate(GROUPS.values()):
             coarse_of[members] = g
         label_map = coarse_of if args.train_labels == "coarse" else None
-        cache = os.path.join(CACHE, f"fmnist_small_cnn_{args.train_labels}_e{args.epochs}_"
-                                    f"n{args.train_limit or 60000}.npz")
+        cache = os.path.join(args.cache_dir,
+                             f"fmnist_small_cnn_{args.train_labels}_e{args.epochs}_"
+                             f"n{args.train_limit or 60000}"
+                             f"{f'_t{args.test_limit}' if args.test_limit else ''}.npz")
         print(f"relabelling: features from small_cnn trained on {args.train_labels} labels "
               f"(cache {cache})", flush=True)
         features, fine = train_and_extract("small_cnn", "fashion_mnist", epochs=args.epochs,
                                            label_map=label_map, train_limit=args.train_limit,
-                                           cache=cache)
+                                           test_limit=args.test_limit, cache=cache)
         study = relabel_study(features, fine, args.relabel_repeats, args.subsample,
                               args.measures)
         study.update(repeats=args.relabel_repeats, subsample=args.subsample,

@@ -18,7 +18,7 @@ On a CPU shared with other jobs the ratio is noisy: the pipeline's worker
 threads also win the process a larger share of a contended CPU, so ratios
 above 1 can happen there; read them as "the input is not the bottleneck".
 
-    python benchmarks/input_pipeline.py --quick   # ~1 minute
+    python benchmarks/input_pipeline.py --quick   # smoke run: 512 images, batch 32, 4 steps
     python benchmarks/input_pipeline.py           # writes benchmarks/results/input_pipeline.json
 """
 
@@ -113,15 +113,16 @@ def cycle(items):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="few steps, for a smoke run")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=None, help="128 (--quick: 32)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per round")
     parser.add_argument("--rounds", type=int, default=None, help="alternating rounds")
     parser.add_argument("--images", type=int, default=None, help="PNG files written")
     parser.add_argument("--output", default=os.path.join(HERE, "results", "input_pipeline.json"))
     args = parser.parse_args(argv)
-    steps = args.steps or (10 if args.quick else 40)
+    args.batch_size = args.batch_size or (32 if args.quick else 128)
+    steps = args.steps or (4 if args.quick else 40)
     rounds = args.rounds or (2 if args.quick else 3)
-    num_images = args.images or (2048 if args.quick else 8192)
+    num_images = args.images or (512 if args.quick else 8192)
 
     (x, y), _ = load_fashion_mnist()
     x, y = x[:num_images], y[:num_images]

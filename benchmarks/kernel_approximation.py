@@ -44,14 +44,16 @@ def main(argv=None):
     parser.add_argument("--train_limit", type=int, default=None)
     parser.add_argument("--test_images", type=int, default=1000)
     parser.add_argument("--output", default=os.path.join(RESULTS, "kernel_approximation.json"))
+    parser.add_argument("--cache_dir", default=CACHE,
+                        help="where trained-model features are cached (.npz)")
     args = parser.parse_args(argv)
     if args.quick:
         args.dims, args.num_pairs, args.pool = [50, 200, 1000, 5000], 2000, 1500
-        args.epochs, args.train_limit, args.test_images = 1, 10_000, 300
+        args.epochs, args.train_limit, args.test_images = 1, 2000, 300
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
 
-    cache = os.path.join(CACHE, f"fmnist_small_cnn_fine_e{args.epochs}_"
-                                f"n{args.train_limit or 60000}_t{args.test_images}_backbone.npz")
+    cache = os.path.join(args.cache_dir, f"fmnist_small_cnn_fine_e{args.epochs}_"
+                         f"n{args.train_limit or 60000}_t{args.test_images}_backbone.npz")
     print(f"features: small_cnn conv map on Fashion-MNIST (cache {cache})", flush=True)
     fmap, _ = train_and_extract("small_cnn", "fashion_mnist", epochs=args.epochs,
                                 layer="backbone", train_limit=args.train_limit,

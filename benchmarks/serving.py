@@ -1,7 +1,7 @@
 r"""Serving latency and throughput: loopback gRPC server vs calling the signature in-process.
 
     python benchmarks/serving.py            # writes benchmarks/results/serving.json
-    python benchmarks/serving.py --quick    # fewer requests
+    python benchmarks/serving.py --quick    # fewer requests (a smoke run)
 
 Measures p50 / p99 latency and throughput of ``serving_default`` (PNG bytes of
 Fashion-MNIST images, the example detector) at batch 1 and 32 with 1 and 8
@@ -27,6 +27,7 @@ flags.DEFINE_bool("quick", False, "Fewer requests per configuration.")
 flags.DEFINE_string("output", os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                            "results", "serving.json"), "JSON output path.")
 flags.DEFINE_integer("requests", 400, "Requests per client per configuration (full run).")
+flags.DEFINE_integer("quick_requests", 20, "Requests per client per configuration (--quick).")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOAL_MS = 1.5
@@ -36,6 +37,17 @@ def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _stop(process, timeout_s=30):
+    """Terminate a subprocess; kill it when it does not exit within `timeout_s`."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _measure(call, clients, requests, warmup=10):
@@ -78,7 +90,8 @@ def main(argv):
     from keras_fgvc.export import example_detector, saved_model
     from keras_fgvc.serving.client import PredictionClient
 
-    requests = 60 if flags.FLAGS.quick else flags.FLAGS.requests
+    requests = flags.FLAGS.quick_requests if flags.FLAGS.quick else flags.FLAGS.requests
+    warmup = 3 if flags.FLAGS.quick else 10
     images = (example_detector.load_fashion_mnist("test", limit=32) or (
         np.random.default_rng(0).integers(0, 256, (32, 28, 28, 1), dtype=np.uint8), None))[0]
     pngs = {b: np.array([tf.io.encode_png(i).numpy() for i in images[:b]], object)
@@ -103,10 +116,10 @@ def main(argv):
                 for clients in (1, 8):
                     n = max(10, requests // (4 if batch == 32 else 1))
                     local = _measure(lambda i, b=batch: (
-                        lambda: fn(image_bytes=tf.constant(pngs[b]))), clients, n)
+                        lambda: fn(image_bytes=tf.constant(pngs[b]))), clients, n, warmup)
                     channels = [PredictionClient(f"127.0.0.1:{port}") for _ in range(clients)]
                     remote = _measure(lambda i, b=batch, cs=channels: (
-                        lambda: cs[i].predict_image_bytes("det", pngs[b])), clients, n)
+                        lambda: cs[i].predict_image_bytes("det", pngs[b])), clients, n, warmup)
                     for c in channels:
                         c.close()
                     row = {"batch": batch, "clients": clients, "in_process": local,
@@ -117,8 +130,7 @@ def main(argv):
                     results["configs"].append(row)
                     print(json.dumps(row), flush=True)
         finally:
-            server.terminate()
-            server.wait(timeout=60)
+            _stop(server)
     first = next(r for r in results["configs"] if r["batch"] == 1 and r["clients"] == 1)
     results["added_p50_ms_batch1"] = first["added_p50_ms"]
     results["goal_met"] = first["added_p50_ms"] <= GOAL_MS

@@ -1,0 +1,243 @@
+"""Smoke tests of the benchmark scripts: each runs with --quick into tmp_path.
+
+The measured numbers are only checked for structure, finiteness and sign
+(never which case is faster). All scripts except `serving.py` are run
+in-process through their `main(argv)` (TensorFlow is imported once);
+`serving.py` uses absl flags and starts a model-server subprocess, so it runs
+in its own process group, which is killed whatever happens.
+"""
+
+import importlib.util
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCHMARKS = os.path.join(REPO, "benchmarks")
+RESULTS = os.path.join(BENCHMARKS, "results")
+
+pytestmark = pytest.mark.slow
+
+
+def _load(name):
+    """Import benchmarks/<name>.py as a module (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"_benchmark_{name}",
+                                                  os.path.join(BENCHMARKS, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _results_snapshot():
+    if not os.path.isdir(RESULTS):
+        return {}
+    return {f: os.stat(os.path.join(RESULTS, f)).st_mtime_ns for f in os.listdir(RESULTS)}
+
+
+@pytest.fixture(autouse=True)
+def _offline_and_results_untouched(monkeypatch):
+    """No connection except to loopback; committed results are left as they are."""
+    connect = socket.socket.connect
+
+    def loopback_only(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            host = address[0]
+            if host not in ("127.0.0.1", "::1", "localhost"):
+                raise AssertionError(f"benchmark tried to reach the network: {address}")
+        return connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", loopback_only)
+    before = _results_snapshot()
+    yield
+    assert _results_snapshot() == before, "a benchmark wrote into benchmarks/results"
+
+
+def _positive(value, what):
+    assert isinstance(value, (int, float)) and not isinstance(value, bool), (what, value)
+    assert math.isfinite(value) and value > 0, (what, value)
+
+
+def _finite(values, what):
+    flat = values if isinstance(values, list) else [values]
+    for v in flat:
+        assert isinstance(v, (int, float)) and math.isfinite(v), (what, v)
+
+
+def _read(path):
+    assert os.path.isfile(path), path
+    with open(path) as f:
+        return json.load(f)
+
+
+def test_kernel_pooling(tmp_path):
+    out = tmp_path / "kernel_pooling.json"
+    _load("kernel_pooling").main(["--quick", "--output", str(out)])
+    report = _read(out)
+    assert set(report) >= {"machine", "config", "results"}
+    assert report["config"]["quick"] is True
+    cases = {"kernel_pooling", "naive", "compact_bilinear", "global_average",
+             "fft_lower_bound", "fft_rfft_irfft"}
+    assert [e["shape"] for e in report["results"]] == [[4, 7, 7, 64], [4, 14, 14, 32]]
+    for entry in report["results"]:
+        for key in ("seconds_per_batch", "cpu_seconds_per_batch", "all_runs"):
+            assert set(entry[key]) == cases, key
+        for name in cases:
+            _positive(entry["seconds_per_batch"][name], name)
+            assert entry["cpu_seconds_per_batch"][name] >= 0
+            assert len(entry["all_runs"][name]) == report["config"]["runs"]
+            for t in entry["all_runs"][name]:
+                _positive(t, name)
+        for ratio in ("kernel_pooling_over_lower_bound", "naive_over_kernel_pooling"):
+            _positive(entry[ratio], ratio)
+
+
+def test_input_pipeline(tmp_path):
+    out = tmp_path / "input_pipeline.json"
+    assert _load("input_pipeline").main(["--quick", "--output", str(out)]) == 0
+    report = _read(out)
+    assert report["benchmark"] == "input_pipeline" and report["quick"] is True
+    assert set(report["steps_per_s"]) == {"pipeline", "memory", "cached"}
+    for name, value in report["steps_per_s"].items():
+        _positive(value, name)
+        runs = report["steps_per_s_all_rounds"][name]
+        assert len(runs) == report["rounds"]
+        for v in runs:
+            _positive(v, name)
+    for key in ("ratio_pipeline_vs_cached", "ratio_memory_vs_cached",
+                "pipeline_alone_batches_per_s"):
+        _positive(report[key], key)
+    assert isinstance(report["meets_goal"], bool)
+    # Read from a live counter while prefetch threads still decode (seen - loaded),
+    # so in-flight images show up here: only a sanity bound.
+    assert 0 <= report["skipped_images"] <= report["images_on_disk"]
+
+
+def test_serving(tmp_path):
+    out = tmp_path / "serving.json"
+    cmd = [sys.executable, os.path.join(BENCHMARKS, "serving.py"), "--quick",
+           f"--output={out}"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    # Own session: the model server (a child of the benchmark) is in the same
+    # process group, so killing the group cleans both up even on a timeout.
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        log, _ = proc.communicate(timeout=240)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    assert proc.returncode == 0, log[-4000:]
+    report = _read(out)
+    assert set(report) >= {"configs", "requests_per_client", "goal_added_p50_ms",
+                           "added_p50_ms_batch1", "goal_met", "machine"}
+    assert sorted((r["batch"], r["clients"]) for r in report["configs"]) == [
+        (1, 1), (1, 8), (32, 1), (32, 8)]
+    for row in report["configs"]:
+        for side in ("in_process", "grpc"):
+            for key in ("p50_ms", "p99_ms", "requests_per_s"):
+                _positive(row[side][key], f"{side} {key}")
+            assert row[side]["p99_ms"] >= row[side]["p50_ms"]
+        _positive(row["images_per_s_in_process"], "images_per_s_in_process")
+        _positive(row["images_per_s_grpc"], "images_per_s_grpc")
+        _finite(row["added_p50_ms"], "added_p50_ms")  # a difference: may be negative
+    _finite(report["added_p50_ms_batch1"], "added_p50_ms_batch1")
+    assert isinstance(report["goal_met"], bool)
+
+
+def test_granularity_speed(tmp_path):
+    out = tmp_path / "granularity_speed.json"
+    _load("granularity_speed").main(["--quick", "--output", str(out)])
+    report = _read(out)
+    assert (report["n"], report["k"], report["d"], report["repeats"]) == (20_000, 400, 512, 2)
+    for key in ("matmul_seconds", "rank_m_seconds", "medoid_seconds",
+                "ratio_rank_m_to_matmul", "rank_m_peak_extra_bytes", "input_bytes",
+                "process_max_rss_bytes"):
+        _positive(report[key], key)
+    for key in ("matmul_cpu_seconds", "rank_m_cpu_seconds", "medoid_cpu_seconds"):
+        _finite(report[key], key)
+        assert report[key] >= 0, key
+    _finite(report["rank_m"], "rank_m")
+    assert os.path.isfile(tmp_path / "granularity_speed.png")
+
+
+def _check_measures(measures, length, names):
+    assert set(measures) == set(names)
+    for name, stats in measures.items():
+        assert len(stats["mean"]) == len(stats["std"]) == length, name
+        _finite(stats["mean"], name)
+        _finite(stats["std"], name)
+        assert all(s >= 0 for s in stats["std"]), name
+
+
+def test_granularity_simulation(tmp_path):
+    out = tmp_path / "granularity_simulation.json"
+    mod = _load("granularity_simulation")
+    mod.main(["--quick", "--output", str(out), "--cache_dir", str(tmp_path / "cache")])
+    report = _read(out)
+    assert set(report) == {"settings", "simulation", "relabelling"}
+    sim = report["simulation"]
+    assert sim["m_values"] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    _check_measures(sim["measures"], len(sim["m_values"]), mod.MEASURES)
+    rel = report["relabelling"]
+    assert rel["steps"] == [0, 1, 2, 3] and rel["feature_dim"] > 0
+    _check_measures(rel["measures"], len(rel["steps"]), mod.MEASURES)
+    for name, fraction in rel["fraction_of_repeats_strictly_increasing"].items():
+        assert 0.0 <= fraction <= 1.0, name
+    assert os.path.isfile(tmp_path / "granularity_simulation.png")
+    assert len(os.listdir(tmp_path / "cache")) == 1  # features cached where asked
+
+
+def test_kernel_approximation(tmp_path):
+    out = tmp_path / "kernel_approximation.json"
+    _load("kernel_approximation").main(
+        ["--quick", "--output", str(out), "--cache_dir", str(tmp_path / "cache")])
+    report = _read(out)
+    orders, dims, multiples = report["orders"], report["dims"], report["gamma_multiples"]
+    assert orders == [2, 3, 4] and len(dims) >= 2
+    _positive(report["gamma_0"], "gamma_0")
+    for g in report["gammas"]:
+        _positive(g, "gamma")
+    assert set(report["relative_error"]) == {f"p={p}" for p in orders}
+    for p, per_gamma in report["relative_error"].items():
+        assert set(per_gamma) == {f"gamma={m}x" for m in multiples}, p
+        for errors in per_gamma.values():
+            assert len(errors) == len(dims)
+            for e in errors:
+                _positive(e, p)
+    best = report["best"]
+    assert best["order"] in orders and best["dims"] in dims
+    _positive(best["relative_error"], "best")
+    assert os.path.isfile(tmp_path / "kernel_approximation.png")
+    assert len(os.listdir(tmp_path / "cache")) == 1  # features cached where asked
+
+
+def test_effective_number(tmp_path):
+    out = tmp_path / "effective_number.json"
+    _load("effective_number").main(["--quick", "--output", str(out)])
+    report = _read(out)
+    assert set(report) >= {"betas", "n", "class_balanced_term", "long_tailed"}
+    assert report["n"][0] == 1 and report["n"][-1] == 100_000
+    assert set(report["class_balanced_term"]) == {str(b) for b in report["betas"]}
+    for beta, values in report["class_balanced_term"].items():
+        assert len(values) == len(report["n"])
+        for v in values:
+            _positive(v, beta)
+    assert set(report["long_tailed"]) == {"fashion_mnist_lt", "cifar100_lt_shape"}
+    for name, entry in report["long_tailed"].items():
+        assert len(entry["counts"]) == entry["num_classes"], name
+        for c in entry["counts"]:
+            _positive(c, name)
+        for beta, values in entry["effective_number"].items():
+            assert len(values) == entry["num_classes"], (name, beta)
+            for v in values:
+                _positive(v, (name, beta))
+    assert os.path.isfile(tmp_path / "effective_number.png")
