@@ -253,6 +253,8 @@ def features_from_arguments(args):
     import keras
 
     if args.model_path:
+        import keras_fgvc.models  # noqa: F401  (registers the custom layers for loading)
+
         model = keras.saving.load_model(args.model_path)
     else:
         from keras_fgvc.models import create_model

@@ -146,3 +146,29 @@ def test_nested_backbone_layer():
     np.testing.assert_allclose(out, inner.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(fl.extract_features(model, x), out.mean(axis=(1, 2)),
                                rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_cli_loads_a_registered_model_in_a_fresh_process(tmp_path):
+    """`--model_path` on a model with keras_fgvc layers, from a process that imported nothing."""
+    import subprocess
+    import sys
+
+    from keras_fgvc.models import create_model
+
+    model = create_model("small_cnn", num_classes=3)  # holds ImageNormalization
+    model.save(tmp_path / "model.keras")
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 255, (6, 28, 28)).astype(np.uint8)
+    np.savez(tmp_path / "data.npz", images=images, labels=rng.integers(0, 3, 6))
+    out = tmp_path / "f.npz"
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_fgvc.analysis.features", "--model_path",
+         str(tmp_path / "model.keras"), "--dataset", str(tmp_path / "data.npz"),
+         "--output", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    x, _ = fl.load_features(out)
+    want = fl.extract_features(model, images[..., None].astype(np.float32))
+    np.testing.assert_allclose(x, want, rtol=1e-5, atol=1e-5)
