@@ -12,6 +12,9 @@ Command line::
 
     python -m keras_fgvc.analysis.domain_similarity --source src.npz \\
         --target cub.npz --target dogs.npz --select_k 200 --output sim.json
+    python -m keras_fgvc.analysis.domain_similarity --model_path W/model.keras \\
+        --source_dataset fashion_mnist:train --target_dataset shoes.npz:test \\
+        --limit 2000 --select_k 3 --plot sim.png
 """
 
 import argparse
@@ -22,7 +25,7 @@ import warnings
 import numpy as np
 
 from keras_fgvc.analysis import _validation
-from keras_fgvc.analysis._cli import emit_json
+from keras_fgvc.analysis._cli import emit_json, save_bar_plots
 
 GAMMA = 0.01
 
@@ -211,6 +214,29 @@ def select_source_union(source_means, targets, k, gamma=GAMMA):
     return np.unique(np.concatenate(chosen))
 
 
+def _domains_from_arguments(args, parser, features_lib):
+    """[(name, (features, labels))] of the source then every target, from the flags."""
+    specs = [(args.source, args.source_dataset)]
+    specs += [(path, None) for path in args.target or []]
+    specs += [(None, spec) for spec in args.target_dataset or []]
+    datasets = [spec for _, spec in specs if spec]
+    if datasets and not (args.model_path or args.model):
+        parser.error("--source_dataset / --target_dataset need --model_path or --model.")
+    model = None
+    if datasets:  # one model for every domain; --epochs trains it on the first data set
+        model = features_lib.model_from_arguments(
+            args, features_lib.parse_dataset_spec(datasets[0])[0])
+    domains = []
+    for path, spec in specs:
+        if path:
+            domains.append((path, features_lib.load_features(path)))
+        else:
+            name, split = features_lib.parse_dataset_spec(spec)
+            domains.append((spec, features_lib.dataset_features(
+                model, name, split, limit=args.limit, layer=args.layer)))
+    return domains
+
+
 def main(argv=None):
     """Command line: EMD / similarity of a source to targets, and class selection."""
     from keras_fgvc.analysis import features as features_lib
@@ -218,40 +244,65 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m keras_fgvc.analysis.domain_similarity", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--source", required=True, help=".npz with features [n, d], labels [n]")
-    parser.add_argument("--target", required=True, action="append", help="target .npz (repeat)")
+    domains = parser.add_argument_group(
+        "domains (feature .npz files, or data sets NAME[:SPLIT] whose features a model extracts; "
+        "NAME is 'fashion_mnist' or an .npz with images and labels, SPLIT 'train'/'test')")
+    source = domains.add_mutually_exclusive_group(required=True)
+    source.add_argument("--source", help=".npz with features [n, d], labels [n]")
+    source.add_argument("--source_dataset", help="source data set NAME[:SPLIT]")
+    domains.add_argument("--target", action="append", help="target feature .npz (repeat)")
+    domains.add_argument("--target_dataset", action="append",
+                         help="target data set NAME[:SPLIT] (repeat; after the --target ones)")
+    features_lib.add_model_arguments(parser.add_argument_group(
+        "model (for --source_dataset / --target_dataset; --epochs trains on the first one)"))
     parser.add_argument("--gamma", type=float, default=GAMMA)
     parser.add_argument("--min_count", type=int, default=1)
     parser.add_argument("--select_k", type=int, nargs="+",
                         help="select this many source classes per target (one k or one per "
                              "target) and report their union")
     parser.add_argument("--output", help="write the results as JSON here")
+    parser.add_argument("--plot", help="write a bar chart per target of its most similar "
+                                       "source classes (top --select_k, else 10) to this .png")
     args = parser.parse_args(argv)
 
-    if args.select_k and len(args.select_k) not in (1, len(args.target)):
-        parser.error(f"--select_k takes one k or one per target ({len(args.target)}), "
+    num_targets = len(args.target or []) + len(args.target_dataset or [])
+    if not num_targets:
+        parser.error("give at least one --target or --target_dataset.")
+    if args.select_k and len(args.select_k) not in (1, num_targets):
+        parser.error(f"--select_k takes one k or one per target ({num_targets}), "
                      f"got {len(args.select_k)}.")
-    source = class_means(*features_lib.load_features(args.source), min_count=args.min_count)
-    result = {"source": args.source, "gamma": args.gamma, "targets": []}
-    targets = []
-    for path in args.target:
-        print(f"EMD {args.source} -> {path} ...", file=sys.stderr, flush=True)
-        target = class_means(*features_lib.load_features(path), min_count=args.min_count)
+    if args.plot and not args.plot.lower().endswith(".png"):
+        parser.error(f"--plot must name a .png file, got {args.plot!r}.")
+    (source_name, source_data), *target_data = _domains_from_arguments(args, parser, features_lib)
+    source = class_means(*source_data, min_count=args.min_count)
+    result = {"source": source_name, "gamma": args.gamma, "targets": []}
+    targets, panels = [], []
+    for name, data in target_data:
+        print(f"EMD {source_name} -> {name} ...", file=sys.stderr, flush=True)
+        target = class_means(*data, min_count=args.min_count)
         targets.append((target.means, target.weights))
         d = emd(source.means, source.weights, target.means, target.weights)
-        entry = {"target": path, "emd": d, "similarity": float(np.exp(-args.gamma * d))}
+        entry = {"target": name, "emd": d, "similarity": float(np.exp(-args.gamma * d))}
         if args.select_k:
             kk = args.select_k[0] if len(args.select_k) == 1 else args.select_k[len(targets) - 1]
             sel = select_source_classes(source.means, target.means, target.weights, kk,
                                         args.gamma)
             entry["selected_classes"] = source.classes[sel.indices].tolist()
             entry["selected_similarities"] = sel.similarities.tolist()
+        if args.plot:  # the top-k source classes for this target (k = --select_k, else 10)
+            top = select_source_classes(source.means, target.means, target.weights,
+                                        min(kk if args.select_k else 10, len(source.classes)),
+                                        args.gamma)
+            panels.append((f"{name}: similarity {entry['similarity']:.4f}",
+                           source.classes[top.indices].tolist(), top.similarities.tolist()))
         result["targets"].append(entry)
     if args.select_k:
         ks = args.select_k if len(args.select_k) > 1 else args.select_k[0]
         union = select_source_union(source.means, targets, ks, args.gamma)
         result["union_classes"] = source.classes[union].tolist()
     emit_json(result, args.output)
+    if args.plot:
+        save_bar_plots(args.plot, panels, "sim({(s_i, 1)}, T) (Eq. 4.3)")
     return result
 
 

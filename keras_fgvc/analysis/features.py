@@ -227,21 +227,86 @@ def train_and_extract(model_name="small_cnn", dataset="fashion_mnist", epochs=1,
 # -------------------------------------------------------- shared CLI flags ---
 
 
-def add_feature_arguments(parser):
-    """Flags every analysis CLI shares: ``--features`` or model + data set."""
-    group = parser.add_argument_group("features (an .npz, or extracted with a model)")
-    group.add_argument("--features", help=".npz with features [n, d] and labels [n]")
+def add_model_arguments(group):
+    """Flags choosing a model to extract features with (``--model_path`` or ``--model``)."""
     group.add_argument("--model_path", help="a saved .keras model to extract features with")
     group.add_argument("--model", help="a registered model name (keras_fgvc.models)")
     group.add_argument("--num_classes", type=int, default=10, help="for --model")
     group.add_argument("--epochs", type=int, default=0,
                        help="for --model: train this many epochs on the train split first")
+    group.add_argument("--limit", type=int, help="use a random subset of this many examples")
+    group.add_argument("--layer", help="take this layer's output (default: classifier input)")
+    return group
+
+
+def add_feature_arguments(parser):
+    """Flags every analysis CLI shares: ``--features`` or model + data set."""
+    group = parser.add_argument_group("features (an .npz, or extracted with a model)")
+    group.add_argument("--features", help=".npz with features [n, d] and labels [n]")
     group.add_argument("--dataset", default="fashion_mnist",
                        help="'fashion_mnist' or an .npz with images and labels")
     group.add_argument("--split", default="test")
-    group.add_argument("--limit", type=int, help="use a random subset of this many examples")
-    group.add_argument("--layer", help="take this layer's output (default: classifier input)")
+    add_model_arguments(group)
     return parser
+
+
+def parse_dataset_spec(spec):
+    """``"NAME[:SPLIT]"`` -> (name, split); NAME as in `load_dataset`, SPLIT default "test".
+
+    Example:
+        >>> parse_dataset_spec("fashion_mnist:train"), parse_dataset_spec("d.npz")
+        (('fashion_mnist', 'train'), ('d.npz', 'test'))
+    """
+    name, sep, split = str(spec).rpartition(":")
+    if sep and split in ("train", "test") and name:
+        return name, split
+    return str(spec), "test"
+
+
+def model_from_arguments(args, dataset):
+    """The model of `add_model_arguments` flags: loaded, or created (and trained) on `dataset`.
+
+    Args:
+        args: parsed flags (``model_path``, ``model``, ``num_classes``, ``epochs``).
+        dataset: the data set (see `load_dataset`) whose image shape a created
+            model takes and whose train split ``--epochs`` trains on.
+    """
+    if not (args.model_path or args.model):
+        raise SystemExit("Give --model_path or --model to extract features with a model.")
+    import keras
+
+    if args.model_path:
+        import keras_fgvc.models  # noqa: F401  (registers the custom layers for loading)
+
+        return keras.saving.load_model(args.model_path)
+    from keras_fgvc.models import create_model
+
+    images, _ = load_dataset(dataset, "test", limit=1)
+    model = create_model(args.model, num_classes=args.num_classes,
+                         input_shape=images.shape[1:])
+    if args.epochs:
+        print(f"training {args.model} for {args.epochs} epochs ...", file=sys.stderr)
+        train_classifier(model, *load_dataset(dataset, "train"), epochs=args.epochs)
+    else:
+        print(f"warning: {args.model} is untrained (pass --epochs N to train it)",
+              file=sys.stderr)
+    return model
+
+
+def dataset_features(model, dataset, split="test", limit=None, layer=None):
+    """(features [n, d], labels [n]) of a data set split from `model`.
+
+    A feature map (``layer`` with spatial output) gives one row per position,
+    labelled with its image's label.
+    """
+    images, labels = load_dataset(dataset, split, limit=limit)
+    print(f"extracting features of {len(labels)} images ...", file=sys.stderr, flush=True)
+    features = extract_features(model, images, layer=layer)
+    if features.ndim > 2:  # a feature map: every position is a feature vector
+        positions = int(np.prod(features.shape[1:-1]))
+        labels = np.repeat(labels, positions)
+        features = features.reshape(-1, features.shape[-1])
+    return _validation.check_features(features), labels
 
 
 def features_from_arguments(args):
@@ -250,32 +315,8 @@ def features_from_arguments(args):
         return load_features(args.features)
     if not (args.model_path or args.model):
         raise SystemExit("Give --features F.npz, or --model_path / --model with --dataset.")
-    import keras
-
-    if args.model_path:
-        import keras_fgvc.models  # noqa: F401  (registers the custom layers for loading)
-
-        model = keras.saving.load_model(args.model_path)
-    else:
-        from keras_fgvc.models import create_model
-
-        images, _ = load_dataset(args.dataset, "test", limit=1)
-        model = create_model(args.model, num_classes=args.num_classes,
-                             input_shape=images.shape[1:])
-        if args.epochs:
-            print(f"training {args.model} for {args.epochs} epochs ...", file=sys.stderr)
-            train_classifier(model, *load_dataset(args.dataset, "train"), epochs=args.epochs)
-        else:
-            print(f"warning: {args.model} is untrained (pass --epochs N to train it)",
-                  file=sys.stderr)
-    images, labels = load_dataset(args.dataset, args.split, limit=args.limit)
-    print(f"extracting features of {len(labels)} images ...", file=sys.stderr, flush=True)
-    features = extract_features(model, images, layer=args.layer)
-    if features.ndim > 2:  # a feature map: every position is a feature vector
-        positions = int(np.prod(features.shape[1:-1]))
-        labels = np.repeat(labels, positions)
-        features = features.reshape(-1, features.shape[-1])
-    return _validation.check_features(features), labels
+    model = model_from_arguments(args, args.dataset)
+    return dataset_features(model, args.dataset, args.split, limit=args.limit, layer=args.layer)
 
 
 def main(argv=None):

@@ -15,9 +15,12 @@ The distance is the Euclidean distance between feature rows (``metric=
 Float32 features are kept in float32 (fast, for large sets); anything else is
 float64.
 
-Command line (features from an ``.npz`` with ``features`` and ``labels``)::
+Command line (features from an ``.npz`` with ``features`` and ``labels``, or
+extracted with a saved or registered model over a data set)::
 
-    python -m keras_fgvc.analysis.granularity --features feats.npz
+    python -m keras_fgvc.analysis.granularity --features feats.npz --plot g.png
+    python -m keras_fgvc.analysis.granularity --model_path W/model.keras \\
+        --dataset fashion_mnist --split test --limit 2000 --plot g.png
 """
 
 import argparse
@@ -25,7 +28,7 @@ import sys
 
 import numpy as np
 
-from keras_fgvc.analysis._cli import emit_json
+from keras_fgvc.analysis._cli import emit_json, save_bar_plots
 from keras_fgvc.analysis._distances import (
     CHUNK_ELEMENTS,
     chunks,
@@ -328,13 +331,20 @@ def main(argv=None):
         choices=MEASURES, help="measures to compute (RS, Rank, silhouette are O(n^2)).",
     )
     parser.add_argument("--output", help="write the results as JSON here")
+    parser.add_argument("--plot", help="write a bar chart of the measures to this .png")
     args = parser.parse_args(argv)
+    if args.plot and not args.plot.lower().endswith(".png"):
+        parser.error(f"--plot must name a .png file, got {args.plot!r}.")
     x, y = features_lib.features_from_arguments(args)
     result = {"n": int(len(y)), "num_classes": int(len(np.unique(y)))}
     for name in args.measures:
         print(f"computing {name} on {len(y)} samples ...", file=sys.stderr, flush=True)
         result[name] = _FUNCTIONS[name](x, y)
     emit_json(result, args.output)
+    if args.plot:
+        title = f"granularity (n={result['n']}, {result['num_classes']} classes)"
+        save_bar_plots(args.plot, [(title, args.measures, [result[m] for m in args.measures])],
+                       "value")
     return result
 
 

@@ -183,3 +183,80 @@ def test_cli(tmp_path):
     sel = ds.select_source_classes(src.means, tgt.means, tgt.weights, 2)
     assert result["targets"][0]["selected_classes"] == sel.indices.tolist()
     assert result["union_classes"] == sorted(sel.indices.tolist())
+
+
+def _png_ok(path):
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+    import matplotlib.image
+
+    assert matplotlib.image.imread(path).ndim == 3
+
+
+def test_cli_plot(tmp_path):
+    rng = np.random.default_rng(6)
+    save_features(tmp_path / "s.npz", rng.normal(size=(40, 3)), np.repeat(np.arange(4), 10))
+    save_features(tmp_path / "t.npz", rng.normal(size=(20, 3)), np.repeat(np.arange(2), 10))
+    plot = tmp_path / "sub" / "sim.png"
+    ds.main(["--source", str(tmp_path / "s.npz"), "--target", str(tmp_path / "t.npz"),
+             "--plot", str(plot)])  # no --select_k: top min(10, m) classes
+    _png_ok(plot)
+    with pytest.raises(SystemExit):
+        ds.main(["--source", str(tmp_path / "s.npz"), "--target", str(tmp_path / "t.npz"),
+                 "--plot", str(tmp_path / "sim.jpg")])
+    with pytest.raises(SystemExit):  # no target at all
+        ds.main(["--source", str(tmp_path / "s.npz")])
+
+
+def test_cli_extracts_source_and_target_with_a_saved_model(tmp_path):
+    """--source_dataset / --target_dataset: features from --model_path, mixed with an .npz."""
+    import keras
+
+    from keras_fgvc.analysis import features as fl
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 1))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    logits = keras.layers.Dense(3, name="classifier")(x)
+    model = keras.Model(inputs, {"logits": logits, "probabilities": keras.layers.Softmax()(logits)})
+    model.save(tmp_path / "model.keras")
+    rng = np.random.default_rng(7)
+    src_images, src_labels = rng.integers(0, 255, (24, 6, 6)).astype(np.uint8), np.arange(24) % 4
+    tgt_images, tgt_labels = rng.integers(0, 255, (12, 6, 6, 1)).astype(np.uint8), np.arange(12) % 2
+    np.savez(tmp_path / "src.npz", images=src_images, labels=src_labels)
+    np.savez(tmp_path / "tgt.npz", images=tgt_images, labels=tgt_labels)
+    xt_file, yt_file = rng.normal(size=(10, 4)), np.arange(10) % 2
+    save_features(tmp_path / "tf.npz", xt_file, yt_file)
+    out, plot = tmp_path / "r.json", tmp_path / "sim.png"
+    result = ds.main([
+        "--model_path", str(tmp_path / "model.keras"),
+        "--source_dataset", str(tmp_path / "src.npz") + ":train",
+        "--target", str(tmp_path / "tf.npz"),
+        "--target_dataset", str(tmp_path / "tgt.npz"),
+        "--select_k", "2", "--output", str(out), "--plot", str(plot)])
+    assert json.loads(out.read_text()) == result
+    xs = fl.extract_features(model, src_images[..., None].astype(np.float32))
+    xt = fl.extract_features(model, tgt_images.astype(np.float32))
+    src, tgt, tgt_file = ds.class_means(xs, src_labels), ds.class_means(xt, tgt_labels), \
+        ds.class_means(xt_file, yt_file)
+    assert [e["target"] for e in result["targets"]] == [str(tmp_path / "tf.npz"),
+                                                        str(tmp_path / "tgt.npz")]
+    for entry, t in zip(result["targets"], [tgt_file, tgt]):
+        want = ds.emd(src.means, src.weights, t.means, t.weights)
+        assert entry["emd"] == pytest.approx(want, rel=1e-5)
+        sel = ds.select_source_classes(src.means, t.means, t.weights, 2)
+        assert entry["selected_classes"] == sel.indices.tolist()
+    _png_ok(plot)
+    with pytest.raises(SystemExit):  # a data set needs a model
+        ds.main(["--source_dataset", str(tmp_path / "src.npz"), "--target",
+                 str(tmp_path / "tf.npz")])
+
+
+def test_parse_dataset_spec():
+    from keras_fgvc.analysis.features import parse_dataset_spec
+
+    assert parse_dataset_spec("fashion_mnist:train") == ("fashion_mnist", "train")
+    assert parse_dataset_spec("fashion_mnist") == ("fashion_mnist", "test")
+    assert parse_dataset_spec("/d/x.npz:test") == ("/d/x.npz", "test")
+    assert parse_dataset_spec("C:/d/x.npz") == ("C:/d/x.npz", "test")

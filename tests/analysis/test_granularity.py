@@ -302,3 +302,20 @@ def test_cli(tmp_path, capsys):
     assert result["rank_m"] == pytest.approx(g.rank_m(x, y))
     assert result["rs"] == pytest.approx(g.rs(x, y))
     assert result["n"] == 24 and result["num_classes"] == 3
+
+
+def test_cli_plot(tmp_path):
+    from keras_fgvc.analysis.features import save_features
+
+    x, y = _data(1)
+    save_features(tmp_path / "f.npz", x, y)
+    plot = tmp_path / "g.png"
+    g.main(["--features", str(tmp_path / "f.npz"), "--measures", "rank_m", "rsm",
+            "--plot", str(plot)])
+    data = plot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+    import matplotlib.image
+
+    assert matplotlib.image.imread(plot).ndim == 3
+    with pytest.raises(SystemExit):
+        g.main(["--features", str(tmp_path / "f.npz"), "--plot", str(tmp_path / "g.pdf")])
