@@ -73,10 +73,8 @@ def test_embedding_output_is_preferred():
 
 
 def test_registered_small_cnn_penultimate():
-    from keras_fgvc.models import create_model, list_models
+    from keras_fgvc.models import create_model
 
-    if "small_cnn" not in list_models():
-        pytest.skip("small_cnn is not registered yet")
     model = create_model("small_cnn", num_classes=10, input_shape=(28, 28, 1))
     images = np.random.default_rng(1).integers(0, 255, (4, 28, 28, 1)).astype(np.float32)
     feats = fl.extract_features(model, images)
@@ -116,10 +114,6 @@ def test_dataset_errors(tmp_path):
 
 @pytest.mark.slow
 def test_train_and_extract_with_label_map_and_cache(tmp_path):
-    from keras_fgvc.models import list_models
-
-    if "small_cnn" not in list_models():
-        pytest.skip("small_cnn is not registered yet")
     rng = np.random.default_rng(3)
     labels = np.arange(24) % 4
     images = (rng.random((24, 12, 12, 1)) * 60 + labels[:, None, None, None] * 40)
