@@ -15,12 +15,20 @@ Command line (every script):
 
     python benchmarks/reproduce_<name>.py [--seeds 3] [--quick] [--output PATH]
         [--workdir DIR] [--methods a,b] [--settings x,y] [--no-grid] [--verbose]
+        [--set KEY=VALUE ...] [--full-scale]
 
 ``--quick``: one seed, a few steps on small subsets, the first grid candidate
 only and the script's quick settings: proves the pipeline end to end (CI),
 the numbers mean nothing. ``--no-grid``: only the default candidate of
 every grid (cheaper; nothing chosen on val then). ``--workdir``: keep each run's trainer workdir
 (checkpoints, model.keras); a re-run then resumes / reuses finished runs.
+
+Scale: a script may declare ``budget`` overrides (e.g. a smaller background
+pool) so that its full run at 3 seeds fits in about an hour on 2 CPU cores;
+they are applied to every run, printed, and stored in the JSON
+(``budget_overrides``). ``--full-scale`` drops them (the registered configs
+as they are); ``--set KEY=VALUE`` adds overrides to every run (after the
+method's own, so they win).
 """
 
 import argparse
@@ -105,11 +113,19 @@ def parse_args(argv, description, name):
     parser.add_argument("--no-grid", action="store_true",
                         help="only the first (registered default) candidate of every grid")
     parser.add_argument("--verbose", action="store_true", help="trainer progress bars")
+    parser.add_argument("--set", dest="set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override applied to every run (repeatable)")
+    parser.add_argument("--full-scale", action="store_true",
+                        help="drop the script's budget overrides (registered configs as is)")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
+    bad = [o for o in args.set if "=" not in o]
+    if bad:
+        parser.error(f"--set takes KEY=VALUE, got {', '.join(bad)}")
     if args.quick:
         args.seeds = 1
+    args.budget = ()
     return args
 
 
@@ -160,6 +176,21 @@ def resolve(config_name, overrides, seed, quick):
     return resolve_config(config_name, overrides)
 
 
+def _check_same_config(workdir, config):
+    """Refuse to resume a run whose workdir was written by a different config."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        old = json.load(f)
+    new = json.loads(config.to_json())
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if changed:
+        raise ValueError(
+            f"{workdir} holds a run of a different config (differs in {', '.join(changed)}); "
+            "use another --workdir (or the same --set / --full-scale as before).")
+
+
 def flat_metrics(metrics):
     """Float scalars of a metrics dict; nested dicts (head / tail) as ``outer.inner``."""
     out = {}
@@ -181,7 +212,7 @@ def run_one(method, setting, seed, args, candidate=()):
 
     base = method.overrides(setting, seed, args) if callable(method.overrides) else \
         list(method.overrides)
-    overrides = [*base, *candidate]
+    overrides = [*getattr(args, "budget", ()), *base, *candidate, *getattr(args, "set", ())]
     # Validation only at the end of each stage (the per-epoch history is not reported).
     config = resolve(method.config, [EVAL_AT_END, *overrides], seed, args.quick)
     workdir = None
@@ -189,6 +220,7 @@ def run_one(method, setting, seed, args, candidate=()):
         label = "_".join(c.replace("=", "-").replace("/", "_") for c in candidate) or "default"
         workdir = os.path.join(args.workdir, str(setting), method.name, label[:120],
                                f"seed{seed}")
+        _check_same_config(workdir, config)
     hooks = method.hooks() if method.hooks else []
     start = time.time()
     keras.utils.clear_session(free_memory=True)
@@ -277,7 +309,7 @@ def _environment():
 
 def reproduce(argv, *, name, description, paper, settings, methods, metrics,
               select_metric, mode, quick_settings=None, setting_label="setting",
-              paper_results=None, notes=()):
+              paper_results=None, notes=(), budget=()):
     """Run every (setting, method), write JSON + PNG, print the table; returns the JSON dict.
 
     Args:
@@ -291,8 +323,15 @@ def reproduce(argv, *, name, description, paper, settings, methods, metrics,
         quick_settings: the settings used with ``--quick`` (default: the first one).
         paper_results: the paper's numbers, copied into the JSON beside ours.
         notes: deviations / caveats, copied into the JSON.
+        budget: overrides applied to every full (not ``--quick``) run unless
+            ``--full-scale``, so that 3 seeds fit in about an hour on 2 CPU
+            cores; stored in the JSON.
     """
     args = parse_args(argv, description, name)
+    if not args.quick and not args.full_scale:
+        args.budget = tuple(budget)
+    if args.budget or args.set:
+        print(f"Overrides on every run: {' '.join([*args.budget, *args.set])}", flush=True)
     start = time.time()
     all_settings = list(settings)
     if args.quick and not args.settings:
@@ -337,6 +376,8 @@ def reproduce(argv, *, name, description, paper, settings, methods, metrics,
                                        "candidate of every grid was run."
                                        if args.no_grid or args.quick else ""),
         "select_metric": f"val {select_metric} ({mode})",
+        "budget_overrides": list(args.budget),
+        "extra_overrides": list(args.set),
         "results": results,
         "paper_results": paper_results or {},
         "notes": list(notes),

@@ -261,3 +261,67 @@ def test_feature_generalisation_s1_teacher_never_sees_s2():
     assert config.task_kwargs["rare_classes"] == [3, 6, 8]
     assert config.task_kwargs["teacher_classes"] == [0, 1, 5, 9]
     assert not set(module.S1_TEACHER) & (set(module.S1) | set(module.S2))
+
+
+# === Budget overrides, --set, --full-scale ===
+
+
+def _fake_run(seen):
+    def run_one(method, setting, seed, args, candidate=()):
+        seen.append((tuple(args.budget), tuple(args.set)))
+        return {"seed": seed, "overrides": [], "steps": 1, "val": {"acc": 0.5},
+                "test": {"acc": 0.5}}
+
+    return run_one
+
+
+@pytest.mark.parametrize("extra,budget", [([], ["a=1"]), (["--full-scale"], []),
+                                          (["--quick"], [])])
+def test_budget_overrides_apply_to_full_runs_only(extra, budget, tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(_reproduce, "run_one", _fake_run(seen))
+    monkeypatch.setattr(_reproduce, "plot", lambda report, png: None)
+    report = _reproduce.reproduce(
+        ["--seeds", "1", "--output", str(tmp_path / "r.json"), "--set", "b=2", *extra],
+        name="x", description="d", paper="p", settings=("s",),
+        methods=[_reproduce.Method("m", "fashion_bg_ft")], metrics=("acc",),
+        select_metric="acc", mode="max", budget=("a=1",))
+    assert report["budget_overrides"] == budget and report["extra_overrides"] == ["b=2"]
+    assert seen == [(tuple(budget), ("b=2",))]
+    assert json.loads((tmp_path / "r.json").read_text())["budget_overrides"] == budget
+
+
+def test_set_needs_key_value():
+    with pytest.raises(SystemExit):
+        _reproduce.parse_args(["--set", "novalue"], "d", "x")
+
+
+def test_run_one_orders_budget_method_candidate_then_set(tmp_path, monkeypatch):
+    captured = {}
+
+    class Stop(Exception):
+        pass
+
+    def resolve(config_name, overrides, seed, quick):
+        captured["overrides"] = overrides
+        raise Stop
+
+    monkeypatch.setattr(_reproduce, "resolve", resolve)
+    args = _reproduce.parse_args(["--set", "d=4"], "d", "x")
+    args.budget = ("a=1",)
+    with pytest.raises(Stop):
+        _reproduce.run_one(_reproduce.Method("m", "fashion_bg_ft", ("b=2",)), "s", 0, args,
+                           ("c=3",))
+    assert captured["overrides"] == [_reproduce.EVAL_AT_END, "a=1", "b=2", "c=3", "d=4"]
+
+
+def test_resuming_a_workdir_of_another_config_is_refused(tmp_path):
+    from keras_fgvc.training import resolve_config
+
+    config = resolve_config("fashion_bg_ft")
+    _reproduce._check_same_config(str(tmp_path), config)  # no config.json yet: fine
+    (tmp_path / "config.json").write_text(config.to_json())
+    _reproduce._check_same_config(str(tmp_path), config)
+    other = resolve_config("fashion_bg_ft", ["task_kwargs.num_background=5000"])
+    with pytest.raises(ValueError, match="task_kwargs.*another --workdir"):
+        _reproduce._check_same_config(str(tmp_path), other)

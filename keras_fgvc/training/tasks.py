@@ -8,7 +8,7 @@ Debian package (or ``~/.keras/datasets``) is installed.
 | task | data_dir layout | task_kwargs |
 | --- | --- | --- |
 | fashion_mnist | (optional) IDX files | val_fraction |
-| fashion_lt | (optional) IDX files | imbalance, val_fraction |
+| fashion_lt | (optional) IDX files | imbalance, n_max, val_fraction |
 | fashion_bg | (optional) IDX files | make_fashion_bg args, background_keep |
 | inat2017 | train2017.json, val2017.json, images | val_fraction |
 | inat_bg | as inat2017 | n, model_index, inat_bg_tasks args, background_keep, teacher_labels |
@@ -70,8 +70,9 @@ def _fashion_lt(config, kwargs):
     from keras_fgvc.data.long_tail import long_tail_subsample
 
     imbalance = kwargs.pop("imbalance", 100)
+    n_max = kwargs.pop("n_max", None)
     task = _fashion_mnist(config, kwargs)
-    return long_tail_subsample(task, imbalance=imbalance, seed=config.seed)
+    return long_tail_subsample(task, imbalance=imbalance, n_max=n_max, seed=config.seed)
 
 
 def _fashion_bg(config, kwargs):

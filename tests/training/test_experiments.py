@@ -323,3 +323,12 @@ def test_missing_data_dir_is_named(tmp_path):
     config = resolve_config("cub_kernel_pooling_resnet50", [f"data_dir={tmp_path}/nowhere"])
     with pytest.raises(FileNotFoundError, match="data_dir not found: .*nowhere"):
         tasks.build_task(config)
+
+
+def test_fashion_lt_n_max_sets_the_head_class_size():
+    config = resolve_config("fashion_lt10_softmax", ["task_kwargs.n_max=500"])
+    counts = np.bincount(tasks.build_task(config).train.labels, minlength=10)
+    mu = (1 / 10) ** (1 / 9)
+    assert counts.tolist() == [int(500 * mu**i + 1e-9) for i in range(10)]
+    with pytest.raises(ValueError, match="n_max"):
+        tasks.build_task(resolve_config("fashion_lt10_softmax", ["task_kwargs.n_max=100000"]))
