@@ -423,8 +423,8 @@ def _cell(stats, scale):
     return f"{scale * stats['mean']:.1f}±{scale * (stats['std'] or 0.0):.1f}"
 
 
-def format_table(report, scale=100.0):
-    """A plain-text table: methods x (setting, metric), test mean ± std in percent."""
+def format_table(report, scale=100.0, markdown=False):
+    """A table of methods x (setting, metric), test mean ± std in percent (plain or Markdown)."""
     settings, metrics = report["settings"], report["metrics"]
     methods = []
     for setting in settings:
@@ -438,9 +438,15 @@ def format_table(report, scale=100.0):
             for metric in metrics:
                 row.append(_cell(entry["test"].get(metric) if entry else None, scale))
         rows.append(row)
+    title = (f"{report['benchmark']} (test, %, mean±std over {len(report['seeds'])} seed(s); "
+             "hyperparameters chosen on val)")
+    if markdown:
+        lines = [title, "", "| " + " | ".join(header) + " |",
+                 "| " + " | ".join("---" for _ in header) + " |"]
+        lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+        return "\n".join(lines)
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = [f"{report['benchmark']} (test, %, mean±std over {len(report['seeds'])} seed(s); "
-             "hyperparameters chosen on val)"]
+    lines = [title]
     for i, row in enumerate(rows):
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)))
         if i == 0:
@@ -488,3 +494,13 @@ def plot(report, path, scale=100.0):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+if __name__ == "__main__":
+    # python benchmarks/_reproduce.py results/reproduce_<name>.json [--markdown]
+    table = argparse.ArgumentParser(description="Print the table of a reproduce_*.json.")
+    table.add_argument("json", help="a reproduce_<name>.json written by a script")
+    table.add_argument("--markdown", action="store_true", help="a Markdown table")
+    table_args = table.parse_args()
+    with open(table_args.json) as f:
+        print(format_table(json.load(f), markdown=table_args.markdown))

@@ -152,6 +152,8 @@ def test_format_table_shows_percent_mean_and_std():
               "results": {"s": {"FT": {"test": {"mAP": {"mean": 0.4, "std": 0.05}}}}}}
     table = _reproduce.format_table(report)
     assert "s:mAP" in table and "40.0±5.0" in table and "FT" in table
+    markdown = _reproduce.format_table(report, markdown=True).splitlines()
+    assert markdown[2:] == ["| method | s:mAP |", "| --- | --- |", "| FT | 40.0±5.0 |"]
 
 
 # === Library paths the scripts rely on (fast) ===
