@@ -23,9 +23,9 @@ the numbers mean nothing. ``--no-grid``: only the default candidate of
 every grid (cheaper; nothing chosen on val then). ``--workdir``: keep each run's trainer workdir
 (checkpoints, model.keras); a re-run then resumes / reuses finished runs.
 
-Scale: a script may declare ``budget`` overrides (e.g. a smaller background
-pool) so that its full run at 3 seeds fits in about an hour on 2 CPU cores;
-they are applied to every run, printed, and stored in the JSON
+Scale: a script may declare ``budget`` overrides (e.g. a fixed number of
+steps per run, or a smaller training set) so that its full run at 3 seeds
+fits 2 CPU cores; they are applied to every run, printed, and stored in the JSON
 (``budget_overrides``). ``--full-scale`` drops them (the registered configs
 as they are); ``--set KEY=VALUE`` adds overrides to every run (after the
 method's own, so they win).
@@ -324,8 +324,7 @@ def reproduce(argv, *, name, description, paper, settings, methods, metrics,
         paper_results: the paper's numbers, copied into the JSON beside ours.
         notes: deviations / caveats, copied into the JSON.
         budget: overrides applied to every full (not ``--quick``) run unless
-            ``--full-scale``, so that 3 seeds fit in about an hour on 2 CPU
-            cores; stored in the JSON.
+            ``--full-scale``, so that 3 seeds fit 2 CPU cores; stored in the JSON.
     """
     args = parse_args(argv, description, name)
     if not args.quick and not args.full_scale:
