@@ -183,8 +183,9 @@ def _check_same_config(workdir, config):
         return
     with open(path) as f:
         old = json.load(f)
-    new = json.loads(config.to_json())
-    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    from keras_fgvc.training.config import config_changes
+
+    changed = config_changes(old, config)
     if changed:
         raise ValueError(
             f"{workdir} holds a run of a different config (differs in {', '.join(changed)}); "

@@ -150,6 +150,23 @@ class Config:
         return cls(**kwargs)
 
 
+# Fields that only change how a run is executed, watched or logged, not what it trains:
+# a workdir may be resumed with them changed (e.g. a larger eval batch on another machine).
+RESUME_SAFE_FIELDS = frozenset({
+    "description", "data_dir", "eval_batch_size", "eval_every_epochs",
+    "checkpoint_every_steps", "keep_checkpoints", "log_every_steps"})
+
+
+def config_changes(old, new, ignore=()):
+    """Sorted keys whose values differ between two configs (`Config` or its JSON dict).
+
+    A key present in one only counts as changed; keys in `ignore` are skipped.
+    """
+    old, new = (json.loads(c.to_json()) if isinstance(c, Config) else c for c in (old, new))
+    return sorted(k for k in set(old) | set(new)
+                  if k not in ignore and (k not in old or k not in new or old[k] != new[k]))
+
+
 def register_config(config):
     """Register `config` under `config.name`; returns it."""
     if not config.name:

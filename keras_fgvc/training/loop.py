@@ -37,7 +37,7 @@ from absl import logging
 from keras_fgvc.training import artifacts, evaluation, inputs, stages, tasks
 from keras_fgvc.training.checkpointing import Checkpointer, latest_step
 from keras_fgvc.training.components import build_optimizer, build_schedule
-from keras_fgvc.training.config import validate_config
+from keras_fgvc.training.config import RESUME_SAFE_FIELDS, config_changes, validate_config
 from keras_fgvc.training.hooks import default_hooks
 from keras_fgvc.training.loss_recipes import build_loss
 from keras_fgvc.training.strategy import (
@@ -92,6 +92,7 @@ class Trainer:
         """Check the config and the data; plan the stages (no model yet)."""
         config = self.config
         validate_config(config)
+        self._check_resumable()
         replicas = self.strategy.num_replicas_in_sync
         if config.batch_size % replicas:
             raise ValueError(f"batch_size={config.batch_size} is not divisible by the "
@@ -129,6 +130,32 @@ class Trainer:
 
             self.skip_counter = SkipCounter()  # unreadable training images, over the run
         self._is_setup = True
+
+    def _check_resumable(self):
+        """Refuse a workdir whose checkpoints were trained with a different config.
+
+        Resuming them would continue another run under this config's schedule (or fail
+        later, deep in checkpoint restore). Only `RESUME_SAFE_FIELDS` may differ.
+        Checked before the task is built, so a mistake costs nothing.
+        """
+        path = os.path.join(self.workdir or "", "config.json")
+        if not self.workdir or not latest_step(self.workdir) or not os.path.exists(path):
+            return
+        try:
+            with open(path) as f:
+                old = json.load(f)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{path} is unreadable ({error}); it describes the checkpoints "
+                             "in this workdir, so use a new --workdir.") from None
+        changed = config_changes(old, self.config, ignore=RESUME_SAFE_FIELDS)
+        if changed:
+            detail = ", ".join(f"{k}: {old.get(k)!r} -> {getattr(self.config, k, None)!r}"
+                               for k in changed[:6])
+            more = f" and {len(changed) - 6} more" if len(changed) > 6 else ""
+            raise ValueError(
+                f"{self.workdir} holds checkpoints of a different config ({detail}{more}); "
+                "resuming them would mix two runs. Use a new --workdir, or the same config "
+                "and --set overrides as before.")
 
     def _builder_accepts(self, name):
         from keras_fgvc.models import get_builder

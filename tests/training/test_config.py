@@ -1,6 +1,8 @@
 """Config registry, typed `--set` overrides and the errors before training."""
 
+import dataclasses
 import json
+import os
 
 import pytest
 
@@ -118,3 +120,29 @@ def test_validation_errors():
 def test_duplicate_registration_is_an_error():
     with pytest.raises(ValueError, match="already registered"):
         config_lib.register_config(get_config("fashion_bg_ft"))
+
+
+def test_config_changes_lists_differing_keys():
+    from keras_fgvc.training.config import RESUME_SAFE_FIELDS, config_changes
+
+    base = get_config("fashion_bg_ft")
+    old = json.loads(base.to_json())
+    assert config_changes(old, base) == []
+    new = apply_overrides(base, ["learning_rate=0.5", "eval_batch_size=7",
+                                 "task_kwargs.background_keep=0.1"])
+    assert config_changes(old, new) == ["eval_batch_size", "learning_rate", "task_kwargs"]
+    assert config_changes(old, new, ignore=RESUME_SAFE_FIELDS) == ["learning_rate",
+                                                                    "task_kwargs"]
+    del old["seed"]  # a key missing on one side counts as changed
+    assert config_changes(old, base) == ["seed"]
+
+
+def test_resume_safe_fields_are_config_fields_and_documented():
+    from keras_fgvc.training.config import RESUME_SAFE_FIELDS
+
+    fields = {f.name for f in dataclasses.fields(Config)}
+    assert RESUME_SAFE_FIELDS <= fields
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md")).read()
+    paragraph = readme[readme.index("is refused with the keys"):][:400]
+    assert sorted(RESUME_SAFE_FIELDS) == sorted(
+        name for name in fields if f"`{name}`" in paragraph)

@@ -47,3 +47,13 @@ def test_kill_9_then_rerun_resumes_from_the_last_checkpoint(tmp_path):
     assert metrics["steps"] == STEPS_PER_EPOCH * EPOCHS
     assert [h["epoch"] for h in metrics["history"]][-1] == EPOCHS
     assert (workdir / "model.keras").exists() and (workdir / "thresholds.json").exists()
+
+    # The same workdir with a changed --set: a one-line error before any data is read, and
+    # the finished run is left as it was.
+    before = (workdir / "metrics.json").read_text()
+    third = subprocess.run([*command, "--set", "learning_rate=0.5"], capture_output=True,
+                           text=True, env=env, cwd=REPO, timeout=120)
+    assert third.returncode != 0
+    assert "holds checkpoints of a different config (learning_rate:" in third.stderr
+    assert "Traceback" not in third.stderr
+    assert (workdir / "metrics.json").read_text() == before

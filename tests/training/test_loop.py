@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from keras_fgvc.training import inputs
+from keras_fgvc.training import loop as loop_module
 from keras_fgvc.training.loop import Trainer
 from keras_fgvc.training.strategy import make_strategy
 from tests.training.conftest import TOY_LINEAR, make_toy_task, toy_config
@@ -114,10 +115,41 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, capsys)
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_resuming_with_a_changed_config_is_refused_before_the_task_is_built(tmp_path,
+                                                                            monkeypatch):
+    task = make_toy_task()
+    Trainer(toy_config(epochs=1, steps_per_epoch=4), workdir=str(tmp_path), task=task,
+            verbose=0).run(max_steps=2)
+    before = (tmp_path / "config.json").read_text()
+
+    def build_task(config):
+        raise AssertionError("the task was built before the config check")
+
+    monkeypatch.setattr(loop_module.tasks, "build_task", build_task)
+    changed = Trainer(toy_config(epochs=1, steps_per_epoch=2, learning_rate=0.5),
+                      workdir=str(tmp_path), verbose=0)
+    with pytest.raises(ValueError, match=r"different config \(learning_rate: .* -> 0\.5, "
+                                         r"steps_per_epoch: 4 -> 2\)"):
+        changed.setup()
+    assert (tmp_path / "config.json").read_text() == before  # nothing overwritten
+
+
+def test_resuming_with_only_execution_settings_changed_is_allowed(tmp_path, capsys):
+    task = make_toy_task()
+    Trainer(toy_config(epochs=1, steps_per_epoch=4), workdir=str(tmp_path), task=task,
+            verbose=0).run(max_steps=2)
+    resumed = Trainer(toy_config(epochs=1, steps_per_epoch=4, eval_batch_size=7,
+                                 log_every_steps=1, description="on another machine"),
+                      workdir=str(tmp_path), task=task, verbose=0)
+    assert resumed.run()["resumed_from_step"] == 2
+    assert "Resuming from step 2" in capsys.readouterr().out
+
+
 def test_checkpoint_beyond_the_config_is_refused(tmp_path):
     task = make_toy_task()
     Trainer(toy_config(epochs=1, steps_per_epoch=4), workdir=str(tmp_path), task=task,
             verbose=0).run()
+    (tmp_path / "config.json").unlink()  # the config check needs it; this is the backstop
     shorter = Trainer(toy_config(epochs=1, steps_per_epoch=2), workdir=str(tmp_path), task=task,
                       verbose=0)
     with pytest.raises(ValueError, match="step 4, beyond this config's 2 steps"):
@@ -128,6 +160,7 @@ def test_a_checkpoint_of_another_model_is_refused(tmp_path):
     task = make_toy_task()
     Trainer(toy_config(epochs=1, steps_per_epoch=2), workdir=str(tmp_path), task=task,
             verbose=0).run(max_steps=2)
+    (tmp_path / "config.json").unlink()  # the config check needs it; this is the backstop
     other = Trainer(toy_config(model=TOY_LINEAR, epochs=1, steps_per_epoch=4),
                     workdir=str(tmp_path), task=task, verbose=0)
     with pytest.raises(ValueError, match="does not match this run's model"):
