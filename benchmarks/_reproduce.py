@@ -26,9 +26,10 @@ every grid (cheaper; nothing chosen on val then). ``--workdir``: keep each run's
 Scale: a script may declare ``budget`` overrides (e.g. a fixed number of
 steps per run, or a smaller training set) so that its full run at 3 seeds
 fits 2 CPU cores; they are applied to every run, printed, and stored in the JSON
-(``budget_overrides``). ``--full-scale`` drops them (the registered configs
-as they are); ``--set KEY=VALUE`` adds overrides to every run (after the
-method's own, so they win).
+(``budget_overrides``). A dict ``{setting: overrides}`` gives each setting its own
+(e.g. steps per epoch that keep the examples per epoch fixed across batch sizes).
+``--full-scale`` drops them (the registered configs as they are); ``--set KEY=VALUE``
+adds overrides to every run (after the method's own, so they win).
 """
 
 import argparse
@@ -129,6 +130,12 @@ def parse_args(argv, description, name):
     return args
 
 
+def budget_for(args, setting):
+    """The budget overrides of `setting` (``args.budget``: a tuple or ``{setting: tuple}``)."""
+    budget = getattr(args, "budget", ())
+    return tuple(budget.get(str(setting), ())) if isinstance(budget, dict) else tuple(budget)
+
+
 def _pick(names, wanted, what):
     if not wanted:
         return list(names)
@@ -213,7 +220,7 @@ def run_one(method, setting, seed, args, candidate=()):
 
     base = method.overrides(setting, seed, args) if callable(method.overrides) else \
         list(method.overrides)
-    overrides = [*getattr(args, "budget", ()), *base, *candidate, *getattr(args, "set", ())]
+    overrides = [*budget_for(args, setting), *base, *candidate, *getattr(args, "set", ())]
     # Validation only at the end of each stage (the per-epoch history is not reported).
     config = resolve(method.config, [EVAL_AT_END, *overrides], seed, args.quick)
     workdir = None
@@ -326,11 +333,18 @@ def reproduce(argv, *, name, description, paper, settings, methods, metrics,
         notes: deviations / caveats, copied into the JSON.
         budget: overrides applied to every full (not ``--quick``) run unless
             ``--full-scale``, so that 3 seeds fit 2 CPU cores; stored in the JSON.
+            A tuple (every setting) or a dict ``{setting: tuple}``.
     """
     args = parse_args(argv, description, name)
     if not args.quick and not args.full_scale:
-        args.budget = tuple(budget)
-    if args.budget or args.set:
+        args.budget = ({str(k): tuple(v) for k, v in budget.items()}
+                       if isinstance(budget, dict) else tuple(budget))
+    if isinstance(args.budget, dict):
+        for setting, overrides in args.budget.items():
+            print(f"Budget overrides for {setting}: {' '.join(overrides)}", flush=True)
+        if args.set:
+            print(f"Overrides on every run: {' '.join(args.set)}", flush=True)
+    elif args.budget or args.set:
         print(f"Overrides on every run: {' '.join([*args.budget, *args.set])}", flush=True)
     start = time.time()
     all_settings = list(settings)
@@ -376,7 +390,8 @@ def reproduce(argv, *, name, description, paper, settings, methods, metrics,
                                        "candidate of every grid was run."
                                        if args.no_grid or args.quick else ""),
         "select_metric": f"val {select_metric} ({mode})",
-        "budget_overrides": list(args.budget),
+        "budget_overrides": ({k: list(v) for k, v in args.budget.items()}
+                             if isinstance(args.budget, dict) else list(args.budget)),
         "extra_overrides": list(args.set),
         "results": results,
         "paper_results": paper_results or {},

@@ -270,7 +270,7 @@ def test_feature_generalisation_s1_teacher_never_sees_s2():
 
 def _fake_run(seen):
     def run_one(method, setting, seed, args, candidate=()):
-        seen.append((tuple(args.budget), tuple(args.set)))
+        seen.append((_reproduce.budget_for(args, setting), tuple(args.set)))
         return {"seed": seed, "overrides": [], "steps": 1, "val": {"acc": 0.5},
                 "test": {"acc": 0.5}}
 
@@ -291,6 +291,22 @@ def test_budget_overrides_apply_to_full_runs_only(extra, budget, tmp_path, monke
     assert report["budget_overrides"] == budget and report["extra_overrides"] == ["b=2"]
     assert seen == [(tuple(budget), ("b=2",))]
     assert json.loads((tmp_path / "r.json").read_text())["budget_overrides"] == budget
+
+
+def test_budget_per_setting(tmp_path, monkeypatch, capsys):
+    seen = []
+    monkeypatch.setattr(_reproduce, "run_one", _fake_run(seen))
+    monkeypatch.setattr(_reproduce, "plot", lambda report, png: None)
+    report = _reproduce.reproduce(
+        ["--seeds", "1", "--output", str(tmp_path / "r.json")],
+        name="x", description="d", paper="p", settings=("b128", "b256", "b512"),
+        methods=[_reproduce.Method("m", "fashion_bg_ft")], metrics=("acc",),
+        select_metric="acc", mode="max",
+        budget={"b128": ("steps_per_epoch=100",), "b256": ("steps_per_epoch=50",)})
+    assert seen == [(("steps_per_epoch=100",), ()), (("steps_per_epoch=50",), ()), ((), ())]
+    assert report["budget_overrides"] == {"b128": ["steps_per_epoch=100"],
+                                          "b256": ["steps_per_epoch=50"]}
+    assert "Budget overrides for b256: steps_per_epoch=50" in capsys.readouterr().out
 
 
 def test_set_needs_key_value():
@@ -327,3 +343,13 @@ def test_resuming_a_workdir_of_another_config_is_refused(tmp_path):
     other = resolve_config("fashion_bg_ft", ["task_kwargs.num_background=5000"])
     with pytest.raises(ValueError, match="task_kwargs.*another --workdir"):
         _reproduce._check_same_config(str(tmp_path), other)
+
+
+def test_batch_size_budget_keeps_the_examples_per_epoch():
+    module = _load("batch_size")
+    assert set(module.BUDGET) == {f"batch{b}" for b in module.BATCHES}
+    for batch in module.BATCHES:
+        (override,) = module.BUDGET[f"batch{batch}"]
+        steps = int(override.removeprefix("steps_per_epoch="))
+        assert 12288 <= steps * batch <= module.EXAMPLES_PER_EPOCH
+    assert module.BUDGET["batch128"] == ("steps_per_epoch=100",)  # = study 1's budget
