@@ -147,6 +147,8 @@ class Trainer:
         except (OSError, ValueError) as error:
             raise ValueError(f"{path} is unreadable ({error}); it describes the checkpoints "
                              "in this workdir, so use a new --workdir.") from None
+        # A field added to Config after the run was written takes its default there.
+        old = {**json.loads(type(self.config)().to_json()), **old}
         changed = config_changes(old, self.config, ignore=RESUME_SAFE_FIELDS)
         if changed:
             detail = ", ".join(f"{k}: {old.get(k)!r} -> {getattr(self.config, k, None)!r}"

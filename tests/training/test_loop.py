@@ -145,6 +145,22 @@ def test_resuming_with_only_execution_settings_changed_is_allowed(tmp_path, caps
     assert "Resuming from step 2" in capsys.readouterr().out
 
 
+def test_a_config_json_from_before_a_new_field_still_resumes(tmp_path):
+    task = make_toy_task()
+    Trainer(toy_config(epochs=1, steps_per_epoch=4), workdir=str(tmp_path), task=task,
+            verbose=0).run(max_steps=2)
+    old = json.loads((tmp_path / "config.json").read_text())
+    del old["refresh_max_examples"]  # as if written before the field existed (default kept)
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    assert Trainer(toy_config(epochs=1, steps_per_epoch=4), workdir=str(tmp_path), task=task,
+                   verbose=0).run()["resumed_from_step"] == 2
+    del old["seed"]  # but a missing field whose value now differs from the default counts
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="different config"):
+        Trainer(toy_config(epochs=1, steps_per_epoch=4, seed=3), workdir=str(tmp_path),
+                task=task, verbose=0).setup()
+
+
 def test_checkpoint_beyond_the_config_is_refused(tmp_path):
     task = make_toy_task()
     Trainer(toy_config(epochs=1, steps_per_epoch=4), workdir=str(tmp_path), task=task,
