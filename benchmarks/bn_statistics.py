@@ -69,17 +69,22 @@ def reestimate_batchnorm(model, images, batches, batch_size, seed=0):
     return len(layers)
 
 
-def test_metrics(model, task, batch_size=1000):
-    """Scalar test metrics of `model` (its "probabilities" output) on `task.test`."""
+def test_metrics(model, task, config):
+    """Scalar test metrics of `model` on `task.test`, through the trainer's evaluation path."""
     from keras_fgvc.training import evaluation
 
-    images, labels = task.test.images, task.test.labels
-    outputs = [model(images[i:i + batch_size], training=False)
-               for i in range(0, len(images), batch_size)]
-    probabilities = np.concatenate([np.asarray(o["probabilities"] if isinstance(o, dict) else o)
-                                    for o in outputs])
+    images = task.test.images
+    probabilities, labels = evaluation.predict_with_labels(
+        model, task.test, config.eval_batch_size, config.image_size or images.shape[1],
+        images.shape[3] if images.ndim == 4 else 1)
     metrics = evaluation.evaluate(task, labels, probabilities)
     return {k: float(metrics[k]) for k in METRICS if k in metrics}
+
+
+def _mean_moving_variance(layer):
+    import keras
+
+    return float(np.mean(keras.ops.convert_to_numpy(layer.moving_variance)))
 
 
 def measure(workdir, batches, batch_size, task=None, seed=0):
@@ -100,19 +105,17 @@ def measure(workdir, batches, batch_size, task=None, seed=0):
                          "script needs an in-memory task (Fashion-MNIST based).")
     model = keras.saving.load_model(os.path.join(workdir, "model.keras"))
     layers = batchnorm_layers(model)
-    first = (float(np.mean(keras.ops.convert_to_numpy(layers[0].moving_variance)))
-             if layers else None)
-    before = test_metrics(model, task)
+    first = _mean_moving_variance(layers[0]) if layers else None
+    before = test_metrics(model, task, config)
     reestimate_batchnorm(model, task.train.images, batches, batch_size, seed)
-    after = test_metrics(model, task)
+    after = test_metrics(model, task, config)
     return {
         "config": config.name,
         "training_steps": config.epochs * config.steps_per_epoch or None,
         "batchnorm_layers": len(layers),
         "first_bn_mean_moving_variance": {
             "as_trained": first,
-            "reestimated": (float(np.mean(keras.ops.convert_to_numpy(layers[0].moving_variance)))
-                            if layers else None)},
+            "reestimated": _mean_moving_variance(layers[0]) if layers else None},
         "as_trained": before,
         "reestimated": after,
     }

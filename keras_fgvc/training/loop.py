@@ -138,8 +138,10 @@ class Trainer:
         later, deep in checkpoint restore). Only `RESUME_SAFE_FIELDS` may differ.
         Checked before the task is built, so a mistake costs nothing.
         """
-        path = os.path.join(self.workdir or "", "config.json")
-        if not self.workdir or not latest_step(self.workdir) or not os.path.exists(path):
+        if not self.workdir or not latest_step(self.workdir):
+            return
+        path = os.path.join(self.workdir, "config.json")
+        if not os.path.exists(path):
             return
         try:
             with open(path) as f:
