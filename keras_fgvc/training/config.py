@@ -62,7 +62,12 @@ class Config:
         (0 = examples // batch_size); eval_batch_size; eval_every_epochs;
         checkpoint_every_steps; keep_checkpoints; mixed_precision: "auto"
         (bfloat16 on TPU, float16 on GPU, float32 on CPU) or a Keras policy
-        name; seed; log_every_steps.
+        name; seed; log_every_steps; bn_reestimate_batches: at the end of
+        every stage, before evaluation and export, set each BatchNorm layer's
+        moving mean / variance to the average batch statistics of this many
+        training batches (0 = off; keeps what the moving averages reached, which
+        after a short run still carries their mean-0 / variance-1 start; see
+        `keras_fgvc.training.batchnorm`).
     Two-stage fine-tuning (Ch. 4.2.2) / decoupled re-training (LWS):
         finetune_epochs (0 = one stage); finetune_learning_rate;
         finetune_max_per_class (balanced subset cap); finetune_sampling;
@@ -123,6 +128,7 @@ class Config:
     mixed_precision: str = "auto"
     seed: int = 0
     log_every_steps: int = 10
+    bn_reestimate_batches: int = 0
     # Two-stage fine-tuning.
     finetune_epochs: int = 0
     finetune_learning_rate: float = 1e-3
@@ -305,7 +311,8 @@ def validate_config(config):
     for key in positive:
         if getattr(config, key) <= 0:
             raise ValueError(f"Config {key}={getattr(config, key)} must be > 0.")
-    for key in ("steps_per_epoch", "finetune_epochs", "refresh_every_steps", "warmup_epochs"):
+    for key in ("steps_per_epoch", "finetune_epochs", "refresh_every_steps", "warmup_epochs",
+                "bn_reestimate_batches"):
         if getattr(config, key) < 0:
             raise ValueError(f"Config {key}={getattr(config, key)} must be >= 0.")
     if config.learning_rate <= 0:

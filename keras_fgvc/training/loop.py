@@ -13,7 +13,8 @@ Workdir layout: see `artifacts`. A run resumes from the newest checkpoint in
 step as an uninterrupted run.
 
 Metrics (``W/metrics.json``, the dict `run` returns): final ``val`` / ``test``
-(full), ``history`` (per-epoch val) and ``stages``: one entry per stage
+(full), ``history`` (per-epoch val; BN statistics as trained, see
+``bn_reestimate_batches``) and ``stages``: one entry per stage
 (``index``, ``name``, ``end_step``, ``val``, ``test``), the metrics of the
 model at the end of that stage (e.g. before / after two-stage fine-tuning).
 
@@ -28,13 +29,14 @@ import inspect
 import json
 import math
 import os
+import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from keras_fgvc.training import artifacts, evaluation, inputs, stages, tasks
+from keras_fgvc.training import artifacts, batchnorm, evaluation, inputs, stages, tasks
 from keras_fgvc.training.checkpointing import Checkpointer, latest_step
 from keras_fgvc.training.components import build_optimizer, build_schedule
 from keras_fgvc.training.config import RESUME_SAFE_FIELDS, config_changes, validate_config
@@ -56,6 +58,9 @@ def _lws(model):
 
 
 _TRANSFORMS = {"": lambda model: model, "lws": _lws}
+# Epoch number (offset by the stage index) that seeds the order of the BN re-estimation
+# batches: far from any training epoch, so they are drawn independently of training.
+_BN_ORDER_EPOCH = 1_000_000
 
 
 class Trainer:
@@ -361,7 +366,33 @@ class Trainer:
             while self.global_step < current.end_step:
                 if not self._run_epoch(current, max_steps):
                     return {"step": self.global_step, "stopped": True}
+            if current is not self.stages[-1]:
+                # Before the next stage's transform (LWS freezes the trained model).
+                self._reestimate_batchnorm(current)
         return self._finish(resume)
+
+    def _reestimate_batchnorm(self, stage):
+        """`config.bn_reestimate_batches` > 0: BN statistics from that many batches of `stage`.
+
+        Run once at the end of every stage, after its checkpoints (which keep the statistics
+        as trained) and before its evaluation, so a resumed run does the same. The batches
+        follow the stage's split and sampling with an order of their own (seeded), so
+        the statistics describe the data the stage trained on.
+        """
+        count = self.config.bn_reestimate_batches
+        if not count:
+            return
+        config, batch = self.config, self.config.batch_size
+        order = inputs.epoch_order(stage.split.labels, _BN_ORDER_EPOCH + stage.index, count,
+                                   batch, config.seed, stage.sampling)
+        iterator = iter(inputs.distributed_dataset(
+            self.strategy, stage.split, order, batch, self.image_size, self.channels,
+            augment=config.augment, seed=config.seed + _BN_ORDER_EPOCH))
+        started = time.time()
+        layers = batchnorm.reestimate_batchnorm(self.model, iterator, count, self.strategy)
+        if self.chief and layers:
+            print(f"Stage {stage.name!r}: BatchNorm statistics of {layers} layers re-estimated "
+                  f"from {count} training batches ({time.time() - started:.1f} s).", flush=True)
 
     def _evaluate_stage_end(self, stage):
         """Full val / test metrics of the model that finished `stage` -> ``self.stage_metrics``.
@@ -383,6 +414,7 @@ class Trainer:
     def _finish(self, resume):
         if self.checkpointer is not None:
             self.checkpointer.maybe_save(self.global_step, force=True)
+        self._reestimate_batchnorm(self.stages[-1])
         val_probs, val_labels = self.predict_with_labels(self.task.val)
         result = {
             "config": self.config.name,
