@@ -7,8 +7,9 @@ is not: for the small CNN's first BN the true variance is ~0.02, so after 360 st
 moving variance is ~2x too large and the model evaluated in inference mode is a different
 model from the one trained. This script measures the effect on saved runs: it
 re-estimates every BN layer's moving mean / variance as the plain average of the batch
-statistics of `--batches` random training batches (momentum_k = (k - 1) / k, no weight
-update) and evaluates the test split before and after.
+statistics of `--batches` random training batches (`keras_fgvc.training.batchnorm`, no
+weight update) and evaluates the test split before and after. Runs trained with
+``bn_reestimate_batches`` > 0 (the Fashion-MNIST configs now) were re-estimated already.
 
     python benchmarks/bn_statistics.py W1 [W2 ...] [--batches 100] [--output PATH]
 
@@ -25,48 +26,6 @@ import time
 import numpy as np
 
 METRICS = ("mAP", "top1_accuracy", "macro_f1", "macro_recall")
-
-
-def batchnorm_layers(model):
-    """Every `keras.layers.BatchNormalization` inside `model`, nested models included."""
-    import keras
-
-    found = []
-
-    def walk(layer):
-        for child in getattr(layer, "layers", []):
-            if isinstance(child, keras.layers.BatchNormalization):
-                found.append(child)
-            walk(child)
-
-    walk(model)
-    return found
-
-
-def reestimate_batchnorm(model, images, batches, batch_size, seed=0):
-    """Set every BN layer's moving mean / variance to the average of `batches` batch statistics.
-
-    Batch k (1-based) is run in training mode with momentum (k - 1) / k, so after the last
-    batch the moving statistics are the plain mean of the per-batch statistics. Weights
-    are not touched; the layers' momenta are restored. Returns the number of BN layers.
-    """
-    layers = batchnorm_layers(model)
-    if not layers:
-        return 0
-    if batches < 1 or batch_size < 1:
-        raise ValueError(f"batches={batches} and batch_size={batch_size} must be >= 1.")
-    momenta = [layer.momentum for layer in layers]
-    rng = np.random.default_rng(seed)
-    try:
-        for k in range(1, batches + 1):
-            for layer in layers:
-                layer.momentum = (k - 1) / k
-            index = rng.choice(len(images), min(batch_size, len(images)), replace=False)
-            model(images[np.sort(index)], training=True)
-    finally:
-        for layer, momentum in zip(layers, momenta):
-            layer.momentum = momentum
-    return len(layers)
 
 
 def test_metrics(model, task, config):
@@ -94,6 +53,7 @@ def measure(workdir, batches, batch_size, task=None, seed=0):
     import keras_fgvc.layers  # noqa: F401  (registers the custom layers for loading)
     import keras_fgvc.models  # noqa: F401
     from keras_fgvc.training import tasks
+    from keras_fgvc.training.batchnorm import batchnorm_layers, reestimate_batchnorm_from_images
     from keras_fgvc.training.config import Config
 
     with open(os.path.join(workdir, "config.json")) as f:
@@ -107,11 +67,12 @@ def measure(workdir, batches, batch_size, task=None, seed=0):
     layers = batchnorm_layers(model)
     first = _mean_moving_variance(layers[0]) if layers else None
     before = test_metrics(model, task, config)
-    reestimate_batchnorm(model, task.train.images, batches, batch_size, seed)
+    reestimate_batchnorm_from_images(model, task.train.images, batch_size, batches, seed)
     after = test_metrics(model, task, config)
     return {
         "config": config.name,
         "training_steps": config.epochs * config.steps_per_epoch or None,
+        "trainer_bn_reestimate_batches": config.bn_reestimate_batches,
         "batchnorm_layers": len(layers),
         "first_bn_mean_moving_variance": {
             "as_trained": first,

@@ -97,21 +97,15 @@ def train_teacher(images, labels, num_classes, builder=None, epochs=2, batch_siz
     return model
 
 
-def _batch_norm_layers(layer):
-    found = [layer] if isinstance(layer, keras.layers.BatchNormalization) else []
-    for sub in getattr(layer, "layers", []):
-        found.extend(_batch_norm_layers(sub))
-    return found
-
-
 def recalibrate_batch_norm(model, images, batch_size=256, num_batches=8, seed=0):
     """Sets every BatchNormalization's moving statistics to the training-mode averages.
 
     A short schedule (a few hundred steps) leaves moving averages with momentum
     0.99 far from the batch statistics the network was trained with, and the
-    inference-mode predictions collapse. This re-estimates them exactly: batch
-    ``k`` is folded in with momentum ``k / (k + 1)``, so the result is the mean
-    of the per-batch statistics over `num_batches` random batches.
+    inference-mode predictions collapse. This re-estimates them: the statistics
+    become the mean of the per-batch statistics over `num_batches`
+    random batches (`keras_fgvc.training.batchnorm`, what the trainer runs with
+    ``bn_reestimate_batches``).
 
     Args:
         model: a Keras model (nested models are searched).
@@ -122,22 +116,10 @@ def recalibrate_batch_norm(model, images, batch_size=256, num_batches=8, seed=0)
     Returns:
         the number of BatchNormalization layers recalibrated.
     """
-    layers = _batch_norm_layers(model)
-    if not layers:
-        return 0
-    x = _as_float_images(images)
-    rng = np.random.default_rng(seed)
-    saved = [layer.momentum for layer in layers]
-    try:
-        for k in range(num_batches):
-            for layer in layers:
-                layer.momentum = k / (k + 1.0)
-            idx = rng.choice(len(x), size=min(batch_size, len(x)), replace=False)
-            model(tf.constant(x[idx]), training=True)
-    finally:
-        for layer, momentum in zip(layers, saved):
-            layer.momentum = momentum
-    return len(layers)
+    from keras_fgvc.training.batchnorm import reestimate_batchnorm_from_images
+
+    return reestimate_batchnorm_from_images(model, _as_float_images(images), batch_size,
+                                            num_batches, seed)
 
 
 def teacher_predictions(model, images, batch_size=1024, verbose=0):
