@@ -8,8 +8,11 @@ moving variance is ~2x too large and the model evaluated in inference mode is a 
 model from the one trained. This script measures the effect on saved runs: it
 re-estimates every BN layer's moving mean / variance as the plain average of the batch
 statistics of `--batches` random training batches (`keras_fgvc.training.batchnorm`, no
-weight update) and evaluates the test split before and after. Runs trained with
-``bn_reestimate_batches`` > 0 (the Fashion-MNIST configs now) were re-estimated already.
+weight update) and evaluates the test split before and after. Batches are drawn uniformly
+from the task's training split (for two-stage runs the trainer used the stage's balanced
+subset). Runs trained with ``bn_reestimate_batches`` > 0 (the Fashion-MNIST configs now,
+``trainer_bn_reestimate_batches`` in the output) were re-estimated by the trainer already,
+so "as_trained" is then the trainer's re-estimate.
 
     python benchmarks/bn_statistics.py W1 [W2 ...] [--batches 100] [--output PATH]
 
@@ -67,13 +70,15 @@ def measure(workdir, batches, batch_size, task=None, seed=0):
     layers = batchnorm_layers(model)
     first = _mean_moving_variance(layers[0]) if layers else None
     before = test_metrics(model, task, config)
-    reestimate_batchnorm_from_images(model, task.train.images, batch_size, batches, seed)
+    reestimated = reestimate_batchnorm_from_images(model, task.train.images, batch_size,
+                                                   batches, seed)
     after = test_metrics(model, task, config)
     return {
         "config": config.name,
         "training_steps": config.epochs * config.steps_per_epoch or None,
         "trainer_bn_reestimate_batches": config.bn_reestimate_batches,
         "batchnorm_layers": len(layers),
+        "batchnorm_layers_reestimated": reestimated,  # frozen ones (LWS) are not
         "first_bn_mean_moving_variance": {
             "as_trained": first,
             "reestimated": _mean_moving_variance(layers[0]) if layers else None},

@@ -39,7 +39,8 @@ def test_end_to_end_on_a_trained_workdir(tmp_path):
     Trainer(config, workdir=workdir, verbose=0).run()
     report = bn_statistics.main([workdir, "--quick", "--output", str(tmp_path / "r.json")])
     row = report["runs"][workdir]
-    assert row["batchnorm_layers"] > 0 and report["batches"] == 5
+    assert row["batchnorm_layers"] == row["batchnorm_layers_reestimated"] > 0
+    assert report["batches"] == 5 and row["trainer_bn_reestimate_batches"] == 100
     for key in ("as_trained", "reestimated"):
         assert row[key]["top1_accuracy"] >= 0 and all(math.isfinite(v)
                                                       for v in row[key].values())

@@ -30,17 +30,13 @@ import tensorflow as tf
 
 
 def batchnorm_layers(model):
-    """Every `keras.layers.BatchNormalization` inside `model`, nested models included."""
-    found = []
-
-    def walk(layer):
-        for child in getattr(layer, "layers", []):
-            if isinstance(child, keras.layers.BatchNormalization):
-                found.append(child)
-            walk(child)
-
-    walk(model)
-    return found
+    """Every `keras.layers.BatchNormalization` inside `model` (nested models and layers
+    included), each once."""
+    found = {}
+    for layer in model._flatten_layers(include_self=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            found.setdefault(id(layer), layer)
+    return list(found.values())
 
 
 def reestimate_batchnorm(model, batches, num_batches, strategy=None):
@@ -68,8 +64,8 @@ def reestimate_batchnorm(model, batches, num_batches, strategy=None):
     renorm = [layer.name for layer in layers if layer.renorm]
     if renorm:
         raise ValueError(f"BatchNorm layers {renorm} use batch renormalization, whose moving "
-                         "statistics cannot be re-estimated this way; set "
-                         "bn_reestimate_batches=0.")
+                         "statistics cannot be re-estimated this way (in the trainer: set "
+                         "bn_reestimate_batches=0).")
     strategy = strategy or tf.distribute.get_strategy()
     momenta = [layer.momentum for layer in layers]
     before = [_statistics(layer) for layer in layers]
@@ -79,6 +75,10 @@ def reestimate_batchnorm(model, batches, num_batches, strategy=None):
     try:
         for layer in layers:
             layer.momentum = 0.0  # read when the step below is traced
+            # moving * 0 + batch is NaN where moving is inf / NaN (e.g. after float16
+            # overflow): start from finite values, which momentum 0 then ignores.
+            layer.moving_mean.assign(np.zeros(layer.moving_mean.shape, np.float32))
+            layer.moving_variance.assign(np.ones(layer.moving_variance.shape, np.float32))
 
         @tf.function
         def step(batch):
@@ -93,8 +93,10 @@ def reestimate_batchnorm(model, batches, num_batches, strategy=None):
                 lambda v: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None),
                 per_replica)
 
-        for batch in batches:
-            if seen == num_batches:
+        iterator = iter(batches)
+        while seen < num_batches:
+            batch = next(iterator, None)
+            if batch is None:
                 break
             statistics = step(batch)
             seen += 1
@@ -110,7 +112,8 @@ def reestimate_batchnorm(model, batches, num_batches, strategy=None):
             layer.moving_variance.assign(np.asarray(variance, np.float32))
     if not done:
         raise ValueError(f"Only {seen} of the {num_batches} batches asked for were given; "
-                         "the BatchNorm statistics were left as they were.")
+                         "the BatchNorm statistics were left as they were (under a strategy, "
+                         "every replica now holds the first replica's).")
     return len(layers)
 
 

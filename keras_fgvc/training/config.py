@@ -63,7 +63,7 @@ class Config:
         checkpoint_every_steps; keep_checkpoints; mixed_precision: "auto"
         (bfloat16 on TPU, float16 on GPU, float32 on CPU) or a Keras policy
         name; seed; log_every_steps; bn_reestimate_batches: at the end of
-        every stage, before evaluation and export, set each BatchNorm layer's
+        every stage, before evaluation and export, set each trainable BatchNorm layer's
         moving mean / variance to the average batch statistics of this many
         training batches (0 = off; keeps what the moving averages reached, which
         after a short run still carries their mean-0 / variance-1 start; see

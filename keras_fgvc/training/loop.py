@@ -13,8 +13,8 @@ Workdir layout: see `artifacts`. A run resumes from the newest checkpoint in
 step as an uninterrupted run.
 
 Metrics (``W/metrics.json``, the dict `run` returns): final ``val`` / ``test``
-(full), ``history`` (per-epoch val; BN statistics as trained, see
-``bn_reestimate_batches``) and ``stages``: one entry per stage
+(full), ``history`` (per-epoch val, before the stage's ``bn_reestimate_batches``
+re-estimation) and ``stages``: one entry per stage
 (``index``, ``name``, ``end_step``, ``val``, ``test``), the metrics of the
 model at the end of that stage (e.g. before / after two-stage fine-tuning).
 
@@ -376,8 +376,8 @@ class Trainer:
 
         Run once at the end of every stage, after its checkpoints (which keep the statistics
         as trained) and before its evaluation, so a resumed run does the same. The batches
-        follow the stage's split and sampling with an order of their own (seeded), so
-        the statistics describe the data the stage trained on.
+        follow the stage's split and sampling with an order of their own (seeded): the
+        distribution the stage's moving averages were estimating.
         """
         count = self.config.bn_reestimate_batches
         if not count:
@@ -389,7 +389,11 @@ class Trainer:
             self.strategy, stage.split, order, batch, self.image_size, self.channels,
             augment=config.augment, seed=config.seed + _BN_ORDER_EPOCH))
         started = time.time()
-        layers = batchnorm.reestimate_batchnorm(self.model, iterator, count, self.strategy)
+        try:
+            layers = batchnorm.reestimate_batchnorm(self.model, iterator, count, self.strategy)
+        except ValueError as error:
+            raise ValueError(f"Stage {stage.name!r}, bn_reestimate_batches={count}: "
+                             f"{error}") from None
         if self.chief and layers:
             print(f"Stage {stage.name!r}: BatchNorm statistics of {layers} layers re-estimated "
                   f"from {count} training batches ({time.time() - started:.1f} s).", flush=True)

@@ -101,6 +101,26 @@ def test_frozen_layers_keep_their_statistics_and_weights_are_untouched():
         np.testing.assert_array_equal(before, np.asarray(after))
 
 
+def test_non_finite_statistics_are_repaired_and_bn_inside_a_custom_layer_is_found():
+    class Block(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.bn = keras.layers.BatchNormalization(name="inner_bn")
+
+        def call(self, x, training=None):
+            return self.bn(x, training=training)
+
+    inputs_ = keras.Input((3,))
+    model = keras.Model(inputs_, Block()(inputs_))
+    (bn,) = batchnorm_layers(model)
+    bn.moving_variance.assign(np.full(3, np.inf, np.float32))
+    bn.moving_mean.assign(np.full(3, np.nan, np.float32))
+    data = np.arange(12, dtype="float32").reshape(4, 3)
+    assert reestimate_batchnorm(model, iter([{"images": data}]), 1) == 1
+    np.testing.assert_allclose(_statistics(bn)[0], data.mean(0))
+    np.testing.assert_allclose(_statistics(bn)[1], data.var(0), rtol=1e-6)
+
+
 def test_degenerate_and_bad_input():
     plain = keras.Sequential([keras.Input((4, 4, 2)), keras.layers.Flatten()])
     assert reestimate_batchnorm(plain, iter([]), 3) == 0  # no BN layer: nothing to do
@@ -163,6 +183,10 @@ def test_under_mirrored_each_replica_contributes_its_half_batch_statistics():
     # Replica r of batch k holds rows [8k + 4r, 8k + 4r + 4); the update averages replicas.
     halves = [data[i:i + 4] for i in range(0, 16, 4)]
     mean, variance = _statistics(model.get_layer("bn1"))
+    copies = strategy.experimental_local_results(model.get_layer("bn1").moving_mean.value)
+    assert len(copies) == 2
+    for copy in copies:
+        np.testing.assert_array_equal(np.asarray(copy), mean)
     np.testing.assert_allclose(mean, np.mean([h.mean((0, 1, 2)) for h in halves], 0),
                                rtol=1e-5)
     np.testing.assert_allclose(variance, np.mean([h.var((0, 1, 2)) for h in halves], 0),
@@ -201,8 +225,16 @@ def test_trainer_reestimates_before_evaluation_and_export(strategy_name, tmp_pat
     reloaded = keras.saving.load_model(str(tmp_path / "model.keras"))
     np.testing.assert_allclose(_statistics(reloaded.get_layer("bn_input"))[1], variance,
                                rtol=1e-4)
-    test = trainer.evaluate("test", full=True)
-    assert result["test"]["mAP"] == pytest.approx(test["mAP"])
+    probabilities = trainer.predict(trainer.task.test)
+    x = trainer.task.test.images.astype("float32")
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0)["probabilities"], probabilities,
+                               rtol=1e-4, atol=1e-6)
+    metrics = loop_module.evaluation.evaluate(trainer.task, trainer.task.test.labels,
+                                              probabilities, full=True)
+    assert result["test"]["mAP"] == pytest.approx(metrics["mAP"])
+    # Every replica's copy holds the re-estimated statistics.
+    for copy in strategy.experimental_local_results(layer.moving_variance.value):
+        np.testing.assert_allclose(np.asarray(copy), variance, rtol=1e-4)
     # The last checkpoint keeps the statistics as trained (a resume re-estimates again).
     reader = tf.train.load_checkpoint(str(tmp_path / "checkpoints" / "ckpt-3"))
     # model/_operations/2 is bn_input (input, rescaling, bn_input).
@@ -248,7 +280,7 @@ def test_two_stage_lws_reestimates_stage_one_before_the_model_is_frozen(tmp_path
     trainer = Trainer(config, workdir=str(tmp_path), task=task, verbose=0)
     result = trainer.run()
     # LWS freezes the trained model, so its BN statistics are those re-estimated at the
-    # end of stage 1 (from stage 1's batches), untouched by stage 2.
+    # end of the first stage (index 0, from its batches), untouched by the second.
     mean, variance = _reference_input_statistics(trainer, trainer.stages[0],
                                                  config.batch_size, 3)
     layer = [bn for bn in batchnorm_layers(trainer.model) if bn.name == "bn_input"][0]
@@ -256,6 +288,26 @@ def test_two_stage_lws_reestimates_stage_one_before_the_model_is_frozen(tmp_path
     np.testing.assert_allclose(_statistics(layer)[0], mean, rtol=1e-5)
     np.testing.assert_allclose(_statistics(layer)[1], variance, rtol=1e-4)
     assert result["stages"][0]["test"] is not None
+
+
+@pytest.mark.parametrize("cut", [3, 4])
+def test_two_stage_resumed_at_or_after_the_stage_boundary_matches(tmp_path, cut):
+    # Stage 2 (LWS) trains on stage 1's re-estimated, frozen statistics: a run cut at the
+    # boundary (step 3) or inside stage 2 must re-estimate exactly once, as an uninterrupted
+    # run does; re-running the finished workdir must not change the model either.
+    config = toy_config(model=TOY_BN, bn_reestimate_batches=3, epochs=1, steps_per_epoch=3,
+                        finetune_epochs=1, finetune_transform="lws",
+                        finetune_learning_rate=0.5, checkpoint_every_steps=1)
+    whole = Trainer(config, workdir=str(tmp_path / "whole"), task=make_toy_task(), verbose=0)
+    whole.run()
+    workdir = str(tmp_path / "cut")
+    assert Trainer(config, workdir=workdir, task=make_toy_task(),
+                   verbose=0).run(max_steps=cut)["stopped"]
+    for _ in range(2):  # resume, then re-run the finished workdir
+        resumed = Trainer(config, workdir=workdir, task=make_toy_task(), verbose=0)
+        resumed.run()
+        for a, b in zip(whole.model.weights, resumed.model.weights):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
 
 
 def test_a_config_json_without_the_field_means_off():
