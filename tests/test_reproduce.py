@@ -30,7 +30,7 @@ EXPECTED = {
     "pooling": (["fashion_mnist"], {"GAP", "CBP", "KP"}),
     "metric_learning": (["fashion_mnist"], {"Softmax", "Triplet-Naive", "Triplet-HN",
                                             "Triplet-M", "Triplet-A"}),
-    "two_stage": (["fashion_lt200"], {"two-stage"}),
+    "two_stage": (["fashion_lt200"], {"two-stage", "two-stage, BN stats from stage-1 data"}),
     "feature_generalisation": (["S2"], {"last layer on FT(S1) features",
                                         "last layer on BG-split(S1) features",
                                         "BG-split full on S2 (upper bound)"}),

@@ -67,7 +67,10 @@ class Config:
         moving mean / variance to the average batch statistics of this many
         training batches (0 = off; keeps what the moving averages reached, which
         after a short run still carries their mean-0 / variance-1 start; see
-        `keras_fgvc.training.batchnorm`).
+        `keras_fgvc.training.batchnorm`); bn_reestimate_data: "stage" (the
+        batches come from the stage's own split and sampling) or "train" (from
+        the first stage's: the task's training split; for a fine-tuning stage
+        too short for the weights to adapt to its subset's statistics).
     Two-stage fine-tuning (Ch. 4.2.2) / decoupled re-training (LWS):
         finetune_epochs (0 = one stage); finetune_learning_rate;
         finetune_max_per_class (balanced subset cap); finetune_sampling;
@@ -129,6 +132,7 @@ class Config:
     seed: int = 0
     log_every_steps: int = 10
     bn_reestimate_batches: int = 0
+    bn_reestimate_data: str = "stage"
     # Two-stage fine-tuning.
     finetune_epochs: int = 0
     finetune_learning_rate: float = 1e-3
@@ -298,6 +302,7 @@ _CHOICES = {
     "finetune_sampling": ("instance", "class_balanced"),
     "mixed_precision": ("auto", "float32", "mixed_float16", "mixed_bfloat16"),
     "finetune_transform": ("", "lws"),
+    "bn_reestimate_data": ("stage", "train"),
 }
 
 

@@ -376,17 +376,19 @@ class Trainer:
 
         Run once at the end of every stage, after its checkpoints (which keep the statistics
         as trained) and before its evaluation, so a resumed run does the same. The batches
-        follow the stage's split and sampling with an order of their own (seeded): the
-        distribution the stage's moving averages were estimating.
+        follow the stage's split and sampling (`bn_reestimate_data="train"`: the first
+        stage's) with an order of their own (seeded): the distribution the stage's moving
+        averages were estimating.
         """
         count = self.config.bn_reestimate_batches
         if not count:
             return
         config, batch = self.config, self.config.batch_size
-        order = inputs.epoch_order(stage.split.labels, _BN_ORDER_EPOCH + stage.index, count,
-                                   batch, config.seed, stage.sampling)
+        data = stage if config.bn_reestimate_data == "stage" else self.stages[0]
+        order = inputs.epoch_order(data.split.labels, _BN_ORDER_EPOCH + stage.index, count,
+                                   batch, config.seed, data.sampling)
         iterator = iter(inputs.distributed_dataset(
-            self.strategy, stage.split, order, batch, self.image_size, self.channels,
+            self.strategy, data.split, order, batch, self.image_size, self.channels,
             augment=config.augment, seed=config.seed + _BN_ORDER_EPOCH))
         started = time.time()
         try:

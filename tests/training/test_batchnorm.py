@@ -290,6 +290,28 @@ def test_two_stage_lws_reestimates_stage_one_before_the_model_is_frozen(tmp_path
     assert result["stages"][0]["test"] is not None
 
 
+def test_second_stage_statistics_from_the_first_stage_data(tmp_path):
+    # bn_reestimate_data="train": a two-stage run's second stage re-estimates from the first
+    # stage's split and sampling (index 1's own seeded order), not its balanced subset.
+    config = toy_config(model=TOY_BN, bn_reestimate_batches=3, epochs=1, steps_per_epoch=3,
+                        finetune_epochs=1, finetune_max_per_class=40,
+                        finetune_learning_rate=0.01, bn_reestimate_data="train")
+    trainer = Trainer(config, workdir=str(tmp_path), task=make_toy_task(), verbose=0)
+    trainer.run()
+    first, second = trainer.stages
+    assert len(second.split) == 120 < len(first.split)
+    order = inputs.epoch_order(first.split.labels, loop_module._BN_ORDER_EPOCH + 1, 3,
+                               config.batch_size, config.seed, first.sampling)
+    images = first.split.images.astype("float64") / 255.0
+    groups = [images[order[i:i + config.batch_size]] for i in range(0, len(order),
+                                                                     config.batch_size)]
+    layer = trainer.model.get_layer("bn_input")
+    np.testing.assert_allclose(_statistics(layer)[0],
+                               np.mean([g.mean((0, 1, 2)) for g in groups], 0), rtol=1e-5)
+    with pytest.raises(ValueError, match="bn_reestimate_data='val' is not one of stage, train"):
+        validate_config(toy_config(bn_reestimate_data="val"))
+
+
 @pytest.mark.parametrize("cut", [3, 4])
 def test_two_stage_resumed_at_or_after_the_stage_boundary_matches(tmp_path, cut):
     # Stage 2 (LWS) trains on stage 1's re-estimated, frozen statistics: a run cut at the
