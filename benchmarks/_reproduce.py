@@ -192,6 +192,9 @@ def _check_same_config(workdir, config):
         old = json.load(f)
     from keras_fgvc.training.config import config_changes
 
+    # A field added to Config after the run was written takes its default there (as in
+    # the trainer's own resume check).
+    old = {**json.loads(type(config)().to_json()), **old}
     changed = config_changes(old, config)
     if changed:
         raise ValueError(

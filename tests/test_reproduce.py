@@ -343,6 +343,14 @@ def test_resuming_a_workdir_of_another_config_is_refused(tmp_path):
     other = resolve_config("fashion_bg_ft", ["task_kwargs.num_background=5000"])
     with pytest.raises(ValueError, match="task_kwargs.*another --workdir"):
         _reproduce._check_same_config(str(tmp_path), other)
+    # A config.json written before a field existed: the field takes its default there.
+    older = json.loads(config.to_json())
+    older.pop("bn_reestimate_data")
+    (tmp_path / "config.json").write_text(json.dumps(older))
+    _reproduce._check_same_config(str(tmp_path), config)
+    with pytest.raises(ValueError, match="bn_reestimate_data"):
+        _reproduce._check_same_config(
+            str(tmp_path), resolve_config("fashion_bg_ft", ["bn_reestimate_data=train"]))
 
 
 def test_batch_size_budget_keeps_the_examples_per_epoch():
