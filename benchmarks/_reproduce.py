@@ -190,12 +190,10 @@ def _check_same_config(workdir, config):
         return
     with open(path) as f:
         old = json.load(f)
-    from keras_fgvc.training.config import config_changes
+    from keras_fgvc.training.config import config_changes, with_defaults
 
-    # A field added to Config after the run was written takes its default there (as in
-    # the trainer's own resume check).
-    old = {**json.loads(type(config)().to_json()), **old}
-    changed = config_changes(old, config)
+    # Fields added to Config since the run was written: their defaults (as in the trainer).
+    changed = config_changes(with_defaults(old), config)
     if changed:
         raise ValueError(
             f"{workdir} holds a run of a different config (differs in {', '.join(changed)}); "

@@ -177,6 +177,12 @@ def config_changes(old, new, ignore=()):
                   if k not in ignore and (k not in old or k not in new or old[k] != new[k]))
 
 
+def with_defaults(values):
+    """A config JSON dict (e.g. an older ``W/config.json``) with every field it lacks at
+    its `Config` default: a field added after the file was written did not exist then."""
+    return {**json.loads(Config().to_json()), **values}
+
+
 def register_config(config):
     """Register `config` under `config.name`; returns it."""
     if not config.name:

@@ -39,7 +39,12 @@ from absl import logging
 from keras_fgvc.training import artifacts, batchnorm, evaluation, inputs, stages, tasks
 from keras_fgvc.training.checkpointing import Checkpointer, latest_step
 from keras_fgvc.training.components import build_optimizer, build_schedule
-from keras_fgvc.training.config import RESUME_SAFE_FIELDS, config_changes, validate_config
+from keras_fgvc.training.config import (
+    RESUME_SAFE_FIELDS,
+    config_changes,
+    validate_config,
+    with_defaults,
+)
 from keras_fgvc.training.hooks import default_hooks
 from keras_fgvc.training.loss_recipes import build_loss
 from keras_fgvc.training.strategy import (
@@ -154,8 +159,7 @@ class Trainer:
         except (OSError, ValueError) as error:
             raise ValueError(f"{path} is unreadable ({error}); it describes the checkpoints "
                              "in this workdir, so use a new --workdir.") from None
-        # A field added to Config after the run was written takes its default there.
-        old = {**json.loads(type(self.config)().to_json()), **old}
+        old = with_defaults(old)  # fields added to Config since then: their defaults
         changed = config_changes(old, self.config, ignore=RESUME_SAFE_FIELDS)
         if changed:
             detail = ", ".join(f"{k}: {old.get(k)!r} -> {getattr(self.config, k, None)!r}"
