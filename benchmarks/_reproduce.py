@@ -179,6 +179,8 @@ def resolve(config_name, overrides, seed, quick):
             extra.append("finetune_epochs=1")
         if base.refresh_every_steps:
             extra += ["refresh_every_steps=1", "refresh_max_examples=256"]
+        if base.bn_reestimate_batches:  # still exercised, at a smoke run's cost
+            extra.append("bn_reestimate_batches=2")
         overrides = [*overrides, *extra]
     return resolve_config(config_name, overrides)
 

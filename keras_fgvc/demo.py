@@ -56,7 +56,7 @@ QUICK_OVERRIDES = (
     "task_kwargs.num_background=1000", "task_kwargs.teacher_size=500",
     "task_kwargs.teacher_epochs=1", "task_kwargs.val_size=500", "max_eval_examples=500",
     "batch_size=64", "epochs=1", "steps_per_epoch=4", "warmup_epochs=0", "decay_epochs=[]",
-    "checkpoint_every_steps=1000",
+    "checkpoint_every_steps=1000", "bn_reestimate_batches=2",
 )
 SAMPLES_PER_CLASS = 2
 _SERVER_BOOT = r"""

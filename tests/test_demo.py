@@ -81,6 +81,7 @@ def test_quick_demo_end_to_end_and_rerun(tmp_path):
     results, stdout = _run_demo(tmp_path, artifacts)
     _check_run(results, artifacts, version=1)
     assert "FT" in stdout and "BG-split" in stdout and "[6/6]" in stdout
+    assert stdout.count("re-estimated from 2 training batches") == len(demo.METHODS)
     for _, config in demo.METHODS:
         workdir = artifacts / "workdirs" / config
         assert (workdir / "model.keras").is_file() and (workdir / "metrics.json").is_file()

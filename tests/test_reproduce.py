@@ -361,3 +361,11 @@ def test_batch_size_budget_keeps_the_examples_per_epoch():
         steps = int(override.removeprefix("steps_per_epoch="))
         assert 12288 <= steps * batch <= module.EXAMPLES_PER_EPOCH
     assert module.BUDGET["batch128"] == ("steps_per_epoch=100",)  # = study 1's budget
+
+
+def test_quick_keeps_bn_reestimation_but_cheap():
+    # The smoke run still exercises re-estimation (2 batches instead of the configs' 100);
+    # a config without it is left without it, and full runs keep the registered count.
+    assert _reproduce.resolve("fashion_bg_ft", [], 0, quick=True).bn_reestimate_batches == 2
+    assert _reproduce.resolve("fashion_bg_ft", [], 0, quick=False).bn_reestimate_batches == 100
+    assert _reproduce.resolve("inat_bg_n5089_ft", [], 0, quick=True).bn_reestimate_batches == 0

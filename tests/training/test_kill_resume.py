@@ -18,7 +18,7 @@ def test_kill_9_then_rerun_resumes_from_the_last_checkpoint(tmp_path):
     workdir = tmp_path / "run"
     sets = ["max_train_examples=256", "max_eval_examples=32", "batch_size=16",
             f"epochs={EPOCHS}", f"steps_per_epoch={STEPS_PER_EPOCH}", "checkpoint_every_steps=4",
-            "eval_batch_size=32"]
+            "eval_batch_size=32", "bn_reestimate_batches=3"]
     command = [sys.executable, os.path.join(REPO, "train", "fit.py"), "--config",
                "fashion_metric_softmax", "--strategy", "one_device", "--workdir", str(workdir)]
     command += [a for s in sets for a in ("--set", s)]

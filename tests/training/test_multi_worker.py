@@ -12,7 +12,8 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMALL = ["max_train_examples=256", "max_eval_examples=64", "batch_size=32", "epochs=2",
-         "steps_per_epoch=3", "eval_batch_size=64", "checkpoint_every_steps=2"]
+         "steps_per_epoch=3", "eval_batch_size=64", "checkpoint_every_steps=2",
+         "bn_reestimate_batches=3"]
 
 
 def _free_ports(count):
