@@ -15,12 +15,14 @@ Command line (every script):
 
     python benchmarks/reproduce_<name>.py [--seeds 3] [--quick] [--output PATH]
         [--workdir DIR] [--methods a,b] [--settings x,y] [--no-grid] [--verbose]
-        [--set KEY=VALUE ...] [--full-scale]
+        [--grid-with KEY=VALUE ...] [--set KEY=VALUE ...] [--full-scale]
 
 ``--quick``: one seed, a few steps on small subsets, the first grid candidate
 only and the script's quick settings: proves the pipeline end to end (CI),
 the numbers mean nothing. ``--no-grid``: only the default candidate of
-every grid (cheaper; nothing chosen on val then). ``--workdir``: keep each run's trainer workdir
+every grid (cheaper; nothing chosen on val then). ``--grid-with KEY=VALUE``: only
+the grid candidates that hold that override (a sub-grid, still chosen on val;
+recorded in the JSON). ``--workdir``: keep each run's trainer workdir
 (checkpoints, model.keras); a re-run then resumes / reuses finished runs.
 
 Scale: a script may declare ``budget`` overrides (e.g. a fixed number of
@@ -113,6 +115,10 @@ def parse_args(argv, description, name):
     parser.add_argument("--settings", default="", help="comma-separated subset of settings")
     parser.add_argument("--no-grid", action="store_true",
                         help="only the first (registered default) candidate of every grid")
+    parser.add_argument("--grid-with", dest="grid_with", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="keep only the grid candidates that hold this override "
+                             "(repeatable; a sub-grid when the full one is too long)")
     parser.add_argument("--verbose", action="store_true", help="trainer progress bars")
     parser.add_argument("--set", dest="set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override applied to every run (repeatable)")
@@ -121,9 +127,12 @@ def parse_args(argv, description, name):
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
-    bad = [o for o in args.set if "=" not in o]
-    if bad:
-        parser.error(f"--set takes KEY=VALUE, got {', '.join(bad)}")
+    for flag, values in (("--set", args.set), ("--grid-with", args.grid_with)):
+        bad = [o for o in values if "=" not in o]
+        if bad:
+            parser.error(f"{flag} takes KEY=VALUE, got {', '.join(bad)}")
+    if args.grid_with and (args.no_grid or args.quick):
+        parser.error("--grid-with picks a sub-grid; --no-grid / --quick run no grid")
     if args.quick:
         args.seeds = 1
     args.budget = ()
@@ -286,6 +295,14 @@ def select(candidates, metric, mode):
 def evaluate_method(method, setting, seeds, args, select_metric, mode):
     """All grid candidates x seeds of `method` in `setting`; the val-selected summary."""
     grid = list(method.grid)[:1] if args.quick or args.no_grid else list(method.grid)
+    wanted = set(getattr(args, "grid_with", ()))
+    if wanted and len(grid) > 1:
+        grid = [c for c in grid if wanted <= set(c)]
+        if not grid:
+            raise ValueError(
+                f"--grid-with {' '.join(sorted(wanted))} matches no grid candidate of "
+                f"{method.name!r}; its candidates are: "
+                + "; ".join(" ".join(c) for c in method.grid))
     candidates = []
     for candidate in grid:
         runs = [run_one(method, setting, seed, args, tuple(candidate)) for seed in seeds]
@@ -391,7 +408,11 @@ def reproduce(argv, *, name, description, paper, settings, methods, metrics,
         "split_reported": "test",
         "selection": SELECTION_NOTE + (" --no-grid / --quick: only the first (default) "
                                        "candidate of every grid was run."
-                                       if args.no_grid or args.quick else ""),
+                                       if args.no_grid or args.quick else "")
+                     + (" --grid-with: only the grid candidates holding "
+                        + ", ".join(args.grid_with) + " were run."
+                        if args.grid_with else ""),
+        "grid_with": list(args.grid_with),
         "select_metric": f"val {select_metric} ({mode})",
         "budget_overrides": ({k: list(v) for k, v in args.budget.items()}
                              if isinstance(args.budget, dict) else list(args.budget)),

@@ -369,3 +369,39 @@ def test_quick_keeps_bn_reestimation_but_cheap():
     assert _reproduce.resolve("fashion_bg_ft", [], 0, quick=True).bn_reestimate_batches == 2
     assert _reproduce.resolve("fashion_bg_ft", [], 0, quick=False).bn_reestimate_batches == 100
     assert _reproduce.resolve("inat_bg_n5089_ft", [], 0, quick=True).bn_reestimate_batches == 0
+
+
+def test_grid_with_runs_only_the_matching_sub_grid_and_selects_on_val(monkeypatch):
+    module = _load("class_balanced")
+    method = [m for m in module.methods("imb100") if m.name == "class-balanced"][0]
+    assert len(method.grid) == 12
+    ran = []
+
+    def run_one(method, setting, seed, args, candidate):
+        ran.append(candidate)
+        beta = float([c for c in candidate if "beta" in c][0].split("=")[1])
+        # val prefers beta 0.99, test would prefer 0.9: selection must follow val.
+        return {"val": {"top1_error": abs(beta - 0.99)}, "test": {"top1_error": beta}}
+
+    monkeypatch.setattr(_reproduce, "run_one", run_one)
+    args = _reproduce.parse_args(["--grid-with", "loss=cb_focal"], "d", "x")
+    summary = _reproduce.evaluate_method(method, "imb100", [0, 1], args, "top1_error", "min")
+    assert len(ran) == 4 * 2 and all("loss=cb_focal" in c for c in ran)
+    assert sorted({c[-1] for c in ran}) == [f"loss_kwargs.beta={b}" for b in module.BETAS]
+    assert "loss_kwargs.beta=0.99" in summary["selected_overrides"]
+    assert len(summary["candidates"]) == 4
+
+    # A plain method (a single candidate, no grid) is left alone.
+    plain = [m for m in module.methods("imb100") if m.name == "softmax"][0]
+    ran.clear()
+    monkeypatch.setattr(_reproduce, "run_one", lambda *a: {"val": {"top1_error": 0.1},
+                                                            "test": {"top1_error": 0.2}})
+    assert _reproduce.evaluate_method(plain, "imb100", [0], args, "top1_error", "min")
+
+    bad = _reproduce.parse_args(["--grid-with", "loss=nothing"], "d", "x")
+    with pytest.raises(ValueError, match="matches no grid candidate of 'class-balanced'"):
+        _reproduce.evaluate_method(method, "imb100", [0], bad, "top1_error", "min")
+    for argv in (["--grid-with", "novalue"], ["--grid-with", "a=1", "--no-grid"],
+                 ["--grid-with", "a=1", "--quick"]):
+        with pytest.raises(SystemExit):
+            _reproduce.parse_args(argv, "d", "x")
