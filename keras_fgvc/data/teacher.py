@@ -104,7 +104,7 @@ def recalibrate_batch_norm(model, images, batch_size=256, num_batches=8, seed=0)
     0.99 far from the batch statistics the network was trained with, and the
     inference-mode predictions collapse. This re-estimates them: the statistics
     become the mean of the per-batch statistics over `num_batches`
-    random batches (`keras_fgvc.training.batchnorm`, what the trainer runs with
+    random batches (`keras_fgvc.models.batchnorm`, what the trainer runs with
     ``bn_reestimate_batches``).
 
     Args:
@@ -116,7 +116,7 @@ def recalibrate_batch_norm(model, images, batch_size=256, num_batches=8, seed=0)
     Returns:
         the number of BatchNormalization layers recalibrated.
     """
-    from keras_fgvc.training.batchnorm import reestimate_batchnorm_from_images
+    from keras_fgvc.models.batchnorm import reestimate_batchnorm_from_images
 
     return reestimate_batchnorm_from_images(model, _as_float_images(images), batch_size,
                                             num_batches, seed)

@@ -6,6 +6,11 @@ complete. See `keras_fgvc.models.builders` for the table of model names.
 
 from keras_fgvc.models import builders  # noqa: F401  (registers the builders)
 from keras_fgvc.models.backbones import build_backbone, list_backbones
+from keras_fgvc.models.batchnorm import (
+    batchnorm_layers,
+    reestimate_batchnorm,
+    reestimate_batchnorm_from_images,
+)
 from keras_fgvc.models.classifier import build_background_splitting, build_classifier
 from keras_fgvc.models.lws import LearnableWeightScaling, build_lws_model
 from keras_fgvc.models.preprocessing import ImageNormalization
@@ -14,6 +19,7 @@ from keras_fgvc.models.registry import create_model, get_builder, list_models, r
 __all__ = [
     "ImageNormalization",
     "LearnableWeightScaling",
+    "batchnorm_layers",
     "build_backbone",
     "build_background_splitting",
     "build_classifier",
@@ -22,5 +28,7 @@ __all__ = [
     "get_builder",
     "list_backbones",
     "list_models",
+    "reestimate_batchnorm",
+    "reestimate_batchnorm_from_images",
     "register_model",
 ]

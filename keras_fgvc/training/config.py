@@ -67,7 +67,7 @@ class Config:
         moving mean / variance to the average batch statistics of this many
         training batches (0 = off; keeps what the moving averages reached, which
         after a short run still carries their mean-0 / variance-1 start; see
-        `keras_fgvc.training.batchnorm`); bn_reestimate_data: "stage" (the
+        `keras_fgvc.models.batchnorm`); bn_reestimate_data: "stage" (the
         batches come from the stage's own split and sampling) or "train" (from
         the first stage's: the task's training split; for a fine-tuning stage
         too short for the weights to adapt to its subset's statistics).

@@ -36,7 +36,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from keras_fgvc.training import artifacts, batchnorm, evaluation, inputs, stages, tasks
+from keras_fgvc.models import batchnorm
+from keras_fgvc.training import artifacts, evaluation, inputs, stages, tasks
 from keras_fgvc.training.checkpointing import Checkpointer, latest_step
 from keras_fgvc.training.components import build_optimizer, build_schedule
 from keras_fgvc.training.config import (
