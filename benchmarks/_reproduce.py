@@ -373,6 +373,12 @@ def reproduce(argv, *, name, description, paper, settings, methods, metrics,
     run_settings = _pick([str(s) for s in all_settings], args.settings, "settings")
     methods_of = methods if callable(methods) else (lambda setting, quick: methods)
     seeds = list(range(args.seeds))
+    if args.grid_with:
+        rows_of = {s: methods_of(s, args.quick) for s in run_settings}
+        if not any(len(m.grid) > 1 for s, rows in rows_of.items() for m in rows
+                   if m.name in _pick([r.name for r in rows], args.methods, "methods")):
+            raise ValueError(f"--grid-with {' '.join(args.grid_with)}: none of the methods run "
+                             "has a grid to pick candidates from.")
     results, declared = {}, {}
     scratch = None
     if not args.workdir:

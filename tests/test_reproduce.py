@@ -405,3 +405,12 @@ def test_grid_with_runs_only_the_matching_sub_grid_and_selects_on_val(monkeypatc
                  ["--grid-with", "a=1", "--quick"]):
         with pytest.raises(SystemExit):
             _reproduce.parse_args(argv, "d", "x")
+
+
+def test_grid_with_on_methods_without_a_grid_is_refused_before_any_training(monkeypatch):
+    def run_one(*args):
+        raise AssertionError("nothing may train")
+
+    monkeypatch.setattr(_reproduce, "run_one", run_one)
+    with pytest.raises(ValueError, match="none of the methods run has a grid"):
+        _load("class_balanced").main(["--methods", "softmax", "--grid-with", "loss=cb_focal"])
