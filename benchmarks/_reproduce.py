@@ -373,12 +373,14 @@ def reproduce(argv, *, name, description, paper, settings, methods, metrics,
     run_settings = _pick([str(s) for s in all_settings], args.settings, "settings")
     methods_of = methods if callable(methods) else (lambda setting, quick: methods)
     seeds = list(range(args.seeds))
-    if args.grid_with:
-        rows_of = {s: methods_of(s, args.quick) for s in run_settings}
-        if not any(len(m.grid) > 1 for s, rows in rows_of.items() for m in rows
-                   if m.name in _pick([r.name for r in rows], args.methods, "methods")):
-            raise ValueError(f"--grid-with {' '.join(args.grid_with)}: none of the methods run "
-                             "has a grid to pick candidates from.")
+    plan = {}  # setting -> (its methods, the names of those run)
+    for setting in run_settings:
+        rows = methods_of(setting, args.quick)
+        plan[setting] = (rows, _pick([m.name for m in rows], args.methods, "methods"))
+    if args.grid_with and not any(len(m.grid) > 1 for rows, chosen in plan.values()
+                                  for m in rows if m.name in chosen):
+        raise ValueError(f"--grid-with {' '.join(args.grid_with)}: none of the methods run "
+                         "has a grid to pick candidates from.")
     results, declared = {}, {}
     scratch = None
     if not args.workdir:
@@ -387,9 +389,7 @@ def reproduce(argv, *, name, description, paper, settings, methods, metrics,
     else:
         args.scratch = args.workdir
     try:
-        for setting in run_settings:
-            rows = methods_of(setting, args.quick)
-            chosen = _pick([m.name for m in rows], args.methods, "methods")
+        for setting, (rows, chosen) in plan.items():
             declared[setting] = chosen
             results[setting] = {}
             for method in rows:

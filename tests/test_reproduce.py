@@ -391,12 +391,17 @@ def test_grid_with_runs_only_the_matching_sub_grid_and_selects_on_val(monkeypatc
     assert "loss_kwargs.beta=0.99" in summary["selected_overrides"]
     assert len(summary["candidates"]) == 4
 
-    # A plain method (a single candidate, no grid) is left alone.
+    # A plain method (a single candidate, no grid) is left alone: its one run, as is.
     plain = [m for m in module.methods("imb100") if m.name == "softmax"][0]
     ran.clear()
-    monkeypatch.setattr(_reproduce, "run_one", lambda *a: {"val": {"top1_error": 0.1},
-                                                            "test": {"top1_error": 0.2}})
-    assert _reproduce.evaluate_method(plain, "imb100", [0], args, "top1_error", "min")
+
+    def run_plain(method, setting, seed, args, candidate):
+        ran.append(candidate)
+        return {"val": {"top1_error": 0.1}, "test": {"top1_error": 0.2}}
+
+    monkeypatch.setattr(_reproduce, "run_one", run_plain)
+    summary = _reproduce.evaluate_method(plain, "imb100", [0], args, "top1_error", "min")
+    assert ran == [()] and summary["selected_overrides"] == []
 
     bad = _reproduce.parse_args(["--grid-with", "loss=nothing"], "d", "x")
     with pytest.raises(ValueError, match="matches no grid candidate of 'class-balanced'"):

@@ -28,7 +28,6 @@ def _statistics(layer):
     return np.asarray(layer.moving_mean), np.asarray(layer.moving_variance)
 
 
-
 def test_statistics_are_the_mean_of_the_batch_statistics():
     rng = np.random.default_rng(1)
     batches = [rng.normal(3.0, 0.1 * (k + 1), size=(8, 4, 4, 2)).astype("float32")
