@@ -23,7 +23,10 @@ the numbers mean nothing. ``--no-grid``: only the default candidate of
 every grid (cheaper; nothing chosen on val then). ``--grid-with KEY=VALUE``: only
 the grid candidates that hold that override (a sub-grid, still chosen on val;
 recorded in the JSON). ``--workdir``: keep each run's trainer workdir
-(checkpoints, model.keras); a re-run then resumes / reuses finished runs.
+(checkpoints, model.keras); a re-run then resumes / reuses finished runs, and a
+method that declares ``stage2_only`` fields trains stage 1 once per seed: a new
+candidate starts from a finished sibling run's stage-1 checkpoint when the two
+configs differ only in those fields (without ``--workdir``, in a scratch folder).
 
 Scale: a script may declare ``budget`` overrides (e.g. a fixed number of
 steps per run, or a smaller training set) so that its full run at 3 seeds
@@ -36,10 +39,13 @@ adds overrides to every run (after the method's own, so they win).
 
 import argparse
 import dataclasses
+import glob
 import json
 import math
 import os
 import platform
+import re
+import shutil
 import sys
 import tempfile
 import time
@@ -89,6 +95,12 @@ class Method:
         post: optional ``(trainer, record, context) -> None`` that may
             rewrite ``record["val"]`` / ``record["test"]`` (flat metric dicts);
             context: setting, seed, args, hooks and the trainer's ``result``.
+        stage2_only: config fields that act only after the first training
+            stage (two-stage fine-tuning's stage-2 settings). With ``--workdir``,
+            a new run starts from the newest stage-1 checkpoint of a finished run
+            of the same setting and seed whose config differs from its own only
+            in these fields (`share_stage1`), so a grid over them trains stage 1
+            once per seed, not once per candidate.
     """
 
     name: str
@@ -97,6 +109,7 @@ class Method:
     grid: tuple = ((),)
     hooks: object = None
     post: object = None
+    stage2_only: tuple = ()
 
 
 # === Command line ===
@@ -211,6 +224,64 @@ def _check_same_config(workdir, config):
             "use another --workdir (or the same --set / --full-scale as before).")
 
 
+def _checkpoint_steps(workdir):
+    """Steps of the checkpoints in ``W/checkpoints`` (``ckpt-N.index`` files), ascending."""
+    names = glob.glob(os.path.join(glob.escape(workdir), "checkpoints", "ckpt-*.index"))
+    steps = (re.fullmatch(r"ckpt-(\d+)\.index", os.path.basename(n)) for n in names)
+    return sorted(int(m.group(1)) for m in steps if m)
+
+
+def share_stage1(workdir, config, fields, root, setting):
+    """Start `workdir` from a finished sibling run's stage 1; its path, or None.
+
+    Looks at the finished runs (``metrics.json``) under ``root/setting/*/*/`` with
+    `workdir`'s seed folder name, takes the first whose ``config.json`` differs from
+    `config` only in `fields` (and in fields that never change a run's numbers), and
+    copies its newest checkpoint at or before the end of its first stage into
+    ``workdir/checkpoints``. The trainer then resumes from that step: the same
+    computation as training stage 1 again, since nothing that acts in stage 1
+    differs. Does nothing when `workdir` already holds a checkpoint.
+    """
+    from keras_fgvc.training.config import RESUME_SAFE_FIELDS, config_changes, with_defaults
+
+    if _checkpoint_steps(workdir):
+        return None
+    ignore = set(fields) | set(RESUME_SAFE_FIELDS)
+    pattern = os.path.join(glob.escape(os.path.join(root, str(setting))), "*", "*",
+                           glob.escape(os.path.basename(workdir)), "metrics.json")
+    for metrics_path in sorted(glob.glob(pattern)):
+        source = os.path.dirname(metrics_path)
+        if os.path.abspath(source) == os.path.abspath(workdir):
+            continue
+        try:
+            with open(os.path.join(source, "config.json")) as f:
+                old = with_defaults(json.load(f))
+            with open(metrics_path) as f:
+                stages = json.load(f).get("stages") or []
+        except (OSError, ValueError):
+            continue
+        if len(stages) < 2 or config_changes(old, config, ignore=ignore):
+            continue
+        end = int(stages[0]["end_step"])
+        steps = [s for s in _checkpoint_steps(source) if s <= end]
+        if not steps:
+            continue
+        target = os.path.join(workdir, "checkpoints")
+        os.makedirs(target, exist_ok=True)
+        prefix = f"ckpt-{steps[-1]}"
+        for name in glob.glob(os.path.join(glob.escape(os.path.join(source, "checkpoints")),
+                                           prefix + ".*")):
+            shutil.copy(name, target)
+        with open(os.path.join(target, "checkpoint"), "w") as f:
+            f.write(f'model_checkpoint_path: "{prefix}"\n'
+                    f'all_model_checkpoint_paths: "{prefix}"\n')
+        print(f"Stage 1 shared: starting from step {steps[-1]} of {source} (stage 1 ends at "
+              f"step {end}; the configs differ only in {', '.join(sorted(fields))}).",
+              flush=True)
+        return source
+    return None
+
+
 def flat_metrics(metrics):
     """Float scalars of a metrics dict; nested dicts (head / tail) as ``outer.inner``."""
     out = {}
@@ -235,12 +306,15 @@ def run_one(method, setting, seed, args, candidate=()):
     overrides = [*budget_for(args, setting), *base, *candidate, *getattr(args, "set", ())]
     # Validation only at the end of each stage (the per-epoch history is not reported).
     config = resolve(method.config, [EVAL_AT_END, *overrides], seed, args.quick)
-    workdir = None
-    if args.workdir:
+    workdir = shared = None
+    # Without --workdir, a method that shares stage 1 keeps its runs in the scratch folder.
+    root = args.workdir or (getattr(args, "scratch", None) if method.stage2_only else None)
+    if root:
         label = "_".join(c.replace("=", "-").replace("/", "_") for c in candidate) or "default"
-        workdir = os.path.join(args.workdir, str(setting), method.name, label[:120],
-                               f"seed{seed}")
+        workdir = os.path.join(root, str(setting), method.name, label[:120], f"seed{seed}")
         _check_same_config(workdir, config)
+        if method.stage2_only:
+            shared = share_stage1(workdir, config, method.stage2_only, root, setting)
     hooks = method.hooks() if method.hooks else []
     start = time.time()
     keras.utils.clear_session(free_memory=True)
@@ -254,6 +328,8 @@ def run_one(method, setting, seed, args, candidate=()):
         "val": flat_metrics(result["val"]),
         "test": flat_metrics(result["test"]),
     }
+    if shared:
+        record["stage1_from"] = os.path.relpath(shared, root)
     if method.post:
         method.post(trainer, record, {"setting": setting, "seed": seed, "args": args,
                                       "hooks": hooks, "result": result})

@@ -216,6 +216,84 @@ def _check_stage_metrics(tmp_path):
     assert saved["stages"][1]["end_step"] == 4
 
 
+def test_share_stage1_resumes_a_sibling_and_matches_a_fresh_run(tmp_path):
+    """A stage-2 grid trains stage 1 once: the shared start gives the fresh run's numbers."""
+    from keras_fgvc.models import register_model, registry
+    from tests.training import conftest
+
+    added = conftest.TOY_MODEL not in registry._REGISTRY
+    if added:
+        register_model(conftest.TOY_MODEL)(conftest._toy_mlp)
+    try:
+        _check_share_stage1(tmp_path)
+    finally:
+        if added:
+            registry._REGISTRY.pop(conftest.TOY_MODEL, None)
+
+
+def _check_share_stage1(tmp_path):
+    import dataclasses
+
+    from keras_fgvc.training.loop import Trainer
+    from tests.training.conftest import make_toy_task, toy_config
+
+    task = make_toy_task(n_train=64, n_eval=32)
+    # Stage 1: steps 1-3 (checkpoints at 2 and 4: the newest at or before its end is 2).
+    first = toy_config(epochs=1, steps_per_epoch=3, finetune_epochs=1,
+                       finetune_learning_rate=0.5, checkpoint_every_steps=2)
+    root = str(tmp_path / "runs")
+    source = os.path.join(root, "s", "m", "lr-0.5", "seed0")
+    Trainer(first, workdir=source, task=task, verbose=0).run()
+    assert _reproduce._checkpoint_steps(source) == [2, 4, 6]
+
+    # A sibling: same stage 1, another stage-2 learning rate (and another printed description).
+    second = dataclasses.replace(first, finetune_learning_rate=0.05, description="other")
+    fields = ("finetune_learning_rate",)
+    target = os.path.join(root, "s", "m2", "lr-0.05", "seed0")
+    assert _reproduce.share_stage1(target, second, fields, root, "s") == source
+    assert _reproduce._checkpoint_steps(target) == [2]
+    shared = Trainer(second, workdir=target, task=task, verbose=0).run()
+    assert shared["resumed_from_step"] == 2
+    fresh = Trainer(second, task=task, verbose=0).run()
+    for split in ("val", "test"):
+        _flat_close(shared["stages"][0][split], fresh["stages"][0][split])
+        _flat_close(shared[split], fresh[split])
+    # The stage-2 learning rate did change the outcome (so the check above can fail).
+    first_test = _reproduce.flat_metrics(json.load(open(os.path.join(source, "metrics.json")))[
+        "test"])
+    assert first_test != pytest.approx(_reproduce.flat_metrics(fresh["test"]))
+
+    # Never across another seed, a field outside `fields`, or into a started run.
+    other_seed = os.path.join(root, "s", "m2", "lr-0.05", "seed1")
+    assert _reproduce.share_stage1(other_seed, dataclasses.replace(second, seed=1), fields,
+                                   root, "s") is None
+    other_lr = os.path.join(root, "s", "m3", "x", "seed0")
+    assert _reproduce.share_stage1(other_lr, dataclasses.replace(second, learning_rate=0.2),
+                                   fields, root, "s") is None
+    assert not os.path.exists(os.path.join(other_lr, "checkpoints"))
+    assert _reproduce.share_stage1(target, second, fields, root, "s") is None
+    # Another setting's runs are not looked at.
+    assert _reproduce.share_stage1(os.path.join(root, "t", "m", "y", "seed0"), second, fields,
+                                   root, "t") is None
+
+
+def test_two_stage_shares_stage_1_across_its_grid_and_rows():
+    module = _load("two_stage")
+    from keras_fgvc.training import resolve_config
+
+    for method in module.METHODS:
+        assert set(method.stage2_only) == {"finetune_max_per_class", "finetune_learning_rate",
+                                           "bn_reestimate_data"}
+        for candidate in method.grid:  # the grid varies only what acts after stage 1
+            assert {c.split("=")[0] for c in candidate} <= set(method.stage2_only)
+    configs = [resolve_config(m.config, [*m.overrides, *c]) for m in module.METHODS
+               for c in m.grid]
+    from keras_fgvc.training.config import config_changes
+
+    assert all(set(config_changes(configs[0], c)) <= set(module.STAGE2_ONLY)
+               for c in configs)
+
+
 def test_two_stage_post_reads_stage_metrics():
     module = _load("two_stage")
     assert not module.METHODS[0].hooks  # the built-in end-of-stage evaluation, no custom hook
