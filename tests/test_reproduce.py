@@ -166,23 +166,22 @@ def _flat_close(a, b):
         assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-7, nan_ok=True), key
 
 
-def test_trainer_reports_end_of_stage_metrics_and_keeps_them_across_resume(tmp_path):
-    """metrics["stages"][i] = the model at the end of stage i (two_stage's 'before.*')."""
+@pytest.fixture
+def toy_model():
+    """The toy model of the training tests, registered for one test only."""
     from keras_fgvc.models import register_model, registry
     from tests.training import conftest
 
-    # The toy model of the training tests, registered for this test only.
     added = conftest.TOY_MODEL not in registry._REGISTRY
     if added:
         register_model(conftest.TOY_MODEL)(conftest._toy_mlp)
-    try:
-        _check_stage_metrics(tmp_path)
-    finally:
-        if added:
-            registry._REGISTRY.pop(conftest.TOY_MODEL, None)
+    yield
+    if added:
+        registry._REGISTRY.pop(conftest.TOY_MODEL, None)
 
 
-def _check_stage_metrics(tmp_path):
+def test_trainer_reports_end_of_stage_metrics_and_keeps_them_across_resume(tmp_path, toy_model):
+    """metrics["stages"][i] = the model at the end of stage i (two_stage's 'before.*')."""
     import dataclasses
 
     from keras_fgvc.training.loop import Trainer
@@ -216,22 +215,8 @@ def _check_stage_metrics(tmp_path):
     assert saved["stages"][1]["end_step"] == 4
 
 
-def test_share_stage1_resumes_a_sibling_and_matches_a_fresh_run(tmp_path):
+def test_share_stage1_resumes_a_sibling_and_matches_a_fresh_run(tmp_path, toy_model):
     """A stage-2 grid trains stage 1 once: the shared start gives the fresh run's numbers."""
-    from keras_fgvc.models import register_model, registry
-    from tests.training import conftest
-
-    added = conftest.TOY_MODEL not in registry._REGISTRY
-    if added:
-        register_model(conftest.TOY_MODEL)(conftest._toy_mlp)
-    try:
-        _check_share_stage1(tmp_path)
-    finally:
-        if added:
-            registry._REGISTRY.pop(conftest.TOY_MODEL, None)
-
-
-def _check_share_stage1(tmp_path):
     import dataclasses
 
     from keras_fgvc.training.loop import Trainer
