@@ -96,11 +96,11 @@ class Method:
             rewrite ``record["val"]`` / ``record["test"]`` (flat metric dicts);
             context: setting, seed, args, hooks and the trainer's ``result``.
         stage2_only: config fields that act only after the first training
-            stage (two-stage fine-tuning's stage-2 settings). With ``--workdir``,
-            a new run starts from the newest stage-1 checkpoint of a finished run
-            of the same setting and seed whose config differs from its own only
-            in these fields (`share_stage1`), so a grid over them trains stage 1
-            once per seed, not once per candidate.
+            stage (two-stage fine-tuning's stage-2 settings). With ``--workdir``
+            (without it, in a scratch folder), a new run starts from the newest
+            stage-1 checkpoint of a finished run of the same setting and seed
+            whose config differs from its own only in these fields (`share_stage1`),
+            so a grid over them trains stage 1 once per seed, not once per candidate.
     """
 
     name: str
@@ -266,17 +266,22 @@ def share_stage1(workdir, config, fields, root, setting):
         steps = [s for s in _checkpoint_steps(source) if s <= end]
         if not steps:
             continue
+        # Copied aside, then moved in whole: an interrupted copy leaves no half checkpoint.
         target = os.path.join(workdir, "checkpoints")
-        os.makedirs(target, exist_ok=True)
+        partial = target + ".partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        os.makedirs(partial)
         prefix = f"ckpt-{steps[-1]}"
         for name in glob.glob(os.path.join(glob.escape(os.path.join(source, "checkpoints")),
                                            prefix + ".*")):
-            shutil.copy(name, target)
-        with open(os.path.join(target, "checkpoint"), "w") as f:
+            shutil.copy(name, partial)
+        with open(os.path.join(partial, "checkpoint"), "w") as f:
             f.write(f'model_checkpoint_path: "{prefix}"\n'
                     f'all_model_checkpoint_paths: "{prefix}"\n')
+        shutil.rmtree(target, ignore_errors=True)  # empty: no checkpoint in it (checked above)
+        os.replace(partial, target)
         print(f"Stage 1 shared: starting from step {steps[-1]} of {source} (stage 1 ends at "
-              f"step {end}; the configs differ only in {', '.join(sorted(fields))}).",
+              f"step {end}; the configs differ at most in {', '.join(sorted(fields))}).",
               flush=True)
         return source
     return None
