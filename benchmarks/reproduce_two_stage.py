@@ -41,8 +41,8 @@ def _merge_before(trainer, record, context):
 GRID = tuple((f"finetune_max_per_class={cap}", f"finetune_learning_rate={lr}")
              for cap in (100, 500) for lr in (1e-3, 1e-2, 1e-4))
 
-# Act only from stage 2 on (stage 1's BatchNorm data is the training set either way), so with
-# --workdir every candidate and both rows share each seed's stage 1 (`_reproduce.share_stage1`).
+# Act only from stage 2 on (stage 1's BatchNorm data is the training set either way), so every
+# candidate and both rows share each seed's stage 1 (`_reproduce.share_stage1`).
 STAGE2_ONLY = ("finetune_max_per_class", "finetune_learning_rate", "bn_reestimate_data")
 
 METHODS = [
