@@ -244,8 +244,8 @@ def test_share_stage1_resumes_a_sibling_and_matches_a_fresh_run(tmp_path, toy_mo
         _flat_close(shared["stages"][0][split], fresh["stages"][0][split])
         _flat_close(shared[split], fresh[split])
     # The stage-2 learning rate did change the outcome (so the check above can fail).
-    first_test = _reproduce.flat_metrics(json.load(open(os.path.join(source, "metrics.json")))[
-        "test"])
+    with open(os.path.join(source, "metrics.json")) as f:
+        first_test = _reproduce.flat_metrics(json.load(f)["test"])
     assert first_test != pytest.approx(_reproduce.flat_metrics(fresh["test"]))
 
     # Never across another seed, a field outside `fields`, or into a started run.
@@ -263,9 +263,10 @@ def test_share_stage1_resumes_a_sibling_and_matches_a_fresh_run(tmp_path, toy_mo
 
 
 def test_two_stage_shares_stage_1_across_its_grid_and_rows():
-    module = _load("two_stage")
     from keras_fgvc.training import resolve_config
+    from keras_fgvc.training.config import config_changes
 
+    module = _load("two_stage")
     for method in module.METHODS:
         assert set(method.stage2_only) == {"finetune_max_per_class", "finetune_learning_rate",
                                            "bn_reestimate_data"}
@@ -273,8 +274,6 @@ def test_two_stage_shares_stage_1_across_its_grid_and_rows():
             assert {c.split("=")[0] for c in candidate} <= set(method.stage2_only)
     configs = [resolve_config(m.config, [*m.overrides, *c]) for m in module.METHODS
                for c in m.grid]
-    from keras_fgvc.training.config import config_changes
-
     assert all(set(config_changes(configs[0], c)) <= set(module.STAGE2_ONLY)
                for c in configs)
 
