@@ -5,6 +5,7 @@ from keras_fgvc.layers.bilinear_pooling import BilinearPooling, CompactBilinearP
 from keras_fgvc.layers.fixed_background import FixedBackgroundLogit, foreground_probabilities
 from keras_fgvc.layers.kernel_pooling import KernelPooling
 from keras_fgvc.layers.normalization import L2Normalize, SignedSqrt
+from keras_fgvc.layers.normalized_linear import NormalizedLinear
 
 __all__ = [
     "AnchorSoftVote",
@@ -14,5 +15,6 @@ __all__ = [
     "foreground_probabilities",
     "KernelPooling",
     "L2Normalize",
+    "NormalizedLinear",
     "SignedSqrt",
 ]

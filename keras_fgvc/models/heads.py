@@ -13,6 +13,10 @@ and export read), and, for the metric head, ``"embedding"``:
   (background splitting, Mullapudi et al. 2021, appendix B, Eq. 2-3) -> C
   logits with index 0 the constant background logit; probabilities =
   softmax over all C.
+- ``"cosine"``: `NormalizedLinear`(C): cosine similarities in [-1, 1] between
+  the L2-normalised features and class weights (the head LDAM needs, Cao et
+  al. 2019); probabilities = softmax(scale * logits), the distribution the
+  LDAM loss trains (scale s = 30 there).
 - ``"anchors"``: Dense(D) + L2 normalisation -> ``"embedding"``, then
   `AnchorSoftVote` (Cui et al. CVPR 2016, Sec. 2.4) with K anchors per class
   and temperature gamma; ``"logits"`` are log-probabilities, so softmax
@@ -25,10 +29,10 @@ import numbers
 
 import keras
 
-from keras_fgvc.layers import AnchorSoftVote, FixedBackgroundLogit, L2Normalize
+from keras_fgvc.layers import AnchorSoftVote, FixedBackgroundLogit, L2Normalize, NormalizedLinear
 from keras_fgvc.losses import PriorProbability
 
-HEADS = ("softmax", "sigmoid", "fixed_background", "anchors")
+HEADS = ("softmax", "sigmoid", "fixed_background", "cosine", "anchors")
 
 
 def _regularizer(weight_decay):
@@ -113,6 +117,26 @@ def fixed_background_head(
     return _outputs(logits, "softmax")
 
 
+def cosine_head(features, num_classes, weight_decay=0.0, dropout=0.0, scale=30.0,
+                name="classifier"):
+    """`NormalizedLinear`(C) cosine logits in [-1, 1]; probabilities = softmax(scale * logits).
+
+    Args:
+        scale: the logit scale s of the loss (LDAM's s = 30), so that the
+            probabilities evaluation and export read are the softmax the loss trained.
+    """
+    if not 0.0 < float(scale) < float("inf"):
+        raise ValueError(f"scale must be > 0 and finite, got {scale!r}.")
+    x = _dropout(features, dropout)
+    cosine = NormalizedLinear(num_classes, kernel_regularizer=_regularizer(weight_decay),
+                              name=name)(x)
+    logits = keras.layers.Activation("linear", dtype="float32", name="logits")(cosine)
+    scaled = keras.layers.Rescaling(float(scale), dtype="float32", name="logit_scale")(logits)
+    probabilities = keras.layers.Activation("softmax", dtype="float32",
+                                            name="probabilities")(scaled)
+    return {"logits": logits, "probabilities": probabilities}
+
+
 def anchor_head(
     features,
     num_classes,
@@ -148,6 +172,7 @@ _HEAD_FUNCTIONS = {
     "softmax": softmax_head,
     "sigmoid": sigmoid_head,
     "fixed_background": fixed_background_head,
+    "cosine": cosine_head,
     "anchors": anchor_head,
 }
 

@@ -159,3 +159,68 @@ def test_dropout_and_weight_decay_options():
 def test_bad_arguments_are_clear_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         build_classifier(**kwargs)
+
+
+def _official_ldam(labels, cosine, counts, max_margin=0.5, s=30.0, weights=None):
+    """Cao et al.'s LDAMLoss.forward on NormedLinear outputs, in NumPy float64."""
+    m = 1.0 / np.sqrt(np.sqrt(np.asarray(counts, np.float64)))
+    m = m * (max_margin / m.max())
+    output = cosine - np.eye(cosine.shape[1])[labels] * m[labels][:, None]
+    z = s * output
+    log_p = z - z.max(1, keepdims=True)
+    log_p = log_p - np.log(np.exp(log_p).sum(1, keepdims=True))
+    w = np.ones(cosine.shape[1]) if weights is None else np.asarray(weights)
+    return -w[labels] * log_p[np.arange(len(labels)), labels]
+
+
+def test_cosine_head_logits_and_ldam_on_them_match_the_official_formula():
+    from keras_fgvc.losses import LDAMLoss
+
+    counts = [900, 60, 30, 10]
+    model = build_classifier(4, head="cosine", head_kwargs={"scale": 30.0})
+    x = _images(6)
+    out = model(x)
+    kernel = _np(model.get_layer("classifier").kernel)
+    features = _pooled(model, x)
+    cosine = (features / np.linalg.norm(features, axis=1, keepdims=True)) @ (
+        kernel / np.linalg.norm(kernel, axis=0, keepdims=True))
+    logits = _np(out["logits"])
+    np.testing.assert_allclose(logits, cosine, rtol=1e-4, atol=1e-5)
+    assert np.all(np.abs(logits) <= 1.0 + 1e-6)
+    # probabilities: softmax(s * cosine), the distribution the LDAM loss trains.
+    z = 30.0 * cosine
+    expected = np.exp(z - z.max(-1, keepdims=True))
+    np.testing.assert_allclose(_np(out["probabilities"]), expected / expected.sum(-1, keepdims=True),
+                               rtol=1e-3, atol=1e-6)
+    labels = np.array([0, 1, 2, 3, 0, 3])
+    weights = [0.2, 1.0, 1.5, 3.0]
+    loss = LDAMLoss(counts, class_weights=weights, reduction=None)
+    np.testing.assert_allclose(_np(loss(labels, out["logits"])),
+                               _official_ldam(labels, cosine, counts, weights=weights),
+                               rtol=1e-3, atol=1e-4)
+
+
+def test_cosine_head_round_trips_and_exports(tmp_path):
+    from tests.test_case import run_saved_model_test
+
+    model = build_classifier(3, head="cosine", weight_decay=1e-4)
+    x = _images(5)
+    path = str(tmp_path / "cosine.keras")
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    for key in ("logits", "probabilities"):
+        np.testing.assert_allclose(_np(reloaded(x)[key]), _np(model(x)[key]), rtol=1e-6)
+    run_saved_model_test(model, x, batch_sizes=[1, 5])
+    jit = tf.function(lambda t: model(t)["logits"], jit_compile=True)
+    np.testing.assert_allclose(_np(jit(tf.constant(x))), _np(model(x)["logits"]), atol=1e-5)
+
+
+def test_every_ldam_config_uses_the_cosine_head():
+    from keras_fgvc.training.config import get_config, list_configs
+
+    ldam = [get_config(n) for n in list_configs() if get_config(n).loss == "ldam"]
+    assert len(ldam) >= 5
+    for config in ldam:
+        assert config.model_kwargs.get("head") == "cosine", config.name
+        scale = config.loss_kwargs.get("scale", 30.0)
+        assert config.model_kwargs.get("head_kwargs", {}).get("scale", 30.0) == scale
