@@ -15,8 +15,10 @@ Built-in hooks (chosen from the config by `default_hooks`):
   background splitting): per-class loss weights are 1 before `drw_epoch`
   and class-balanced (effective number, Eq. 5.2) from it on.
 - `AnchorRefreshHook` (dissertation Sec. 2.4.1, quasi-online sampling):
-  every M steps, embed the training set, re-initialise the anchors by
-  k-means and re-mine triplets for the next M steps.
+  every M steps, embed the training set and re-mine triplets for the next M
+  steps. The anchors are initialised by k-means once, before the first step
+  (Sec. 2.3.4), and then learned by gradient (Sec. 2.3.5); re-initialising
+  them at every refresh is an option (`Config.refresh_anchors`), off by default.
 """
 
 import os
@@ -157,41 +159,54 @@ def _anchor_layers(model):
 
 
 class AnchorRefreshHook(Hook):
-    """Every `every_steps`: embed the training set, refresh anchors (k-means), re-mine triplets.
+    """Every `every_steps`: embed the training set and re-mine triplets; anchors stay learned.
 
     Dissertation Sec. 2.4.1: "after every 1,000 iterations, we pause the
     training process and extract features on the training set, then ... do
     triplet sampling (local positives and hard negatives) to generate a list
-    of triplets for next 1,000 iterations". Sec. 2.3.4-2.3.5: the anchors
-    are k-means centres per class (then learned).
+    of triplets for next 1,000 iterations". Sec. 2.3.4-2.3.5: the anchors are
+    initialised as k-means centres per class, then learned by gradient with
+    the rest of the network. So k-means runs once, before the first training
+    step of a fresh run (a resumed run restores the learned anchors from its
+    checkpoint); a refresh only re-mines triplets.
 
     Args:
         every_steps: M.
         max_examples: training examples embedded (a fixed seeded subset).
         margin, positive_fraction: triplet margin and local-positive share.
+        reinit_anchors: also re-initialise the anchors by k-means at every
+            refresh (not the paper's procedure; off by default).
     """
 
-    def __init__(self, every_steps, max_examples=2048, margin=0.2, positive_fraction=0.6):
+    def __init__(self, every_steps, max_examples=2048, margin=0.2, positive_fraction=0.6,
+                 reinit_anchors=False):
         self.every_steps = int(every_steps)
         self.max_examples = int(max_examples)
         self.margin = float(margin)
         self.positive_fraction = float(positive_fraction)
+        self.reinit_anchors = bool(reinit_anchors)
         self.refreshes = 0
+        self.anchor_inits = 0
 
     def refresh(self, trainer):
-        """Embed the subset, re-initialise the anchors, re-mine the rest of the epoch."""
+        """Embed the subset and re-mine the rest of the epoch (k-means: see the class doc)."""
         split = trainer.stage.split
         rng = np.random.default_rng([trainer.config.seed, 7])
         self.subset = np.sort(rng.permutation(len(split))[: self.max_examples])
         self.embeddings = trainer.predict(split.subset(self.subset), output="embedding")
         self.labels = split.labels[self.subset]
-        for layer in _anchor_layers(trainer.model):
-            layer.init_from_embeddings(self.embeddings, self.labels, seed=trainer.config.seed)
+        initialise = self.reinit_anchors or trainer.global_step == 0
+        if initialise:
+            for layer in _anchor_layers(trainer.model):
+                layer.init_from_embeddings(self.embeddings, self.labels,
+                                           seed=trainer.config.seed)
+            self.anchor_inits += 1
         self.remine(trainer)
         self.refreshes += 1
         if trainer.chief:
-            logging.info("Step %d: anchors refreshed and triplets re-mined on %d examples.",
-                         trainer.global_step, len(self.subset))
+            logging.info("Step %d: triplets re-mined on %d examples%s.", trainer.global_step,
+                         len(self.subset), " (anchors initialised by k-means)" if initialise
+                         else "")
 
     def remine(self, trainer):
         """Triplets for the rest of the current epoch from the last embeddings."""
@@ -229,5 +244,6 @@ def default_hooks(config, verbose=1):
             config.refresh_every_steps, config.refresh_max_examples,
             margin=float(config.loss_kwargs.get("margin", 0.2)),
             positive_fraction=float(config.loss_kwargs.get("positive_fraction", 0.6)),
+            reinit_anchors=config.refresh_anchors,
         ))
     return hooks

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_fgvc.training import hooks, inputs, mining, stages
 from keras_fgvc.training.loop import Trainer
@@ -92,29 +93,36 @@ def test_lws_second_stage_trains_only_the_scales_and_resumes(tmp_path, capsys):
     assert scales.shape == (3,)
 
 
-def test_anchor_refresh_reinitialises_anchors_and_remines(monkeypatch):
+def _anchor_run(monkeypatch, *extra):
+    """A short Triplet-A run with M = 2; records k-means calls and anchors around refreshes."""
     from keras_fgvc.layers import AnchorSoftVote
     from keras_fgvc.training import tasks
     from keras_fgvc.training.config import resolve_config
 
-    calls = []
-    original = AnchorSoftVote.init_from_embeddings
+    calls, around_refresh = [], []
+    original_init = AnchorSoftVote.init_from_embeddings
+    original_refresh = hooks.AnchorRefreshHook.refresh
 
-    def spy(layer, embeddings, labels, seed=0):
+    def spy_init(layer, embeddings, labels, seed=0):
         calls.append((np.asarray(embeddings).shape, np.asarray(labels).copy()))
-        return original(layer, embeddings, labels, seed=seed)
+        result = original_init(layer, embeddings, labels, seed=seed)
+        calls[-1] += (np.array(layer.anchors),)
+        return result
 
-    monkeypatch.setattr(AnchorSoftVote, "init_from_embeddings", spy)
+    def spy_refresh(hook, trainer):
+        before = np.array(trainer.model.get_layer("anchors").anchors)
+        original_refresh(hook, trainer)
+        after = np.array(trainer.model.get_layer("anchors").anchors)
+        around_refresh.append((trainer.global_step, before, after))
 
+    monkeypatch.setattr(AnchorSoftVote, "init_from_embeddings", spy_init)
+    monkeypatch.setattr(hooks.AnchorRefreshHook, "refresh", spy_refresh)
     config = resolve_config("fashion_metric_triplet_anchors", [
         "max_train_examples=300", "max_eval_examples=30", "batch_size=30", "epochs=2",
         "steps_per_epoch=3", "refresh_every_steps=2", "refresh_max_examples=120",
-        "eval_batch_size=30",
+        "eval_batch_size=30", *extra,
     ])
     task = tasks.build_task(config)
-    refresh = [h for h in hooks.default_hooks(config, verbose=0)
-               if isinstance(h, hooks.AnchorRefreshHook)]
-    assert len(refresh) == 1
     orders = []
 
     class Spy(hooks.Hook):
@@ -122,18 +130,59 @@ def test_anchor_refresh_reinitialises_anchors_and_remines(monkeypatch):
             orders.append(trainer._order.copy())
 
     trainer = Trainer(config, task=task, hooks=[Spy()], verbose=0)
-    refresh_hook = next(h for h in trainer.hooks if isinstance(h, hooks.AnchorRefreshHook))
     result = trainer.run()
+    return trainer, result, calls, around_refresh, orders
+
+
+def test_anchor_refresh_remines_and_keeps_learned_anchors(monkeypatch):
+    trainer, result, calls, around_refresh, orders = _anchor_run(monkeypatch)
+    refresh_hook = next(h for h in trainer.hooks if isinstance(h, hooks.AnchorRefreshHook))
     assert result["steps"] == 6
     # Epoch 1 begins with a refresh, then at step 2 and step 4 (M = 2).
     assert refresh_hook.refreshes == 3
-    # k-means anchors from 64-d embeddings of the 120-example subset, at every refresh.
-    assert len(calls) == 3 and all(shape == (120, 64) for shape, _ in calls)
+    assert [step for step, _, _ in around_refresh] == [0, 2, 4]
+    # k-means (Sec. 2.3.4) once, before the first step, from 64-d embeddings of the subset.
+    assert len(calls) == 1 and calls[0][0] == (120, 64)
+    kmeans_start = calls[0][2]
+    # A refresh after training has started re-mines triplets and leaves the anchors as learned.
+    for step, before, after in around_refresh[1:]:
+        np.testing.assert_array_equal(before, after, err_msg=f"refresh at step {step}")
+    # The anchors are learned by gradient (Sec. 2.3.5): they moved away from the k-means start.
+    final = np.array(trainer.model.get_layer("anchors").anchors)
+    assert np.abs(final - kmeans_start).max() > 1e-4
     # Triplets: each (reference, positive) pair shares a class, the negative does not.
     labels = trainer.task.train.labels
     triple = orders[0][:30].reshape(-1, 3)
     assert (labels[triple[:, 0]] == labels[triple[:, 1]]).all()
     assert (labels[triple[:, 0]] != labels[triple[:, 2]]).all()
+
+
+def test_anchors_receive_gradients():
+    from keras_fgvc.models import create_model
+    from keras_fgvc.training.config import resolve_config
+    from keras_fgvc.training.loss_recipes import build_loss
+
+    model = create_model("anchor_metric", num_classes=10)
+    anchors = model.get_layer("anchors").anchors
+    assert anchors.trainable and any(v is anchors for v in model.trainable_variables)
+    config = resolve_config("fashion_metric_triplet_anchors")
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 3)
+    task = make_toy_task(num_classes=10, background=False)
+    recipe = build_loss(config, task)
+    images = tf.constant(rng.uniform(0, 255, (30, 28, 28, 1)).astype("float32"))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(recipe({"labels": tf.constant(labels)},
+                                     model(images, training=True)))
+    grad = tape.gradient(loss, anchors.value)
+    assert grad is not None and float(tf.reduce_max(tf.abs(grad))) > 0.0
+
+
+def test_refresh_anchors_option_reinitialises_at_every_refresh(monkeypatch):
+    _, _, calls, around_refresh, _ = _anchor_run(monkeypatch, "refresh_anchors=true")
+    assert len(calls) == 3 and all(shape == (120, 64) for shape, _, _ in calls)
+    for step, before, after in around_refresh[1:]:
+        assert not np.allclose(before, after), f"refresh at step {step} kept the anchors"
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
