@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from keras_fgvc.data.splits import (
+    DEFAULT_VAL_FRACTION,
     check_no_empty_class,
     read_lines,
     require_path,
@@ -31,13 +32,15 @@ def _id_table(path, what):
     return table
 
 
-def load_cub(root, val_fraction=0.0, seed=0):
+def load_cub(root, val_fraction=DEFAULT_VAL_FRACTION, seed=0):
     """CUB-200-2011 as a `Task` (200 classes, no background).
 
     Args:
         root: the ``CUB_200_2011`` folder.
-        val_fraction: share of each training class held out as `val`; 0 uses
-            the test split for validation too (the paper's protocol).
+        val_fraction: share of each training class held out as `val`
+            (default 0.1: ~3 of a class's ~30 images; stratified, see
+            `carve_validation`); 0 uses the test split for validation too (the
+            paper's protocol: train on all 5,994 images) and logs a warning.
         seed: seed of the hold-out.
 
     Returns:
@@ -51,8 +54,8 @@ def load_cub(root, val_fraction=0.0, seed=0):
 
     Example:
         >>> task = load_cub("/data/CUB_200_2011")  # doctest: +SKIP
-        >>> len(task.train), len(task.test)  # doctest: +SKIP
-        (5994, 5794)
+        >>> len(task.train), len(task.val), len(task.test)  # doctest: +SKIP
+        (5394, 600, 5794)
     """
     root = require_path(root, "CUB-200-2011 root")
     at = lambda p: os.path.join(root, p)
@@ -87,6 +90,6 @@ def load_cub(root, val_fraction=0.0, seed=0):
     train = Split(labels=y[train_mask], paths=paths[train_mask])
     test = Split(labels=y[~train_mask], paths=paths[~train_mask])
     check_no_empty_class(train.labels, len(class_names), "CUB train split", class_names)
-    train, val, test = train_val_test(train, test, val_fraction, seed)
+    train, val, test = train_val_test(train, test, val_fraction, seed, "cub200")
     return Task(name="cub200", class_names=class_names, train=train, val=val, test=test,
                 has_background=False)

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from keras_fgvc.data.splits import require_path, train_val_test
+from keras_fgvc.data.splits import DEFAULT_VAL_FRACTION, require_path, train_val_test
 from keras_fgvc.data.task import Split, Task
 
 
@@ -79,17 +79,21 @@ def read_inaturalist_json(json_path, image_root=None):
     return paths, ids, categories
 
 
-def load_inaturalist(train_json, val_json, image_root=None, val_fraction=0.0, seed=0):
+def load_inaturalist(train_json, val_json, image_root=None, val_fraction=DEFAULT_VAL_FRACTION,
+                     seed=0):
     """iNaturalist 2017 as a `Task` over all categories (no background).
 
     Labels are indices into the categories sorted by id. The official
     validation set is the test split (as in the papers); `val` is carved from
-    train when `val_fraction` > 0, else it is the official validation set too.
+    the training split (stratified, seeded: `carve_validation`), so nothing
+    chosen on val is chosen on test.
 
     Args:
         train_json, val_json: paths of ``train2017.json`` and ``val2017.json``.
         image_root: folder the ``file_name`` entries are relative to.
-        val_fraction: share of each training class held out as `val`.
+        val_fraction: share of each training class held out as `val`
+            (default 0.1); 0 makes `val` the test split too and logs a
+            warning (train on every training image, as the papers did).
         seed: seed of that hold-out.
 
     Returns:
@@ -115,7 +119,8 @@ def load_inaturalist(train_json, val_json, image_root=None, val_fraction=0.0, se
         if [c["id"] for c in cats] != [c["id"] for c in categories]:
             raise ValueError(f"{train_json} and {val_json} list different categories.")
         splits.append(Split(labels=np.array([index[i] for i in ids], np.int64), paths=paths))
-    train, val, test = train_val_test(splits[0], splits[1], val_fraction, seed)
+    train, val, test = train_val_test(splits[0], splits[1], val_fraction, seed,
+                                      "inaturalist2017")
     return Task(
         name="inaturalist2017", class_names=[c["name"] for c in categories],
         train=train, val=val, test=test, has_background=False,

@@ -10,7 +10,13 @@ import os
 
 import numpy as np
 
-from keras_fgvc.data.splits import check_labels, read_lines, require_path, train_val_test
+from keras_fgvc.data.splits import (
+    DEFAULT_VAL_FRACTION,
+    check_labels,
+    read_lines,
+    require_path,
+    train_val_test,
+)
 from keras_fgvc.data.task import Split, Task
 
 
@@ -64,14 +70,16 @@ def load_places365(
     categories="categories_places365.txt",
     train_images="data_256",
     val_images="val_256",
-    val_fraction=0.0,
+    val_fraction=DEFAULT_VAL_FRACTION,
     seed=0,
 ):
     """Places365 as a `Task` over all categories (no background).
 
     File names are relative to `root` (absolute paths are used as given).
-    The official validation set is the test split; `val` is carved from train
-    when `val_fraction` > 0, else it is the official validation set too.
+    The official validation set is the test split; `val` is carved from the
+    training split (`val_fraction` of each class, default 0.1, stratified and
+    seeded by `seed`: `carve_validation`). `val_fraction` = 0 makes `val` the
+    test split too and logs a warning.
 
     Returns:
         `Task` named ``"places365"`` with ``has_background=False``.
@@ -86,6 +94,6 @@ def load_places365(
     c = len(class_names)
     train = read_file_list(at(train_list), at(train_images), num_classes=c)
     test = read_file_list(at(val_list), at(val_images), num_classes=c)
-    train, val, test = train_val_test(train, test, val_fraction, seed)
+    train, val, test = train_val_test(train, test, val_fraction, seed, "places365")
     return Task(name="places365", class_names=class_names, train=train, val=val, test=test,
                 has_background=False)

@@ -5,6 +5,15 @@ files under `Config.data_dir` and fail with a message naming the missing path
 and the ``--set data_dir=...`` override; Fashion-MNIST tasks run anywhere the
 Debian package (or ``~/.keras/datasets``) is installed.
 
+Validation is carved from the training split (every task but fashion_bg, which
+builds its own): ``task_kwargs.val_fraction`` of every class (default
+`DEFAULT_VAL_FRACTION` = 0.1), stratified and seeded by `Config.seed`
+(`keras_fgvc.data.splits.carve_validation`), disjoint from train and test. The
+paper-scale test split is the dataset's official validation set, which never serves
+as val unless ``task_kwargs.val_fraction=0`` asks for it (the papers' protocol: train
+on every training image); that logs a warning, as F1 thresholds and everything
+chosen on val are then chosen on test.
+
 | task | data_dir layout | task_kwargs |
 | --- | --- | --- |
 | fashion_mnist | (optional) IDX files | val_fraction |
@@ -26,7 +35,7 @@ import os
 
 import numpy as np
 
-from keras_fgvc.data.splits import check_no_empty_class
+from keras_fgvc.data.splits import DEFAULT_VAL_FRACTION, check_no_empty_class
 
 
 def _data_dir(config, required):
@@ -60,7 +69,7 @@ def _check_unused(config, kwargs):
 def _fashion_mnist(config, kwargs):
     from keras_fgvc.data.fashion_mnist import load_fashion_mnist_task
 
-    val = kwargs.pop("val_fraction", 0.1)
+    val = kwargs.pop("val_fraction", DEFAULT_VAL_FRACTION)
     _check_unused(config, kwargs)
     return load_fashion_mnist_task(val_fraction=val, seed=config.seed,
                                    data_dir=_data_dir(config, False))
@@ -91,7 +100,7 @@ def _inat2017(config, kwargs):
     root = _data_dir(config, True)
     train_json = os.path.join(root, kwargs.pop("train_json", "train2017.json"))
     val_json = os.path.join(root, kwargs.pop("val_json", "val2017.json"))
-    val = kwargs.pop("val_fraction", 0.0)
+    val = kwargs.pop("val_fraction", DEFAULT_VAL_FRACTION)
     _check_unused(config, kwargs)
     return load_inaturalist(train_json, val_json, image_root=root, val_fraction=val,
                             seed=config.seed)
@@ -219,7 +228,7 @@ def _places365(config, kwargs):
     from keras_fgvc.data.places365 import load_places365
 
     root = _data_dir(config, True)
-    val = kwargs.pop("val_fraction", 0.0)
+    val = kwargs.pop("val_fraction", DEFAULT_VAL_FRACTION)
     files = _pop(kwargs, "train_list", "val_list", "categories", "train_images", "val_images")
     _check_unused(config, kwargs)
     return load_places365(root, val_fraction=val, seed=config.seed, **files)
@@ -229,7 +238,7 @@ def _cub(config, kwargs):
     from keras_fgvc.data.cub import load_cub
 
     root = _data_dir(config, True)
-    val = kwargs.pop("val_fraction", 0.0)
+    val = kwargs.pop("val_fraction", DEFAULT_VAL_FRACTION)
     _check_unused(config, kwargs)
     return load_cub(root, val_fraction=val, seed=config.seed)
 

@@ -41,15 +41,21 @@ def test_inaturalist(tmp_path):
     _inat_json(f"{root}/train2017.json", root,
                [(f"train_val_images/a/{i}.jpg", i % 3) for i in range(9)], cats)
     _inat_json(f"{root}/val2017.json", root, [("val/x.jpg", 2), ("val/y.jpg", 0)], cats)
-    task = load_inaturalist(f"{root}/train2017.json", f"{root}/val2017.json")
+    task = load_inaturalist(f"{root}/train2017.json", f"{root}/val2017.json", val_fraction=0)
     assert task.class_names == ["c0", "c1", "c2"] and not task.has_background
     assert task.train.labels.tolist() == [0, 1, 2] * 3
     assert task.test.labels.tolist() == [2, 0] and task.val is task.test
     assert task.train.paths[4] == os.path.join(root, "train_val_images/a/4.jpg")
     assert all(os.path.exists(p) for p in task.train.paths)
-    carved = load_inaturalist(f"{root}/train2017.json", f"{root}/val2017.json",
-                              val_fraction=0.34, seed=1)
-    assert len(carved.train) == 6 and sorted(carved.val.labels.tolist()) == [0, 1, 2]
+    # By default val is carved from train (one of each class's three images), not the test.
+    carved = load_inaturalist(f"{root}/train2017.json", f"{root}/val2017.json")
+    assert sorted(carved.val.labels.tolist()) == [0, 1, 2] and len(carved.train) == 6
+    assert set(carved.val.paths) <= set(task.train.paths)
+    assert set(carved.val.paths).isdisjoint(carved.train.paths)
+    assert set(carved.val.paths).isdisjoint(carved.test.paths)
+    half = load_inaturalist(f"{root}/train2017.json", f"{root}/val2017.json",
+                            val_fraction=0.5, seed=1)
+    assert sorted(half.val.labels.tolist()) == [0, 0, 1, 1, 2, 2] and len(half.train) == 3
 
 
 def test_inaturalist_bad_input(tmp_path):
@@ -72,9 +78,14 @@ def test_places365(tmp_path):
         "/c/cave/00000003.jpg 2\n")
     (root / "val_256").mkdir()
     (root / "places365_val.txt").write_text("Places365_val_00000001.jpg 1\n")
-    task = load_places365(str(root))
+    task = load_places365(str(root), val_fraction=0)
     assert task.class_names == ["/a/airfield", "/b/bar", "/c/cave"]
-    assert task.train.labels.tolist() == [0, 1, 2, 2]
+    assert task.train.labels.tolist() == [0, 1, 2, 2] and task.val is task.test
+    # By default the two-image class gives one to val; the singletons stay in train.
+    carved = load_places365(str(root))
+    assert carved.train.labels.tolist() == [0, 1, 2] and carved.val.labels.tolist() == [2]
+    assert carved.val.paths[0] in task.train.paths[2:]
+    assert len(carved.test) == 1 and carved.val.paths[0] != carved.test.paths[0]
     assert task.train.paths[0] == os.path.join(str(root), "data_256", "a/airfield/00000001.jpg")
     assert task.test.paths[0].endswith(os.path.join("val_256", "Places365_val_00000001.jpg"))
     (root / "bad.txt").write_text("x.jpg 7\n")
@@ -133,13 +144,19 @@ def _cub_tree(root, n_classes=3, per_class=4):
 def test_cub(tmp_path):
     root = str(tmp_path / "CUB_200_2011")
     _cub_tree(root)
-    task = load_cub(root)
+    task = load_cub(root, val_fraction=0)
     assert task.class_names == ["001.Bird_1", "002.Bird_2", "003.Bird_3"]
     assert task.train.labels.tolist() == [0, 0, 1, 1, 2, 2]
-    assert task.test.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    assert task.test.labels.tolist() == [0, 0, 1, 1, 2, 2] and task.val is task.test
     assert task.train.paths[0].endswith("images/001.Bird_1/Bird_1_0.jpg")
     assert task.test.paths[0].endswith("Bird_1_1.jpg")
     assert all(os.path.exists(p) for p in task.train.paths)
+    # By default one of each class's two training images is val; the test split is untouched.
+    carved = load_cub(root)
+    assert carved.train.labels.tolist() == [0, 1, 2] and carved.val.labels.tolist() == [0, 1, 2]
+    assert sorted(carved.train.paths.tolist() + carved.val.paths.tolist()) == sorted(
+        task.train.paths.tolist())
+    np.testing.assert_array_equal(carved.test.paths, task.test.paths)
 
 
 def test_cub_bad_input(tmp_path):
@@ -171,6 +188,24 @@ def test_carve_validation_is_stratified_and_seeded():
     np.testing.assert_array_equal(val.labels, again.labels)
     with pytest.raises(ValueError, match="val_fraction"):
         carve_validation(split, 1.0)
+
+
+def test_carve_validation_small_classes_and_rounding():
+    counts = [1, 2, 3, 4, 5, 15, 25, 35]
+    labels = np.repeat(np.arange(len(counts)), counts)
+    split = Split(labels=labels, paths=np.array([f"img_{i}.jpg" for i in range(len(labels))]))
+    train, val = carve_validation(split, 0.1, seed=0)
+    # round(0.1 * n) rounded half up (2.5 -> 3), at least one once n >= 2, a singleton none.
+    np.testing.assert_array_equal(np.bincount(val.labels, minlength=8), [0, 1, 1, 1, 1, 2, 3, 4])
+    np.testing.assert_array_equal(np.bincount(train.labels, minlength=8),
+                                  [1, 1, 2, 3, 4, 13, 22, 31])
+    assert set(train.paths).isdisjoint(val.paths)
+    assert sorted(train.paths.tolist() + val.paths.tolist()) == sorted(split.paths.tolist())
+    # The seed picks which images: another seed, another val set of the same sizes.
+    other = carve_validation(split, 0.1, seed=1)[1]
+    assert set(other.paths) != set(val.paths)
+    np.testing.assert_array_equal(np.sort(other.labels), np.sort(val.labels))
+    assert len(carve_validation(split, 0.0)[1]) == 0
 
 
 def _write_json(path, data):
