@@ -2,6 +2,7 @@
 
 Modules: ``client`` (PredictionClient, CLI helpers), ``server`` (ModelServer, ServerOptions),
 ``model_manager`` (version polling and hot swap), ``servable`` (one loaded version, input
-validation), ``grpc_service`` / ``rest`` (the APIs), ``batching``, ``tensors``, ``errors``.
+validation), ``grpc_service`` / ``rest`` (the APIs), ``classification`` (Classify / Regress,
+shared by both APIs), ``batching``, ``tensors``, ``errors``.
 Imported on demand (they pull in grpc and TensorFlow).
 """

@@ -60,6 +60,14 @@ def resource_exhausted(message):
     return ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
 
 
+def unimplemented(message):
+    return ServingError(grpc.StatusCode.UNIMPLEMENTED, message)
+
+
+def internal(message):
+    return ServingError(grpc.StatusCode.INTERNAL, message)
+
+
 def from_tf_error(err):
     """A ServingError for a TensorFlow runtime error (first line of its message, no graph trace)."""
     code = grpc.StatusCode.INTERNAL

@@ -1,8 +1,6 @@
 """gRPC PredictionService and ModelService servicers over a `ModelManager`."""
 
-import numpy as np
 from tensorflow_serving.apis import (
-    classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_service_pb2_grpc,
@@ -10,9 +8,8 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from keras_fgvc.serving import errors, tensors
+from keras_fgvc.serving import classification, errors, tensors
 
-CLASSIFY_METHOD = "tensorflow/serving/classify"
 _STATE_ENUM = get_model_status_pb2.ModelVersionStatus.State
 
 
@@ -40,7 +37,7 @@ def _abort(context, err):
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    """Predict, Classify and GetModelMetadata."""
+    """Predict, Classify, Regress (its errors only; see `classification`) and GetModelMetadata."""
 
     def __init__(self, manager):
         self._manager = manager
@@ -66,42 +63,17 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         try:
             servable = self._manager.get(request.model_spec.name,
                                          requested_version(request.model_spec))
-            key, sig = servable.signature(request.model_spec.signature_name)
-            if sig.method_name != CLASSIFY_METHOD:
-                raise errors.invalid_argument(
-                    f"Expected classification signature method_name to be {CLASSIFY_METHOD}. "
-                    f"Was: {sig.method_name}")
-            which = request.input.WhichOneof("kind")
-            if which == "example_list":
-                examples = [e.SerializeToString() for e in request.input.example_list.examples]
-            elif which == "example_list_with_context":
-                raise errors.invalid_argument("example_list_with_context is not supported.")
-            else:
-                raise errors.invalid_argument("Input is empty.")
-            if len(sig.inputs) != 1:
-                raise errors.invalid_argument("Expected one input Tensor.")
-            input_key = next(iter(sig.inputs))
-            _, outputs = servable.predict(key, {input_key: np.array(examples, dtype=object)})
+            return classification.classify(servable, request)
         except errors.ServingError as err:
             return _abort(context, err)
-        response = classification_pb2.ClassificationResponse()
-        response.model_spec.name = servable.name
-        response.model_spec.version.value = servable.version
-        response.model_spec.signature_name = key
-        scores = outputs.get("scores")
-        classes = outputs.get("classes")
-        rows = len(scores) if scores is not None else len(classes)
-        for i in range(rows):
-            row = response.result.classifications.add()
-            width = scores.shape[1] if scores is not None else classes.shape[1]
-            for j in range(width):
-                item = row.classes.add()
-                if classes is not None:
-                    item.label = classes[i][j].decode() if isinstance(
-                        classes[i][j], bytes) else str(classes[i][j])
-                if scores is not None:
-                    item.score = float(scores[i][j])
-        return response
+
+    def Regress(self, request, context):  # noqa: N802 - gRPC method name
+        try:
+            servable = self._manager.get(request.model_spec.name,
+                                         requested_version(request.model_spec))
+            return classification.regress(servable, request)
+        except errors.ServingError as err:
+            return _abort(context, err)
 
     def GetModelMetadata(self, request, context):  # noqa: N802 - gRPC method name
         try:

@@ -3,27 +3,45 @@
 - ``GET  /v1/models/NAME[/versions/V]``            model status
 - ``GET  /v1/models/NAME[/versions/V]/metadata``   signature defs
 - ``POST /v1/models/NAME[/versions/V]:predict``    ``{"signature_name", "instances" | "inputs"}``
+- ``POST /v1/models/NAME[/versions/V]:classify``   ``{"signature_name", "context", "examples"}``
+  -> ``{"results": [[[label, score], ...], ...]}``
+- ``POST /v1/models/NAME[/versions/V]:regress``    same body; answers TF Serving's errors
 
-Binary values are ``{"b64": "..."}``; outputs whose name ends in ``_bytes``
-come back the same way. Errors are ``{"error": "..."}`` with TF Serving's
-HTTP status for the gRPC code.
+``/labels/L`` may stand for ``/versions/V`` (NOT_FOUND, as on gRPC: labels
+are not supported). Classify and regress build the gRPC request proto from
+the JSON (feature values: numbers, strings, ``true`` / ``false``, or lists of
+them) and call the same code as the gRPC API (`classification`). Binary
+values are ``{"b64": "..."}``; outputs whose name ends in ``_bytes`` come back
+the same way. Errors are ``{"error": "..."}`` with TF Serving's HTTP status
+for the gRPC code.
 """
 
 import base64
 import http.server
 import json
+import logging
 import re
 import threading
 
 import numpy as np
 import tensorflow as tf
 from google.protobuf import json_format
-from tensorflow_serving.apis import get_model_metadata_pb2
+from tensorflow.core.example import example_pb2
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    model_pb2,
+    regression_pb2,
+)
 
-from keras_fgvc.serving import errors, grpc_service
+from keras_fgvc.serving import classification, errors, grpc_service
 
-_PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?"
-                   r"(?P<rest>/metadata|:predict)?$")
+LOG = logging.getLogger("keras_fgvc.serving")
+_PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)"
+                   r"(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
+                   r"(?P<rest>/metadata|:predict|:classify|:regress)?$")
+_INT64_RANGE = (-(2**63), 2**63 - 1)
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _decode_value(value):
@@ -130,6 +148,92 @@ def predict_json(outputs, row_format):
     return {"outputs": {k: _json_value(k, v) for k, v in outputs.items()}}
 
 
+def _json_type(value):
+    for kind, name in ((type(None), "null"), (bool, "bool"), ((int, float), "number"),
+                       (str, "string"), (list, "array"), (dict, "object")):
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
+
+
+def _add_feature_value(feature, name, value):
+    """Append one JSON value to a ``tf.train.Feature`` (TF Serving's JSON -> Example rules)."""
+    if isinstance(value, bool):
+        kind, item = "int64_list", int(value)
+    elif isinstance(value, int):
+        if not _INT64_RANGE[0] <= value <= _INT64_RANGE[1]:
+            raise errors.invalid_argument(
+                f"Feature: {name} has element {value} outside the int64 range.")
+        kind, item = "int64_list", value
+    elif isinstance(value, float):
+        if np.isfinite(value) and abs(value) > _FLOAT32_MAX:
+            raise errors.invalid_argument(
+                f"Feature: {name} has element {value} that does not fit in a float.")
+        kind, item = "float_list", value
+    elif isinstance(value, str):
+        try:
+            kind, item = "bytes_list", value.encode()
+        except UnicodeEncodeError as err:
+            raise errors.invalid_argument(f"Feature: {name} is not valid UTF-8: {err}") from err
+    elif isinstance(value, dict) and set(value) == {"b64"}:
+        kind, item = "bytes_list", _decode_value(value)
+    else:
+        raise errors.invalid_argument(
+            f"Feature: {name} has element with unexpected JSON type: {_json_type(value)}")
+    current = feature.WhichOneof("kind")
+    if current not in (None, kind):
+        raise errors.invalid_argument(
+            f"Unexpected element type in feature: {name} expecting type: "
+            f"{current.removesuffix('_list')}")
+    getattr(feature, kind).value.append(item)
+
+
+def _example(where, value):
+    if not isinstance(value, dict):
+        raise errors.invalid_argument(
+            f"{where} must be a JSON object of features but got JSON {_json_type(value)}.")
+    example = example_pb2.Example()
+    for name, content in value.items():
+        feature = example.features.feature[name]
+        for item in content if isinstance(content, list) else [content]:
+            _add_feature_value(feature, name, item)
+    return example
+
+
+def parse_examples_body(body, request, method="classify"):
+    """Fill `request` (a Classification- or RegressionRequest) from a :classify / :regress body.
+
+    Sets ``model_spec.signature_name`` and ``input``: ``example_list``, or
+    ``example_list_with_context`` when the body has a ``context``. Returns `request`.
+    """
+    signature_name = body.get("signature_name", "")
+    if not isinstance(signature_name, str):
+        raise errors.invalid_argument("'signature_name' must be a string.")
+    request.model_spec.signature_name = signature_name
+    if "examples" not in body:
+        raise errors.invalid_argument(
+            f"When method is {method}, key 'examples' is expected and was not found.")
+    examples = body["examples"]
+    if not isinstance(examples, list):
+        raise errors.invalid_argument("Expecting 'examples' value to be a list/array.")
+    if not examples:
+        raise errors.invalid_argument("'examples' value is an empty array.")
+    if "context" in body:
+        target = request.input.example_list_with_context
+        target.context.CopyFrom(_example("'context'", body["context"]))
+    else:
+        target = request.input.example_list
+    for i, item in enumerate(examples):
+        target.examples.add().CopyFrom(_example(f"examples[{i}]", item))
+    return request
+
+
+def classify_json(response):
+    """TF Serving's classify response body for a ``ClassificationResponse``."""
+    return {"results": [[[c.label, c.score] for c in row.classes]
+                        for row in response.result.classifications]}
+
+
 def make_handler(manager, max_body_bytes):
     """A BaseHTTPRequestHandler class serving `manager`."""
 
@@ -149,61 +253,96 @@ def make_handler(manager, max_body_bytes):
             self.wfile.write(data)
 
         def _route(self):
+            """``(ModelSpec, rest)`` of the path; ``rest`` is '', '/metadata' or ':method'."""
             match = _PATH.match(self.path.split("?")[0])
             if not match:
                 raise errors.not_found(f"Malformed request: {self.command} {self.path}")
-            version = match["version"]
-            return match["name"], int(version) if version else None, match["rest"] or ""
+            spec = model_pb2.ModelSpec(name=match["name"], version_label=match["label"] or "")
+            if match["version"]:
+                spec.version.value = int(match["version"])
+            return spec, match["rest"] or ""
+
+        def _answer(self, handle):
+            """Send ``handle()`` as JSON, or its error: always an answer, never a dropped socket."""
+            try:
+                status, payload = 200, handle()
+            except errors.ServingError as err:
+                status, payload = err.http_status, {"error": err.message}
+            except Exception as err:  # noqa: BLE001 - a bug still gets a JSON answer
+                LOG.exception("REST %s %s failed", self.command, self.path)
+                err = errors.internal(f"{type(err).__name__}: {err}")
+                status, payload = err.http_status, {"error": err.message}
+            self._send(status, payload)
 
         def do_GET(self):  # noqa: N802 - http.server API
-            try:
-                name, version, rest = self._route()
-                if rest == ":predict":
-                    raise errors.invalid_argument("Predict requests must use POST.")
-                if rest == "/metadata":
-                    servable = manager.get(name, version)
-                    signature_map = get_model_metadata_pb2.SignatureDefMap()
-                    for key, sig in servable.signature_defs.items():
-                        signature_map.signature_def[key].CopyFrom(sig)
-                    payload = {
-                        "model_spec": {"name": name, "signature_name": "",
-                                       "version": str(servable.version)},
-                        "metadata": {"signature_def": json_format.MessageToDict(
-                            signature_map, preserving_proto_field_name=True)},
-                    }
-                else:
-                    response = grpc_service.status_response(manager.status(name, version))
-                    payload = json_format.MessageToDict(
-                        response, preserving_proto_field_name=True,
-                        always_print_fields_with_no_presence=True)
-                self._send(200, payload)
-            except errors.ServingError as err:
-                self._send(err.http_status, {"error": err.message})
+            self._answer(self._get)
 
         def do_POST(self):  # noqa: N802 - http.server API
+            self._answer(self._post)
+
+        def _get(self):
+            spec, rest = self._route()
+            if rest.startswith(":"):
+                raise errors.invalid_argument(f"{rest[1:].capitalize()} requests must use POST.")
+            version = grpc_service.requested_version(spec)
+            if rest == "/metadata":
+                servable = manager.get(spec.name, version)
+                signature_map = get_model_metadata_pb2.SignatureDefMap()
+                for key, sig in servable.signature_defs.items():
+                    signature_map.signature_def[key].CopyFrom(sig)
+                return {
+                    "model_spec": {"name": spec.name, "signature_name": "",
+                                   "version": str(servable.version)},
+                    "metadata": {"signature_def": json_format.MessageToDict(
+                        signature_map, preserving_proto_field_name=True)},
+                }
+            response = grpc_service.status_response(manager.status(spec.name, version))
+            return json_format.MessageToDict(response, preserving_proto_field_name=True,
+                                             always_print_fields_with_no_presence=True)
+
+        def _read_body(self):
+            """The JSON object sent; the body is read first, so an error leaves no bytes behind."""
             try:
-                name, version, rest = self._route()
                 length = int(self.headers.get("Content-Length") or 0)
-                if max_body_bytes and length > max_body_bytes:
-                    self.close_connection = True
-                    raise errors.resource_exhausted(
-                        f"Request body of {length} bytes exceeds the limit of {max_body_bytes}.")
-                raw = self.rfile.read(length)
-                if rest != ":predict":
-                    raise errors.invalid_argument(f"Unsupported POST to {self.path}.")
-                try:
-                    body = json.loads(raw or b"{}")
-                except ValueError as err:
-                    raise errors.invalid_argument(f"JSON Parse error: {err}") from err
-                if not isinstance(body, dict):
-                    raise errors.invalid_argument("The request body must be a JSON object.")
-                servable = manager.get(name, version)
-                _, sig = servable.signature(body.get("signature_name", ""))
+            except ValueError as err:
+                self.close_connection = True
+                raise errors.invalid_argument(f"Bad Content-Length: {err}") from err
+            if max_body_bytes and length > max_body_bytes:
+                self.close_connection = True
+                raise errors.resource_exhausted(
+                    f"Request body of {length} bytes exceeds the limit of {max_body_bytes}.")
+            raw = self.rfile.read(length)
+            spec, rest = self._route()
+            if not rest.startswith(":"):
+                raise errors.invalid_argument(f"Unsupported POST to {self.path}.")
+            try:
+                body = json.loads(raw or b"{}")
+            except ValueError as err:
+                raise errors.invalid_argument(f"JSON Parse error: {err}") from err
+            if not isinstance(body, dict):
+                raise errors.invalid_argument("The request body must be a JSON object.")
+            return spec, rest[1:], body
+
+        def _post(self):
+            spec, method, body = self._read_body()
+            if method == "predict":
+                servable = manager.get(spec.name, grpc_service.requested_version(spec))
+                signature_name = body.get("signature_name", "")
+                if not isinstance(signature_name, str):
+                    raise errors.invalid_argument("'signature_name' must be a string.")
+                _, sig = servable.signature(signature_name)
                 inputs, row_format = parse_predict_body(body, sig)
-                _, outputs = servable.predict(body.get("signature_name", ""), inputs)
-                self._send(200, predict_json(outputs, row_format))
-            except errors.ServingError as err:
-                self._send(err.http_status, {"error": err.message})
+                _, outputs = servable.predict(signature_name, inputs)
+                return predict_json(outputs, row_format)
+            # As in TF Serving: the body becomes the gRPC request, then the gRPC code runs.
+            request_type = (classification_pb2.ClassificationRequest if method == "classify"
+                            else regression_pb2.RegressionRequest)
+            request = parse_examples_body(body, request_type(model_spec=spec), method)
+            servable = manager.get(spec.name, grpc_service.requested_version(spec))
+            if method == "classify":
+                return classify_json(classification.classify(servable, request))
+            classification.regress(servable, request)  # TF Serving's error for the signature
+            raise errors.unimplemented("Regress is not implemented by the loopback server.")
 
     return Handler
 

@@ -1,12 +1,15 @@
-"""REST body parsing and response formatting (TF Serving's row and columnar formats)."""
+"""REST body parsing and response formatting (predict row / columnar formats, classify)."""
 
 import base64
+import http.client
+import json
 
 import grpc
 import numpy as np
 import pytest
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow_serving.apis import classification_pb2, regression_pb2
 
 from keras_fgvc.serving import errors, rest
 
@@ -68,3 +71,102 @@ def test_predict_json():
         "outputs": ["a"]}
     assert rest.predict_json({"x_bytes": np.array([b"\x00"], object)}, False) == {
         "outputs": [{"b64": "AA=="}]}
+
+
+def test_examples_body_to_classification_request():
+    image = base64.b64encode(b"\x89PNG\x00").decode()
+    body = {"signature_name": "classify",
+            "examples": [{"image/encoded": {"b64": image}, "caption": "seaside",
+                          "ids": [1, -2], "weight": 0.5, "ok": True, "tags": []},
+                         {"image/encoded": [{"b64": image}, "x"]}]}
+    request = rest.parse_examples_body(body, classification_pb2.ClassificationRequest())
+    assert request.model_spec.signature_name == "classify"
+    assert request.input.WhichOneof("kind") == "example_list"
+    first, second = request.input.example_list.examples
+    feature = first.features.feature
+    assert list(feature["image/encoded"].bytes_list.value) == [b"\x89PNG\x00"]
+    assert list(feature["caption"].bytes_list.value) == [b"seaside"]
+    assert list(feature["ids"].int64_list.value) == [1, -2]
+    assert list(feature["weight"].float_list.value) == [0.5]
+    assert list(feature["ok"].int64_list.value) == [1]
+    assert feature["tags"].WhichOneof("kind") is None
+    assert list(second.features.feature["image/encoded"].bytes_list.value) == [
+        b"\x89PNG\x00", b"x"]
+
+    body = {"context": {"image/encoded": {"b64": image}}, "examples": [{"id": 1}, {}]}
+    request = rest.parse_examples_body(body, regression_pb2.RegressionRequest(), "regress")
+    assert request.model_spec.signature_name == ""
+    with_context = request.input.example_list_with_context
+    assert list(with_context.context.features.feature["image/encoded"].bytes_list.value) == [
+        b"\x89PNG\x00"]
+    assert [list(e.features.feature) for e in with_context.examples] == [["id"], []]
+
+
+def test_bad_examples_bodies_are_invalid_argument():
+    for body, message in [
+        ({}, "When method is classify, key 'examples' is expected and was not found."),
+        ({"examples": {"x": 1}}, "Expecting 'examples' value to be a list/array."),
+        ({"examples": []}, "'examples' value is an empty array."),
+        ({"examples": [3]}, "examples[0] must be a JSON object of features but got JSON number."),
+        ({"examples": [{}], "context": [1]}, "'context' must be a JSON object"),
+        ({"examples": [{}], "signature_name": 5}, "'signature_name' must be a string."),
+        ({"examples": [{"x": [[1]]}]}, "Feature: x has element with unexpected JSON type: array"),
+        ({"examples": [{"x": None}]}, "Feature: x has element with unexpected JSON type: null"),
+        ({"examples": [{"x": {"a": 1}}]}, "Feature: x has element with unexpected JSON type: "
+                                          "object"),
+        ({"examples": [{"x": [1, "a"]}]}, "Unexpected element type in feature: x expecting "
+                                          "type: int64"),
+        ({"examples": [{"x": [1.5, 2]}]}, "Unexpected element type in feature: x expecting "
+                                          "type: float"),
+        ({"examples": [{"x": 2**64}]}, "outside the int64 range"),
+        ({"examples": [{"x": 1e300}]}, "does not fit in a float"),
+        ({"examples": [{"x": {"b64": "%%%"}}]}, "Invalid b64"),
+        ({"examples": [{"x": {"b64": 3}}]}, "Invalid b64"),
+        ({"examples": [{"x": "\ud800"}]}, "Feature: x is not valid UTF-8"),
+    ]:
+        with pytest.raises(errors.ServingError) as info:
+            rest.parse_examples_body(body, classification_pb2.ClassificationRequest())
+        assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert message in info.value.message, (body, info.value.message)
+
+
+def test_classify_json():
+    response = classification_pb2.ClassificationResponse()
+    for labels, scores in [(["a", "b"], [0.5, 0.25]), (["a", "b"], [0.125, 1.0])]:
+        row = response.result.classifications.add()
+        for label, score in zip(labels, scores):
+            row.classes.add(label=label, score=score)
+    assert rest.classify_json(response) == {
+        "results": [[["a", 0.5], ["b", 0.25]], [["a", 0.125], ["b", 1.0]]]}
+
+
+class _BrokenManager:
+    def get(self, name, version=None):
+        raise RuntimeError("boom")
+
+
+def test_handler_answers_json_and_keeps_the_connection():
+    server = rest.RestServer(_BrokenManager(), "127.0.0.1", 0)
+    server.start()
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        for method, path, body, code, message in [
+            ("POST", "/v1/models/det:classify", {"examples": [{"x": 1}]}, 500,
+             "RuntimeError: boom"),
+            ("POST", "/v1/models/det:classify", {"examples": [[1]]}, 400,
+             "must be a JSON object of features"),
+            ("GET", "/v1/models/det:classify", None, 400, "Classify requests must use POST."),
+            ("GET", "/v1/models/det/labels/stable", None, 404,
+             "Servable not found for request: Label(det, stable)"),
+            ("POST", "/v1/models/det/metadata", {}, 400, "Unsupported POST"),
+            ("POST", "/v1/models/det:explain", {}, 404, "Malformed request"),
+        ]:
+            data = json.dumps(body).encode() if body is not None else None
+            conn.request(method, path, data)
+            response = conn.getresponse()
+            payload = json.loads(response.read())
+            assert (response.status, payload) == (code, {"error": payload["error"]}), path
+            assert message in payload["error"], (path, payload)
+    finally:
+        conn.close()
+        server.stop()

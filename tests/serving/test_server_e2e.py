@@ -6,6 +6,7 @@ than assuming it.
 """
 
 import base64
+import http.client
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
     prediction_service_pb2_grpc,
+    regression_pb2,
 )
 
 from keras_fgvc.export import example_detector, model_config, saved_model, versions
@@ -212,6 +214,100 @@ def test_classify(served):
     for row, scores in zip(response.result.classifications, expected):
         assert [c.label for c in row.classes] == NAMES
         np.testing.assert_allclose([c.score for c in row.classes], scores, rtol=1e-5, atol=1e-6)
+
+
+def _grpc_classify(stub, pngs):
+    request = classification_pb2.ClassificationRequest()
+    request.model_spec.name = "det"
+    request.model_spec.signature_name = "classify"
+    for png in pngs:
+        example = request.input.example_list.examples.add()
+        example.features.feature["image/encoded"].bytes_list.value.append(png)
+    return stub.Classify(request, timeout=30)
+
+
+def test_rest_classify_matches_grpc_and_regress_answers_tf_serving_error(served):
+    pngs = [_png(i) for i in served["images"][:3]]
+    b64 = [{"b64": base64.b64encode(p).decode()} for p in pngs]
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(served["client"]._channel)
+    expected = [[[c.label, c.score] for c in row.classes]
+                for row in _grpc_classify(stub, pngs).result.classifications]
+    version = _latest(served)
+    # One keep-alive connection throughout: an error answer never drops it.
+    conn = http.client.HTTPConnection("127.0.0.1", served["rest_port"], timeout=30)
+
+    def post(path, body):
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        conn.request("POST", f"/v1/models/det{path}", data,
+                     {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+
+    def assert_results(payload, rows):
+        assert [[label for label, _ in row] for row in payload["results"]] == [
+            [label for label, _ in row] for row in rows]
+        np.testing.assert_allclose([[s for _, s in row] for row in payload["results"]],
+                                   [[s for _, s in row] for row in rows], rtol=0, atol=1e-6)
+
+    try:
+        for path in (":classify", f"/versions/{version}:classify"):
+            status, payload = post(path, {"signature_name": "classify",
+                                          "examples": [{"image/encoded": v} for v in b64]})
+            assert status == 200, payload
+            assert [[label for label, _ in row] for row in payload["results"]] == [NAMES] * 3
+            assert_results(payload, expected)
+        # Context features are shared by every example (extra features are ignored).
+        status, payload = post(":classify", {"signature_name": "classify",
+                                             "context": {"image/encoded": b64[1]},
+                                             "examples": [{"id": 1}, {"id": [2, 3]}]})
+        assert status == 200, payload
+        assert_results(payload, [expected[1], expected[1]])
+
+        ok = {"signature_name": "classify", "examples": [{"image/encoded": b64[0]}]}
+        for path, body, code, message in [
+            (":classify", b'{"examples": [', 400, "JSON Parse error"),
+            (":classify", b"[]", 400, "must be a JSON object"),
+            (":classify", {"signature_name": "classify"}, 400, "key 'examples' is expected"),
+            (":classify", {**ok, "examples": []}, 400, "'examples' value is an empty array"),
+            (":classify", {**ok, "examples": "x"}, 400, "to be a list/array"),
+            (":classify", {**ok, "examples": [[1]]}, 400, "must be a JSON object of features"),
+            (":classify", {**ok, "examples": [{"image/encoded": [[1]]}]}, 400,
+             "unexpected JSON type: array"),
+            (":classify", {**ok, "examples": [{"image/encoded": {"b64": "%"}}]}, 400,
+             "Invalid b64"),
+            (":classify", {**ok, "signature_name": ["classify"]}, 400, "must be a string"),
+            (":classify", {**ok, "examples": [{"id": 1}]}, 400, "image/encoded"),
+            (":classify", {**ok, "examples": [{"image/encoded": "not an image"}]}, 400, ""),
+            (":classify", {**ok, "signature_name": "serving_default"}, 400,
+             "Expected classification signature method_name to be tensorflow/serving/classify."
+             " Was: tensorflow/serving/predict"),
+            (":classify", {**ok, "signature_name": "nope"}, 400, 'signature key "nope" not found'),
+            ("/versions/42:classify", ok, 404, "Specific(det, 42)"),
+            ("/labels/stable:classify", ok, 404, "Label(det, stable)"),
+            (":regress", {"examples": [{"x": 1.0}]}, 400,
+             "Expected regression signature method_name to be tensorflow/serving/regress. "
+             "Was: tensorflow/serving/predict"),
+            (":regress", {"signature_name": "nope", "examples": [{"x": 1.0}]}, 400,
+             "No signature was found with the name: nope"),
+            (":regress", {"examples": []}, 400, "'examples' value is an empty array"),
+        ]:
+            status, payload = post(path, body)
+            assert status == code and isinstance(payload.get("error"), str), (path, payload)
+            assert message in payload["error"], (path, body, payload)
+            assert "Traceback" not in payload["error"]
+        status, payload = post(":classify", ok)  # the same connection still serves
+        assert status == 200
+        assert_results(payload, expected[:1])
+    finally:
+        conn.close()
+    regress = regression_pb2.RegressionRequest()
+    regress.model_spec.name = "det"
+    regress.input.example_list.examples.add()
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Regress(regress, timeout=30)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details() == ("Expected regression signature method_name to be "
+                                    "tensorflow/serving/regress. Was: tensorflow/serving/predict")
 
 
 def _http(url, body=None):
