@@ -1,7 +1,10 @@
 """Smoke tests of the benchmark scripts: each runs with --quick into tmp_path.
 
-The measured numbers are only checked for structure, finiteness and sign
-(never which case is faster). All scripts except `serving.py` are run
+Timings are only checked for structure, finiteness and sign (never which case
+is faster). The analysis benchmarks are also checked for the properties the
+dissertation states: the kernel approximation error (Eq. 3.12) falls as the
+sketch dimension d grows, and the effective number (Eq. 5.2-5.5) stays
+between its bounds. All scripts except `serving.py` are run
 in-process through their `main(argv)` (TensorFlow is imported once);
 `serving.py` uses absl flags and starts a model-server subprocess, so it runs
 in its own process group, which is killed whatever happens.
@@ -16,7 +19,10 @@ import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+
+from keras_fgvc.analysis import kernel_approximation as ka
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARKS = os.path.join(REPO, "benchmarks")
@@ -219,6 +225,47 @@ def test_kernel_approximation(tmp_path):
     assert os.path.isfile(tmp_path / "kernel_approximation.png")
     assert len(os.listdir(tmp_path / "cache")) == 1  # features cached where asked
 
+    # Fig. 3.6: "higher feature pooling dimension gives better approximation". At the
+    # smallest gamma (where the order-p Taylor truncation, which no d removes, is
+    # smallest) the error at the largest d is well below the error at the smallest d,
+    # for every order. At the larger gammas the truncation dominates, and as all pairs
+    # share one set of hashes, a small sketch's collision error does not average out
+    # over the pairs and can even offset it (d = 50 < C = 128 beats d = 5000 there for
+    # p = 2), so those curves are not compared.
+    assert dims == sorted(dims) and dims[-1] >= 20 * dims[0]
+    small_gamma = f"gamma={min(multiples)}x"
+    for p in orders:
+        errors = report["relative_error"][f"p={p}"][small_gamma]
+        assert errors[-1] < 0.5 * errors[0], (p, errors)
+    # "approximation error also goes down with increasing order p" (same d and gamma).
+    at_largest_d = [report["relative_error"][f"p={p}"][small_gamma][-1] for p in orders]
+    assert at_largest_d[-1] < at_largest_d[0], at_largest_d
+    # "close to 1% relative error" with enough dims and order and a proper gamma.
+    grid = [e for per_gamma in report["relative_error"].values()
+            for errors in per_gamma.values() for e in errors]
+    assert best["relative_error"] == min(grid)
+    assert best["relative_error"] < 0.02
+
+
+def test_kernel_approximation_error_falls_with_dims():
+    """Eq. 3.12 on a direct call: each 4x in d roughly halves the error (Count Sketch ~ 1/sqrt(d)).
+
+    ReLU-like features and gamma = gamma_0 / 4 keep the Taylor truncation of
+    orders 3 and 4 far below the sketch error; one seed (pairs and hashes)
+    and 4000 pairs. Order 2 nears its truncation floor (~2%) at large d, so
+    it is only required to keep falling, not at that rate.
+    """
+    rng = np.random.default_rng(0)
+    x = np.maximum(rng.normal(size=(400, 64)), 0.0) / 8.0
+    dims = [32, 128, 512, 2048]
+    grid = ka.relative_error_grid(x, [2, 3, 4], dims, [ka.default_gamma(x) / 4],
+                                  num_pairs=4000, seed=0)[:, :, 0]
+    assert np.all(np.diff(grid[0]) < 0), grid[0]
+    for errors in grid[1:]:
+        ratios = errors[1:] / errors[:-1]
+        assert np.all(ratios < 0.7), (errors, ratios)  # ~0.5 = 1 / sqrt(4)
+    assert grid[2, -1] < 0.03
+
 
 def test_effective_number(tmp_path):
     out = tmp_path / "effective_number.json"
@@ -241,3 +288,54 @@ def test_effective_number(tmp_path):
             for v in values:
                 _positive(v, (name, beta))
     assert os.path.isfile(tmp_path / "effective_number.png")
+
+    # Sec. 5.2 on the values written. E_n = sum_{j=1..n} beta^(j-1) (Eq. 5.3), so
+    # E_1 = 1, n beta^(n-1) <= E_n <= min(n, N) with N = 1 / (1 - beta) (Eq. 5.4),
+    # E_n grows with n, and with beta; E_n = 1 at beta = 0 and E_n -> n as beta -> 1
+    # (Implication 1, Eq. 5.5).
+    rel = 1e-9
+    n = np.asarray(report["n"], float)
+    assert np.all(np.diff(n) > 0)
+    betas = sorted(report["betas"])
+    assert betas[0] == 0.0 and betas[-1] >= 0.999
+    effective = {}
+    for beta in betas:
+        term = np.asarray(report["class_balanced_term"][str(beta)])  # 1 / E_n (Eq. 5.6)
+        e = 1.0 / term
+        effective[beta] = e
+        assert e[0] == pytest.approx(1.0, rel=rel), beta
+        assert np.all(e >= 1.0 - rel), beta
+        assert np.all(e <= np.minimum(n, 1.0 / (1.0 - beta)) * (1 + rel)), beta
+        assert np.all(e >= n * beta ** (n - 1) * (1 - rel)), beta
+        assert np.all(np.diff(e) >= -rel * e[1:]), beta  # non-decreasing in n
+        if beta == 0.0:
+            np.testing.assert_allclose(e, 1.0, rtol=rel)  # no re-weighting
+        else:  # strictly growing while beta^n is not negligible
+            growing = beta ** n[1:] > 1e-6
+            assert np.all(np.diff(e)[growing] > 0), beta
+    for low, high in zip(betas, betas[1:]):  # larger beta (more prototypes N): larger E_n
+        assert np.all(effective[high] >= effective[low] * (1 - rel)), (low, high)
+        assert np.all(effective[high][n > 1] > effective[low][n > 1]), (low, high)
+    # beta -> 1: E_n ~ n while n (1 - beta) is small.
+    close = n * (1.0 - betas[-1]) <= 0.01
+    assert close.sum() >= 3
+    np.testing.assert_allclose(effective[betas[-1]][close], n[close], rtol=0.01)
+
+    # Fig. 5.6: per class of the long-tailed sets, 1 <= E_n <= min(n, N), ordered as the
+    # counts; as beta -> 1 E_n -> n, and the smaller beta, the more similar the classes.
+    for name, entry in report["long_tailed"].items():
+        counts = np.asarray(entry["counts"], float)
+        assert np.all(np.diff(counts) <= 0) and counts[0] / counts[-1] == pytest.approx(
+            entry["imbalance"], rel=0.05), name
+        spread = {}
+        for beta_key, values in entry["effective_number"].items():
+            beta, e = float(beta_key), np.asarray(values)
+            assert 0.0 < beta < 1.0, (name, beta)
+            assert np.all(e >= 1.0 - rel), (name, beta)
+            assert np.all(e <= np.minimum(counts, 1.0 / (1.0 - beta)) * (1 + rel)), (name, beta)
+            assert np.all(e >= counts * beta ** (counts - 1) * (1 - rel)), (name, beta)
+            assert np.all(np.diff(e) <= rel * e[:-1]), (name, beta)  # the counts' order
+            spread[beta] = e[0] / e[-1]
+        ordered = [spread[b] for b in sorted(spread)]
+        assert all(a <= b * (1 + rel) for a, b in zip(ordered, ordered[1:])), (name, spread)
+        assert ordered[0] < ordered[-1] <= counts[0] / counts[-1] * (1 + rel), (name, spread)

@@ -21,6 +21,8 @@ Batch label format (``labels``, ``hard_negative_for``), both int ``[B]``:
   of its own (label -1); it is then a negative for class c only.
 """
 
+import fractions
+
 from keras import ops
 
 
@@ -45,16 +47,40 @@ def same_class_mask(labels):
 
 
 def num_local_positives(num_same, positive_fraction):
-    """How many nearest same-class samples each anchor keeps.
+    """How many nearest same-class samples an anchor keeps as local positives (Sec. 2.3.3).
 
-    ``k = max(1, floor(positive_fraction * n + 0.5))`` (round half up, in
-    float32), capped at ``n``; 0 when ``n = 0``. At least one positive is kept
-    whenever the anchor has any.
+    The one rule of both miners (the in-batch `local_positive_mask` and the
+    offline `keras_fgvc.training.mining.mine_triplet_order`):
+    ``k = min(n, max(1, round_half_up(positive_fraction * n)))``, and 0 when
+    ``n = 0``. The dissertation only says "60% of nearest neighbors within
+    same category" (Sec. 2.4.2) and does not say how ``0.6 n`` is made an
+    integer. Round half up keeps the share closest to the stated fraction;
+    ceil would always enlarge the region (n = 2 at 0.6 keeps both positives,
+    the whole class, which is the "contracted sphere" Fig. 2.5 warns about),
+    and at least one positive is kept whenever the anchor has any.
+
+    The product is evaluated exactly: `positive_fraction` is read as the
+    nearest fraction a / b with b <= 1000 (0.6 = 3 / 5) and
+    ``k = floor((2 a n + b) / (2 b))`` in int32 (exact for n < 10^6), so no
+    float rounding moves a count across a boundary (in float64,
+    ``ceil(0.07 * 100) = 8``; in float32, ``0.13 * 450 + 0.5 < 59``).
+
+    Args:
+        num_same: int tensor or array (any shape) of same-class sample counts n.
+        positive_fraction: Python float in (0, 1].
+
+    Returns:
+        int32 tensor of the same shape.
+
+    Example:
+        >>> ops.convert_to_numpy(num_local_positives([0, 1, 2, 4, 5], 0.6)).tolist()
+        [0, 1, 1, 2, 3]
     """
-    n = ops.cast(num_same, "float32")
-    k = ops.floor(n * positive_fraction + 0.5)
-    k = ops.minimum(ops.maximum(k, 1.0), n)
-    return ops.cast(k, "int32")
+    share = fractions.Fraction(float(positive_fraction)).limit_denominator(1000)
+    a, b = share.numerator, share.denominator
+    n = ops.cast(ops.convert_to_tensor(num_same), "int32")
+    k = ops.floor_divide(2 * a * n + b, 2 * b)
+    return ops.minimum(ops.maximum(k, 1), n)
 
 
 def local_positive_mask(labels, distances, positive_fraction=0.6):

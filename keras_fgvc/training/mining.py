@@ -2,7 +2,8 @@
 
 Given embeddings of (a subset of) the training set, build an example order
 made of triplets ``(x, x_p, x_n)``: x_p is drawn from the nearest
-`positive_fraction` of x's class (local positive sampling, Sec. 2.3.3) and
+`positive_fraction` of x's class (local positive sampling, Sec. 2.3.3; the
+count is `keras_fgvc.losses.mining.num_local_positives`, as in batch) and
 x_n from the other classes' samples that violate the margin,
 ``||f(x) - f(x_n)||^2 < ||f(x) - f(x_p)||^2 + m`` (hard negatives,
 Sec. 2.3.2); when none violates, the nearest negative is used. Consecutive
@@ -16,6 +17,9 @@ Example:
 """
 
 import numpy as np
+from keras import ops
+
+from keras_fgvc.losses.mining import num_local_positives
 
 
 def _squared_distances(x):
@@ -49,6 +53,10 @@ def mine_triplet_order(embeddings, labels, count, margin=0.2, positive_fraction=
     eligible = np.flatnonzero(np.isin(labels, classes[counts >= 2]))
     if not len(eligible):
         raise ValueError("Triplet mining needs a class with at least two examples.")
+    # Local positives per reference: the same rule as the in-batch miner, on the
+    # n = count - 1 other samples of the reference's class.
+    num_positives = dict(zip(classes.tolist(), ops.convert_to_numpy(
+        num_local_positives(counts - 1, positive_fraction)).tolist()))
     rng = np.random.default_rng(seed)
     out = []
     while len(out) < count:
@@ -56,8 +64,7 @@ def mine_triplet_order(embeddings, labels, count, margin=0.2, positive_fraction=
         same = np.flatnonzero(labels == labels[r])
         same = same[same != r]
         near = same[np.argsort(distances[r, same], kind="stable")]
-        k = max(1, int(np.ceil(positive_fraction * len(near))))
-        p = int(rng.choice(near[:k]))
+        p = int(rng.choice(near[: num_positives[labels[r].item()]]))
         others = np.flatnonzero(labels != labels[r])
         violating = others[distances[r, others] < distances[r, p] + margin]
         if len(violating):
