@@ -24,7 +24,8 @@ import _reproduce  # noqa: E402
 # script -> (settings run by --quick, methods every such setting must hold)
 EXPECTED = {
     "bg_splitting": (["bg98"], {"FT", "Focal", "LDAM-DRW", "LWS", "FT-down1%", "FT-down5%",
-                                "FT-down25%", "BG-split", "BG-split+fixed-bg"}),
+                                "FT-down25%", "BG-split", "BG-split+fixed-bg",
+                                "FT (scratch)"}),
     "class_balanced": (["imb100"], {"softmax", "sigmoid", "focal_g0.5", "focal_g1.0",
                                     "focal_g2.0", "class-balanced"}),
     "pooling": (["fashion_mnist"], {"GAP", "CBP", "KP"}),

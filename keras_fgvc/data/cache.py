@@ -54,6 +54,21 @@ def save_npz(path, **arrays):
         raise
 
 
+def save_model(path, model):
+    """Saves a Keras model as a ``.keras`` file atomically (temporary file, then rename)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".keras")
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def load_npz(path):
     """The arrays of a cache entry as a dict, or None if missing or unreadable."""
     if not os.path.isfile(path):

@@ -25,6 +25,7 @@ once and cached under `cache_dir` (default ``$KERAS_FGVC_CACHE`` or
 import functools
 import hashlib
 import logging
+import os
 
 import numpy as np
 
@@ -178,7 +179,7 @@ def make_fashion_bg(rare_classes=DEFAULT_RARE_CLASSES, background_fraction=0.98,
                     splits=sorted(teacher_splits),
                     data=_data_digest(x, y, xt, yt))
         wanted = {name: splits[name] for name in teacher_splits}
-        predictions = _cached_teacher(
+        predictions, teacher_model = _cached_teacher(
             args, cache_dir, wanted,
             lambda: train_teacher(x[teacher_train_idx], to_teacher[y[teacher_train_idx]],
                                   len(others),
@@ -191,6 +192,7 @@ def make_fashion_bg(rare_classes=DEFAULT_RARE_CLASSES, background_fraction=0.98,
             split.teacher_probabilities = predictions[f"{name}_probabilities"]
     task = Task(name="fashion_bg", class_names=["background"] + [CLASS_NAMES[c] for c in rare],
                 has_background=True, teacher_class_names=[CLASS_NAMES[c] for c in others],
+                teacher_model=teacher_model if teacher else None,
                 metadata={"rare_classes": rare, "teacher_classes": others,
                           "source_indices": {"train": train_idx, "val": val_idx,
                                              "test": test_idx, "teacher": teacher_idx,
@@ -262,20 +264,27 @@ def _builder_name(builder):
 
 
 def _cached_teacher(args, cache_dir, splits, train_fn, verbose):
-    """Teacher predictions for every split, from the cache or computed and stored."""
+    """``(predictions, model_path)``: the teacher's predictions for every split and its saved
+    model (``.keras``, beside them), from the cache or computed and stored.
+
+    The model is kept because the background-splitting protocol starts every student's
+    trunk from it (`Config.init_trunk="teacher"`); an entry without it is recomputed.
+    """
     path = cache_lib.cache_path("fashion_bg_teacher", cache_lib.cache_key(**args), cache_dir)
+    model_path = path[:-len(".npz")] + ".keras"
     cached = cache_lib.load_npz(path)
-    if cached is not None and all(
+    if cached is not None and os.path.isfile(model_path) and all(
         f"{n}_labels" in cached and len(cached[f"{n}_labels"]) == len(s)
         for n, s in splits.items()
     ):
         logger.info("Teacher pseudo-labels loaded from %s", path)
-        return cached
+        return cached, model_path
     model = train_fn()
     out = {}
     for name, split in splits.items():
         labels, probs = teacher_predictions(model, split.images, verbose=verbose)
         out[f"{name}_labels"], out[f"{name}_probabilities"] = labels, probs
+    cache_lib.save_model(model_path, model)  # first: an npz never stands without its model
     cache_lib.save_npz(path, **out)
-    logger.info("Teacher pseudo-labels cached in %s", path)
-    return out
+    logger.info("Teacher pseudo-labels and model cached in %s", path)
+    return out, model_path

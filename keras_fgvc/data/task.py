@@ -77,6 +77,10 @@ class Task:
             splitting), when the splits carry `teacher_labels`.
         metadata: free-form facts from the builder (e.g. NumPy source
             indices of each split); not updated by later subsampling.
+        teacher_model: path of the saved teacher (a ``.keras`` file) whose
+            pseudo-labels the splits carry, when the builder has it; the
+            trainer starts the student's trunk from it with
+            ``Config.init_trunk="teacher"`` (the background-splitting protocol).
     """
 
     name: str
@@ -87,6 +91,7 @@ class Task:
     has_background: bool = True
     teacher_class_names: list | None = None
     metadata: dict | None = None
+    teacher_model: str | None = None
 
     def __post_init__(self):
         self.class_names = [str(c) for c in self.class_names]

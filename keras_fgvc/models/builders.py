@@ -17,7 +17,7 @@ background tasks. All models take float32 images in [0, 255].
 | ``lws`` | a frozen base model | | learned per-class logit scale |
 | ``resnet50_gap`` | ResNet50 | GAP | softmax |
 | ``resnet50_kernel_pooling`` | ResNet50 | kernel, p=4, d=4096 | softmax |
-| ``vgg16_compact_bilinear`` | VGG16 conv5_3 | compact bilinear, d=8192 | softmax |
+| ``vgg16_compact_bilinear`` | VGG16 conv5_3 | compact bilinear, d=12801 | softmax |
 | ``vgg16_kernel_pooling`` | VGG16 conv5_3 | kernel, p=4, d=4096 | softmax |
 | ``inception_v3`` | InceptionV3 | GAP | softmax |
 """
@@ -181,9 +181,13 @@ def resnet50_kernel_pooling(num_classes, input_shape=(32, 32, 3), **kwargs):
 
 @register_model("vgg16_compact_bilinear")
 def vgg16_compact_bilinear(num_classes, input_shape=(32, 32, 3), **kwargs):
-    """VGG16 conv5_3 + compact bilinear pooling (d = 8192) + softmax."""
+    """VGG16 conv5_3 + compact bilinear pooling + softmax.
+
+    d = 12801, kernel pooling's 1 + 512 + 3 x 4096 on the same map: the dissertation compares
+    the two at the same feature dimension (Sec. 3.3.1, "for a fair comparison").
+    """
     kwargs.setdefault("name", "vgg16_compact_bilinear")
-    pooling_kwargs = _merge({"dims": 8192}, kwargs.pop("pooling_kwargs", None))
+    pooling_kwargs = _merge({"dims": 12801}, kwargs.pop("pooling_kwargs", None))
     return build_classifier(
         num_classes,
         input_shape,

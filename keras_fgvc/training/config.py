@@ -40,7 +40,13 @@ class Config:
     Model:
         model: registered model name; model_kwargs: its builder's arguments;
         adapt_examples: training images passed to the builder as ``sample``
-        (kernel pooling sets gamma from them; 0 = none).
+        (kernel pooling sets gamma from them; 0 = none);
+        init_trunk: where the trunk's weights start: "" (the builder's own
+        initialisation: random, or ``model_kwargs.weights``), "teacher" (the
+        trunk of the task's teacher model, whose predictions split the
+        background: the background-splitting protocol, every method fine-tunes
+        that pretrained network with fresh heads), or a path to a ``.keras``
+        model with the same trunk (`keras_fgvc.models.transfer.copy_trunk`).
     Loss:
         loss: registered loss recipe (`components.list_losses()`);
         loss_kwargs: its arguments (beta, gamma, margin ...);
@@ -79,9 +85,11 @@ class Config:
         model in learnable per-class logit scales, everything else frozen).
     Metric learning (Sec. 2.4.1):
         refresh_every_steps: every M steps re-compute embeddings of the
-        training set, refresh the anchors by k-means and re-mine triplets
-        (0 = off); refresh_max_examples: embeddings computed on this many
-        training examples.
+        training set and re-mine triplets (0 = off); the anchors are
+        initialised by k-means once, before the first step, then learned
+        (Sec. 2.3.5); refresh_max_examples: embeddings computed on this many
+        training examples; refresh_anchors: also re-initialise the anchors by
+        k-means at every refresh (not the paper's procedure; default off).
     """
 
     name: str = ""
@@ -100,6 +108,7 @@ class Config:
     model: str = "small_cnn"
     model_kwargs: dict = dataclasses.field(default_factory=dict)
     adapt_examples: int = 0
+    init_trunk: str = ""
     # Loss.
     loss: str = "softmax"
     loss_kwargs: dict = dataclasses.field(default_factory=dict)
@@ -143,6 +152,7 @@ class Config:
     # Metric learning.
     refresh_every_steps: int = 0
     refresh_max_examples: int = 2048
+    refresh_anchors: bool = False
 
     def to_json(self):
         """The resolved config as a JSON string (what W/config.json holds)."""
@@ -334,6 +344,9 @@ def validate_config(config):
                        ("drw_beta", config.drw_beta)):
         if value is not None and not 0.0 <= float(value) < 1.0:
             raise ValueError(f"Config {key}={value} is outside [0, 1): beta must be in [0, 1).")
+    if config.init_trunk not in ("", "teacher") and not config.init_trunk.endswith(".keras"):
+        raise ValueError(f"Config init_trunk={config.init_trunk!r} must be '', 'teacher' or a "
+                         "path to a .keras model.")
     if config.clip_value < 0:
         raise ValueError(f"Config clip_value={config.clip_value} must be >= 0 (0 = off).")
     if list(config.decay_epochs) != sorted(config.decay_epochs):

@@ -87,22 +87,31 @@ def test_teacher_is_cached_atomically_and_reused(fake_dir, tmp_path, monkeypatch
     assert cache.default_cache_dir() == str(tmp_path / "envcache")
     builder = CountingBuilder()
     first = _build(fake_dir, None, builder)
-    files = os.listdir(tmp_path / "envcache")
-    assert len(files) == 1 and files[0].startswith("fashion_bg_teacher-")
-    assert files[0].endswith(".npz")
+    files = sorted(os.listdir(tmp_path / "envcache"))
+    # The pseudo-labels and the teacher itself (students start from its trunk).
+    assert len(files) == 2 and all(f.startswith("fashion_bg_teacher-") for f in files)
+    assert [f.rsplit(".", 1)[1] for f in files] == ["keras", "npz"]
+    assert first.teacher_model == os.path.join(tmp_path / "envcache", files[0])
+    files = files[1:]
     second = _build(fake_dir, None, builder)
     assert builder.calls == 1  # served from the cache
+    assert second.teacher_model == first.teacher_model
     np.testing.assert_array_equal(first.train.teacher_labels, second.train.teacher_labels)
     np.testing.assert_array_equal(first.train.images, second.train.images)
     assert first.val.teacher_labels is None  # only the train split by default
     _build(fake_dir, None, builder, seed=1)
-    assert builder.calls == 2 and len(os.listdir(tmp_path / "envcache")) == 2
+    assert builder.calls == 2 and len(os.listdir(tmp_path / "envcache")) == 4
     # A corrupt cache entry is ignored and rewritten.
     path = os.path.join(tmp_path / "envcache", files[0])
     with open(path, "wb") as f:
         f.write(b"broken")
     _build(fake_dir, None, builder)
     assert builder.calls == 3 and cache.load_npz(path) is not None
+    # An entry without its teacher model is recomputed (the model is part of the entry).
+    os.remove(first.teacher_model)
+    third = _build(fake_dir, None, builder)
+    assert builder.calls == 4 and os.path.isfile(third.teacher_model)
+    np.testing.assert_array_equal(third.train.teacher_labels, first.train.teacher_labels)
 
 
 def test_seeded_and_fraction_controls_positives(fake_dir, tmp_path):
@@ -204,7 +213,7 @@ def test_cache_key_covers_the_images_not_only_the_labels(fake_dir, tmp_path):
     _build(fake_dir, str(tmp_path / "c"), builder, teacher_epochs=1)
     _build(os.fspath(other), str(tmp_path / "c"), builder, teacher_epochs=1)
     assert builder.calls == 2
-    assert len(os.listdir(tmp_path / "c")) == 2
+    assert len([f for f in os.listdir(tmp_path / "c") if f.endswith(".npz")]) == 2
 
 
 def test_builder_names_in_the_cache_key_tell_builders_apart():
@@ -251,7 +260,7 @@ def test_teacher_classes_exclude_held_out_classes_and_key_the_cache(fake_dir, tm
     task = _build(fake_dir, str(tmp_path), builder, teacher_classes=teacher_classes,
                   teacher_splits=("train", "val"))
     assert builder.calls == 2  # a different teacher: not served from the default's entry
-    assert len(os.listdir(tmp_path)) == 2
+    assert len([f for f in os.listdir(tmp_path) if f.endswith(".npz")]) == 2
     _build(fake_dir, str(tmp_path), builder, teacher_classes=[0, 1, 5, 9],
            teacher_splits=("train", "val"))
     assert builder.calls == 2  # same classes, other order: the same cache entry

@@ -1,0 +1,103 @@
+"""init_trunk: every Fashion-BG method fine-tunes the teacher's trunk, fresh heads (BG paper)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from keras_fgvc.models import create_model
+from keras_fgvc.models.transfer import copy_trunk
+from keras_fgvc.training.config import get_config, list_configs
+from keras_fgvc.training.loop import Trainer
+from tests.training.conftest import make_toy_task, toy_config
+
+TEACHER_CLASSES = 5
+
+
+def _weights(layer):
+    return [np.array(w) for w in layer.weights]
+
+
+def _task_with_teacher(tmp_path, seed=7):
+    task = make_toy_task(n_train=64, n_eval=16, size=28)
+    teacher = create_model("small_cnn", num_classes=TEACHER_CLASSES, input_shape=(28, 28, 1))
+    rng = np.random.default_rng(seed)
+    for w in teacher.weights:  # unlike any fresh initialisation
+        value = rng.normal(size=w.shape) * 0.1
+        w.assign((np.abs(value) + 0.5 if "variance" in w.path else value).astype("float32"))
+    path = str(tmp_path / "teacher.keras")
+    teacher.save(path)
+    task.train.teacher_labels = np.arange(len(task.train)) % TEACHER_CLASSES
+    task = dataclasses.replace(task, teacher_model=path,
+                               teacher_class_names=[f"t{i}" for i in range(TEACHER_CLASSES)])
+    return task, teacher
+
+
+def _built(config, task):
+    trainer = Trainer(config, task=task, verbose=0)
+    trainer.setup()
+    trainer._build(0)
+    return trainer
+
+
+@pytest.mark.parametrize("model, loss", [("small_cnn", "softmax"), ("bg_split", "bg_split")])
+def test_teacher_trunk_copied_heads_fresh(tmp_path, model, loss):
+    task, teacher = _task_with_teacher(tmp_path)
+    config = toy_config(model=model, loss=loss, epochs=1, steps_per_epoch=2)
+    student = _built(dataclasses.replace(config, init_trunk="teacher"), task).model
+    scratch = _built(config, task).model
+    for got, want in zip(_weights(student.get_layer("backbone")),
+                         _weights(teacher.get_layer("backbone"))):
+        np.testing.assert_array_equal(got, want)
+    assert not np.allclose(_weights(scratch.get_layer("backbone"))[0],
+                           _weights(teacher.get_layer("backbone"))[0])
+    # The heads are not the teacher's: the same fresh initialisation as a from-scratch run.
+    heads = ["classifier"] + (["aux_classifier"] if model == "bg_split" else [])
+    for name in heads:
+        for got, want in zip(_weights(student.get_layer(name)), _weights(scratch.get_layer(name))):
+            np.testing.assert_array_equal(got, want)
+    teacher_head = _weights(teacher.get_layer("classifier"))[0]
+    if model == "bg_split":  # same shape as the teacher's head, still not copied
+        assert not np.allclose(_weights(student.get_layer("aux_classifier"))[0], teacher_head)
+
+
+def test_the_whole_network_is_fine_tuned(tmp_path):
+    task, teacher = _task_with_teacher(tmp_path)
+    config = toy_config(model="small_cnn", init_trunk="teacher", epochs=1, steps_per_epoch=2,
+                        learning_rate=0.05)
+    trainer = Trainer(config, task=task, verbose=0)
+    trainer.run()
+    moved = [not np.allclose(a, b) for a, b in zip(_weights(trainer.model.get_layer("backbone")),
+                                                     _weights(teacher.get_layer("backbone")))]
+    assert any(moved)  # the trunk trains too (fine-tuning, not a frozen feature extractor)
+
+
+def test_errors(tmp_path):
+    task = make_toy_task(n_train=64, n_eval=16, size=28)
+    config = toy_config(model="small_cnn", init_trunk="teacher")
+    with pytest.raises(ValueError, match="no saved teacher model"):
+        _built(config, task)
+    other = create_model("small_cnn", num_classes=3, input_shape=(32, 32, 3))
+    path = str(tmp_path / "rgb.keras")
+    other.save(path)
+    with pytest.raises(ValueError, match="shape"):
+        _built(dataclasses.replace(config, init_trunk=path), task)
+    with pytest.raises(ValueError, match="init_trunk"):
+        _built(dataclasses.replace(config, init_trunk="imagenet"), task)
+    source = create_model("classifier", num_classes=3, input_shape=(28, 28, 1),
+                          reduce_channels=8)
+    target = create_model("small_cnn", num_classes=3)
+    with pytest.raises(ValueError, match="reduce"):
+        copy_trunk(source, target)
+
+
+def test_fashion_bg_configs_start_from_the_teacher_and_scratch_variants_do_not():
+    names = [n for n in list_configs() if n.startswith("fashion_bg_")]
+    methods = [n for n in names if not n.endswith("_scratch")]
+    assert len(methods) == 10
+    for name in methods:
+        assert get_config(name).init_trunk == "teacher", name
+        scratch = get_config(f"{name}_scratch")
+        assert scratch.init_trunk == ""
+        assert dataclasses.replace(scratch, name=name, description="", init_trunk="teacher") == \
+            dataclasses.replace(get_config(name), description="")
