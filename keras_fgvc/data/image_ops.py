@@ -49,9 +49,10 @@ def _size(size):
     return (size, size) if isinstance(size, int) else tuple(size)
 
 
-def resize(image, size):
-    """Bilinear resize to `size` (int or (H, W)); float32 output in the input's range."""
-    return tf.image.resize(tf.cast(image, tf.float32), _size(size), method="bilinear")
+def resize(image, size, method="bilinear", antialias=False):
+    """`tf.image.resize` to `size` (int or (H, W)); float32 output in the input's range."""
+    return tf.image.resize(tf.cast(image, tf.float32), _size(size), method=method,
+                           antialias=antialias)
 
 
 def sample_crop_box(image_shape, seed, scale=INCEPTION_SCALE, ratio=INCEPTION_RATIO):
@@ -108,25 +109,29 @@ def random_resized_crop(image, size, seed, scale=INCEPTION_SCALE, ratio=INCEPTIO
     return resize(cropped, size)
 
 
-def center_crop_resize(image, size, crop_fraction=0.875):
-    """The centred square of side ``crop_fraction * min(H, W)``, resized to `size`.
+def center_crop(image, crop_fraction=0.875):
+    """The centred square of side ``floor(crop_fraction * min(H, W))`` (at least 1 pixel).
 
     Args:
-        image: [H, W, C] image.
-        size: output size, int or (H, W).
+        image: [H, W, C] image, or a batch [B, H, W, C] of one size.
         crop_fraction: in (0, 1]; 1.0 takes the largest centred square.
 
     Returns:
-        float32 [size, size, C].
+        The crop, same dtype and rank as `image`.
     """
     if not 0.0 < crop_fraction <= 1.0:
         raise ValueError(f"crop_fraction must be in (0, 1], got {crop_fraction}.")
     shape = tf.shape(image)
-    h, w = shape[0], shape[1]
+    h, w = shape[-3], shape[-2]
     side = tf.cast(tf.cast(tf.minimum(h, w), tf.float32) * crop_fraction, tf.int32)
     side = tf.maximum(side, 1)
     top, left = (h - side) // 2, (w - side) // 2
-    return resize(image[top:top + side, left:left + side], size)
+    return image[..., top:top + side, left:left + side, :]
+
+
+def center_crop_resize(image, size, crop_fraction=0.875):
+    """`center_crop`, resized bilinearly to `size` (int or (H, W)): float32 [size, size, C]."""
+    return resize(center_crop(image, crop_fraction), size)
 
 
 def random_flip(image, seed):

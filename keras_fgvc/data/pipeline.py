@@ -8,8 +8,11 @@ Each element is ``(images, targets)``:
   ``teacher_probabilities=True``, ``"teacher_probabilities"`` float32 [B, K].
 
 Training: shuffle, random-resized crop (``scale``, ``ratio``), horizontal
-flip. Evaluation: centre crop (``crop_fraction``) and resize. Decoding and
-augmentation run in a parallel map (AUTOTUNE); batches are prefetched.
+flip. Evaluation: `keras_fgvc.data.preprocessing.prepare_image` with a
+preprocessing spec (default: the centred square of ``crop_fraction`` of the
+shorter side, resized bilinearly), the function exported models serve with.
+Decoding and augmentation run in a parallel map (AUTOTUNE); batches are
+prefetched.
 
 A file that is missing, unreadable or not a decodable image is dropped and
 counted (never fatal): `SkipCounter` holds the counts, and at the end of
@@ -22,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_fgvc.data import image_ops
+from keras_fgvc.data.preprocessing import make_spec, prepare_image, spec_from_json
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -90,9 +94,9 @@ def _check_split(split, num_classes):
 def make_dataset(split, image_size, *, training, batch_size, channels=3, seed=0,
                  shuffle=None, shuffle_buffer=10000, scale=image_ops.INCEPTION_SCALE,
                  ratio=image_ops.INCEPTION_RATIO, random_crop=True, flip=True,
-                 crop_fraction=0.875, teacher_probabilities=False, repeat=False,
-                 drop_remainder=None, num_classes=None, counter=None, order=None, shard=None,
-                 num_parallel_calls=AUTOTUNE, deterministic=None):
+                 crop_fraction=0.875, preprocessing=None, teacher_probabilities=False,
+                 repeat=False, drop_remainder=None, num_classes=None, counter=None, order=None,
+                 shard=None, num_parallel_calls=AUTOTUNE, deterministic=None):
     """A batched, prefetched `tf.data.Dataset` for a `Split`.
 
     Args:
@@ -109,7 +113,12 @@ def make_dataset(split, image_size, *, training, batch_size, channels=3, seed=0,
         scale, ratio: random-resized-crop area and aspect-ratio ranges.
         random_crop: use the random-resized crop in training (else resize).
         flip: random horizontal flip in training.
-        crop_fraction: centre-crop fraction at evaluation (1.0: no crop).
+        crop_fraction: centre-square crop fraction at evaluation (1.0: the
+            largest centred square).
+        preprocessing: the evaluation preprocessing spec
+            (`keras_fgvc.data.preprocessing.make_spec`; its ``image_size`` and
+            ``channels`` must be those given); default
+            ``make_spec(image_size, channels, crop_fraction=crop_fraction)``.
         teacher_probabilities: add ``targets["teacher_probabilities"]``
             (the split must carry them).
         repeat: repeat forever (steps per epoch are then the caller's).
@@ -199,8 +208,9 @@ def build_from_elements(ds, size, image_size, *, training, batch_size, encoded, 
                         read_files=False, channels=3, seed=0, shuffle=None,
                         shuffle_buffer=10000, scale=image_ops.INCEPTION_SCALE,
                         ratio=image_ops.INCEPTION_RATIO, random_crop=True, flip=True,
-                        crop_fraction=0.875, repeat=False, drop_remainder=None,
-                        num_parallel_calls=AUTOTUNE, deterministic=None, seeded=False):
+                        crop_fraction=0.875, preprocessing=None, repeat=False,
+                        drop_remainder=None, num_parallel_calls=AUTOTUNE, deterministic=None,
+                        seeded=False):
     """The shared back half: (image source, targets) elements -> batches.
 
     `ds` yields ``(x, targets)`` where x is a file path (``read_files``),
@@ -209,6 +219,13 @@ def build_from_elements(ds, size, image_size, *, training, batch_size, encoded, 
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}.")
+    default_spec = make_spec(image_size, channels, crop_fraction=crop_fraction)
+    preprocessing = default_spec if preprocessing is None else spec_from_json(preprocessing)
+    if [preprocessing[k] for k in ("image_size", "channels")] != [
+            default_spec[k] for k in ("image_size", "channels")]:
+        raise ValueError(f"preprocessing has image_size {preprocessing['image_size']} and "
+                         f"channels {preprocessing['channels']}, but the pipeline was given "
+                         f"{default_spec['image_size']} and {channels}.")
     shuffle = training if shuffle is None else shuffle
     drop_remainder = training if drop_remainder is None else drop_remainder
     if shuffle:
@@ -238,7 +255,7 @@ def build_from_elements(ds, size, image_size, *, training, batch_size, encoded, 
             if flip:
                 image = image_ops.random_flip(image, flip_seed)
         else:
-            image = image_ops.center_crop_resize(image, image_size, crop_fraction)
+            image = prepare_image(image, preprocessing)
         with tf.control_dependencies([image]):
             loaded = counter._loaded.assign_add(1)
         with tf.control_dependencies([loaded]):

@@ -14,6 +14,8 @@ import os
 import keras
 import numpy as np
 
+from keras_fgvc.data.preprocessing import make_spec
+
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 RARE_CLASSES = {5: "sandal", 8: "bag", 9: "ankle_boot"}
 
@@ -104,7 +106,8 @@ def write_example_workdir(model, workdir, thresholds=(0.5, 0.4, 0.6)):
     with open(os.path.join(workdir, "thresholds.json"), "w") as f:
         json.dump({"class_names": names, "thresholds": [float(t) for t in thresholds]}, f)
     with open(os.path.join(workdir, "preprocessing.json"), "w") as f:
-        json.dump({"image_size": [28, 28], "channels": 1, "has_background": True}, f)
+        # As the trainer writes it for in-memory Fashion-MNIST: the whole image, no crop.
+        json.dump({**make_spec(28, 1, aspect="stretch"), "has_background": True}, f)
     return workdir
 
 

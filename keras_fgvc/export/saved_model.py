@@ -7,7 +7,10 @@ Each export writes, atomically (temporary directory + rename):
   ``metadata``, ``classify``);
 - assets: ``labels.txt`` (one foreground class per line, the column order of
   ``scores``), ``thresholds.json`` (``{"class_names", "thresholds"}``) and
-  ``preprocessing.json`` (``{"image_size", "channels", "has_background"}``);
+  ``preprocessing.json``: the preprocessing spec ``serving_default`` applies
+  (``image_size``, ``channels``, ``aspect``, ``crop_fraction``,
+  ``resize_method``, ``antialias``; `keras_fgvc.data.preprocessing`) and
+  ``has_background``;
 - ``assets.extra/tf_serving_warmup_requests``;
 
 and then adds the model to ``MODEL_BASE/models.config``.
@@ -21,6 +24,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
+from keras_fgvc.data.preprocessing import spec_from_json
 from keras_fgvc.export import model_config, signatures, versions, warmup
 
 LABELS_FILE = "labels.txt"
@@ -88,10 +92,25 @@ def _check_classes(class_names, thresholds, num_foreground):
     return class_names, thresholds
 
 
+def _preprocessing(model, image_size, channels, preprocessing):
+    """The validated spec ``serving_default`` applies (default: the legacy whole-image resize)."""
+    if preprocessing is None:
+        image_size, channels = _input_geometry(model, image_size, channels)
+        return spec_from_json({"image_size": image_size, "channels": channels})
+    spec = spec_from_json(preprocessing)
+    if image_size is not None and [int(v) for v in image_size] != spec["image_size"]:
+        raise ValueError(f"image_size {list(image_size)} differs from the preprocessing "
+                         f"spec's {spec['image_size']}.")
+    if channels is not None and int(channels) != spec["channels"]:
+        raise ValueError(f"channels {channels} differs from the preprocessing spec's "
+                         f"{spec['channels']}.")
+    return spec
+
+
 def export_model(model, model_base_path, model_name, class_names, thresholds=None,
                  image_size=None, channels=None, has_background=True, version=None,
                  warmup_batch_sizes=(1, 8), update_model_config=True, serving_base_path=None,
-                 verbose=False):
+                 verbose=False, preprocessing=None):
     """Write `model` as version ``MODEL_BASE/<model_name>/<version>/`` for TF Serving.
 
     Args:
@@ -102,8 +121,10 @@ def export_model(model, model_base_path, model_name, class_names, thresholds=Non
         model_name: served model name (a directory name).
         class_names: the N foreground class names, in ``scores`` column order.
         thresholds: N per-class detection thresholds (default 0.5 each).
-        image_size: ``(H, W)``; default from the model's input shape.
-        channels: 1 or 3; default from the model's input shape.
+        image_size: ``(H, W)``; default from `preprocessing`, else the
+            model's input shape.
+        channels: 1 or 3; default from `preprocessing`, else the model's
+            input shape.
         has_background: whether ``probabilities`` column 0 is background.
         version: int version; default the next free one.
         warmup_batch_sizes: batch sizes of the warmup requests (empty: none).
@@ -112,6 +133,13 @@ def export_model(model, model_base_path, model_name, class_names, thresholds=Non
             inside the tensorflow/serving container); models.config then lists
             ``<serving_base_path>/<model_name>``. Default: the absolute local path.
         verbose: print the endpoints ExportArchive wrote.
+        preprocessing: the spec of the evaluation the thresholds were chosen
+            with (a ``preprocessing.json`` dict, `keras_fgvc.data.
+            preprocessing`); ``serving_default`` prepares images with it and
+            it is saved as the ``preprocessing.json`` asset. Default: the
+            whole image resized bilinearly to `image_size`, no crop (how
+            in-memory splits such as Fashion-MNIST are evaluated; the
+            behaviour of exports before the spec existed).
 
     Returns:
         The path of the published version directory.
@@ -122,7 +150,8 @@ def export_model(model, model_base_path, model_name, class_names, thresholds=Non
         'models/detector/1'
     """
     _check_model_name(model_name)
-    image_size, channels = _input_geometry(model, image_size, channels)
+    preprocessing = _preprocessing(model, image_size, channels, preprocessing)
+    image_size, channels = preprocessing["image_size"], preprocessing["channels"]
     width = _probability_width(model, image_size, channels)
     num_foreground = width - 1 if has_background else width
     if num_foreground < 1:
@@ -139,8 +168,7 @@ def export_model(model, model_base_path, model_name, class_names, thresholds=Non
             json.dump({"class_names": class_names, "thresholds": thresholds}, f, indent=1)
         preprocessing_path = os.path.join(staging, PREPROCESSING_FILE)
         with open(preprocessing_path, "w") as f:
-            json.dump({"image_size": image_size, "channels": channels,
-                       "has_background": bool(has_background)}, f, indent=1)
+            json.dump({**preprocessing, "has_background": bool(has_background)}, f, indent=1)
 
         assets = tf.Module()
         assets.labels = tf.saved_model.Asset(labels_path)
@@ -153,7 +181,7 @@ def export_model(model, model_base_path, model_name, class_names, thresholds=Non
         # object it saves so tf.saved_model.save copies them into assets/.
         archive._tf_trackable.detector_assets = assets
         for name, fn, signature in signatures.make_endpoints(
-            model, class_names, thresholds, has_background, image_size, channels, assets.labels
+            model, class_names, thresholds, has_background, preprocessing, assets.labels
         ):
             archive.add_endpoint(name, fn, input_signature=signature)
 
@@ -193,9 +221,14 @@ def _load_keras_model(path):
 def read_workdir(workdir):
     """Read what export needs from a training workdir (see the workdir layout contract).
 
+    ``preprocessing.json`` files written before the crop / aspect / resize
+    keys existed are read with `keras_fgvc.data.preprocessing.LEGACY_DEFAULTS`
+    (the whole image resized bilinearly, no crop: what serving did then).
+
     Returns:
         dict with ``model_path``, ``class_names`` (foreground), ``thresholds``,
-        ``image_size``, ``channels``, ``has_background``.
+        ``image_size``, ``channels``, ``has_background`` and ``preprocessing``
+        (the full spec).
     """
     def _path(name):
         path = os.path.join(workdir, name)
@@ -206,6 +239,10 @@ def read_workdir(workdir):
     model_path = _path("model.keras")
     with open(_path(PREPROCESSING_FILE)) as f:
         preprocessing = json.load(f)
+    try:
+        spec = spec_from_json(preprocessing)
+    except ValueError as error:
+        raise ValueError(f"{os.path.join(workdir, PREPROCESSING_FILE)!r}: {error}") from None
     with open(_path(LABELS_FILE)) as f:
         labels = [line.strip() for line in f if line.strip()]
     has_background = bool(preprocessing.get("has_background", True))
@@ -223,9 +260,10 @@ def read_workdir(workdir):
         "model_path": model_path,
         "class_names": foreground,
         "thresholds": thresholds,
-        "image_size": preprocessing["image_size"],
-        "channels": preprocessing["channels"],
+        "image_size": spec["image_size"],
+        "channels": spec["channels"],
         "has_background": has_background,
+        "preprocessing": spec,
     }
 
 

@@ -4,9 +4,13 @@ The exported SavedModel carries these endpoints (see DESIGN.md, serving
 contract):
 
 - ``serving_default(image_bytes)``: string [batch] of JPEG / PNG / GIF / BMP
-  bytes, decoded, resized to the training ``image_size`` and given the
-  training number of channels inside the graph;
-- ``predict_images(images)``: float32 [batch, H, W, C] in [0, 255];
+  bytes, decoded and prepared inside the graph exactly as evaluation prepared
+  the validation images the thresholds were chosen on:
+  `keras_fgvc.data.preprocessing.prepare_image` with the spec in the
+  exported ``preprocessing.json`` (channels, centre crop, aspect, resize);
+- ``predict_images(images)``: float32 [batch, H, W, C] in [0, 255], images
+  already prepared as ``preprocessing.json`` describes (nothing is cropped or
+  resized here);
 - ``metadata()``: ``class_names`` (read from the exported labels asset) and
   ``thresholds``;
 - ``classify(inputs)``: TF Serving's Classify API: serialized ``tf.Example``
@@ -24,31 +28,31 @@ metric-learning models, ``embedding``. Normalisation happens inside the model
 
 import tensorflow as tf
 
+from keras_fgvc.data.preprocessing import decode_and_prepare
+
 OUTPUT_KEYS = ("scores", "background", "detected", "embedding")
 CLASSIFY_SIGNATURE = "classify"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 IMAGE_FEATURE = "image/encoded"
 
 
-def decode_images(image_bytes, image_size, channels):
-    """Decode a batch of encoded images to float32 [batch, H, W, C] in [0, 255].
+def decode_images(image_bytes, preprocessing):
+    """Decode and prepare a batch of encoded images as evaluation does.
 
     Args:
         image_bytes: string tensor [batch] (JPEG, PNG, GIF first frame or BMP).
-        image_size: ``(H, W)`` the model was trained on; images are resized
-            bilinearly (an image already of that size is left unchanged).
-        channels: 1 or 3; colour images are converted to grey and back as needed.
+        preprocessing: the preprocessing spec
+            (`keras_fgvc.data.preprocessing.make_spec`): channels, centre
+            crop, aspect handling, resize method.
 
     Returns:
-        float32 tensor [batch, H, W, C].
+        float32 tensor [batch, H, W, C] in [0, 255].
     """
-    height, width = int(image_size[0]), int(image_size[1])
-    spec = tf.TensorSpec([height, width, channels], tf.float32)
+    height, width = preprocessing["image_size"]
+    spec = tf.TensorSpec([height, width, preprocessing["channels"]], tf.float32)
 
     def _decode_one(data):
-        image = tf.io.decode_image(data, channels=channels, dtype=tf.uint8, expand_animations=False)
-        image = tf.image.resize(tf.cast(image, tf.float32), [height, width])
-        return tf.ensure_shape(image, spec.shape)
+        return tf.ensure_shape(decode_and_prepare(data, preprocessing), spec.shape)
 
     return tf.map_fn(_decode_one, image_bytes, fn_output_signature=spec)
 
@@ -82,7 +86,7 @@ def detector_outputs(model_outputs, thresholds, has_background):
     return outputs
 
 
-def make_endpoints(model, class_names, thresholds, has_background, image_size, channels,
+def make_endpoints(model, class_names, thresholds, has_background, preprocessing,
                    labels_asset):
     """Build the endpoint functions and their input signatures.
 
@@ -91,8 +95,8 @@ def make_endpoints(model, class_names, thresholds, has_background, image_size, c
         class_names: list of N foreground class names.
         thresholds: list of N floats.
         has_background: whether ``probabilities`` column 0 is background.
-        image_size: ``(H, W)``.
-        channels: number of image channels.
+        preprocessing: the evaluation preprocessing spec
+            (`keras_fgvc.data.preprocessing`), applied by ``serving_default``.
         labels_asset: `tf.saved_model.Asset` of the labels file (one
             foreground class name per line).
 
@@ -100,7 +104,8 @@ def make_endpoints(model, class_names, thresholds, has_background, image_size, c
         A list of ``(name, fn, input_signature)`` for `ExportArchive.add_endpoint`.
     """
     thresholds_const = tf.constant(list(thresholds), tf.float32)
-    height, width = int(image_size[0]), int(image_size[1])
+    height, width = preprocessing["image_size"]
+    channels = preprocessing["channels"]
 
     def predict_images(images):
         outputs = model(tf.cast(images, tf.float32), training=False)
@@ -109,7 +114,7 @@ def make_endpoints(model, class_names, thresholds, has_background, image_size, c
         return detector_outputs(outputs, thresholds_const, has_background)
 
     def serving_default(image_bytes):
-        return predict_images(decode_images(image_bytes, (height, width), channels))
+        return predict_images(decode_images(image_bytes, preprocessing))
 
     def metadata():
         text = tf.strings.strip(tf.io.read_file(labels_asset.asset_path))

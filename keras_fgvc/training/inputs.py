@@ -12,14 +12,21 @@ indices p, p + P, ... of the order, so the global batch k is exactly
 ``order[k * B:(k + 1) * B]`` whatever the number of workers. In-memory
 splits (Fashion-MNIST) are gathered a batch at a time; file-based splits
 (iNat, Places, CUB) go through `keras_fgvc.data.pipeline.make_dataset`
-(decode, random-resized crop + flip when `augment`, centre crop at
-evaluation; unreadable images skipped and counted). Batches are dicts
+(decode, random-resized crop + flip when `augment`; unreadable images
+skipped and counted). Evaluation prepares images with the spec of
+`eval_preprocessing` (written to ``W/preprocessing.json`` and applied again
+by the exported ``serving_default``). Batches are dicts
 ``{"images": float32 [b, H, W, C] in [0, 255], "labels": int32 [b],
 "teacher_labels": int32 [b]}`` (teacher labels -1 where there are none).
 """
 
 import numpy as np
 import tensorflow as tf
+
+from keras_fgvc.data.preprocessing import make_spec, prepare_image
+
+# Inception evaluation (dissertation Ch. 4): the centred 87.5% when training augments.
+AUGMENTED_EVAL_CROP = 0.875
 
 
 def epoch_order(labels, epoch, num_steps, batch_size, seed=0, sampling="instance"):
@@ -52,6 +59,27 @@ def epoch_order(labels, epoch, num_steps, batch_size, seed=0, sampling="instance
     return np.concatenate([rng.permutation(len(labels)) for _ in range(reps)])[:total]
 
 
+def eval_preprocessing(split, image_size, channels, augment=False):
+    """The preprocessing spec evaluation applies to `split` (`keras_fgvc.data.preprocessing`).
+
+    File-based splits: decoded to `channels`, the centred square of
+    `AUGMENTED_EVAL_CROP` (0.875) of the shorter side when training augments
+    (else the largest centred square), resized bilinearly to `image_size`
+    (default 224). In-memory splits: the whole image, in its own channels,
+    resized to `image_size` (kept at its own size when `image_size` is unset
+    or equals its height). The trainer writes this spec to
+    ``W/preprocessing.json``; the exported ``serving_default`` applies it.
+    """
+    if split.images is None:
+        return make_spec(image_size or 224, channels,
+                         crop_fraction=AUGMENTED_EVAL_CROP if augment else 1.0,
+                         aspect="center_square")
+    native = list(split.images.shape[1:3])
+    size = native if not image_size or image_size == native[0] else image_size
+    native_channels = split.images.shape[3] if split.images.ndim == 4 else 1
+    return make_spec(size, native_channels, crop_fraction=1.0, aspect="stretch")
+
+
 def _in_memory_loader(split, image_size):
     """``fn(indices int64 [b]) -> batch dict``: a vectorised gather from in-memory images."""
     labels = tf.constant(split.labels.astype(np.int32))
@@ -59,13 +87,11 @@ def _in_memory_loader(split, image_size):
     if split.teacher_labels is not None:
         teacher = tf.constant(split.teacher_labels.astype(np.int32))
     images = split.images if split.images.ndim == 4 else split.images[..., None]
-    native = images.shape[1]
+    spec = eval_preprocessing(split, image_size, None)
     images = tf.constant(images)
 
     def load(idx):
-        x = tf.cast(tf.gather(images, idx), tf.float32)
-        if image_size and image_size != native:
-            x = tf.image.resize(x, [image_size, image_size])
+        x = prepare_image(tf.gather(images, idx), spec)
         batch = {"images": x, "labels": tf.gather(labels, idx)}
         if teacher is not None:
             batch["teacher_labels"] = tf.gather(teacher, idx)
@@ -89,7 +115,8 @@ def _file_dataset(split, image_size, channels, training, batch_size, augment, se
     ds = make_dataset(
         split, image_size, training=training, batch_size=batch_size, channels=channels,
         seed=seed, order=order, shard=shard, random_crop=augment, flip=augment,
-        crop_fraction=0.875 if augment else 1.0, drop_remainder=training, counter=counter,
+        preprocessing=eval_preprocessing(split, image_size, channels, augment),
+        drop_remainder=training, counter=counter,
     )
     return ds.map(_as_batch)
 
@@ -126,8 +153,9 @@ def distributed_dataset(strategy, split, order, batch_size, image_size, channels
 def eval_dataset(split, batch_size, image_size, channels, augment=False):
     """Batches of `split` in order (last batch smaller), for evaluation on one device.
 
-    File-based splits: centre crop (0.875 when training augments) and resize;
-    an unreadable image is skipped, so read labels from the batches.
+    Images are prepared with `eval_preprocessing` (file-based splits: centre
+    crop, 0.875 when training augments, and resize); an unreadable file is
+    skipped, so read labels from the batches.
     """
     if split.images is None:
         return _file_dataset(split, image_size or 224, channels, False, batch_size, augment)

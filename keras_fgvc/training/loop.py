@@ -196,6 +196,26 @@ class Trainer:
                             input_shape=(self.image_size, self.image_size, self.channels),
                             **kwargs)
 
+    def _trunk_path(self):
+        """The model file `config.init_trunk` names (the task's teacher for "teacher")."""
+        source = self.config.init_trunk
+        if source != "teacher":
+            return source
+        if not self.task.teacher_model:
+            raise ValueError(
+                f"init_trunk='teacher': task {self.task.name!r} has no saved teacher model to "
+                "start the trunk from; set init_trunk='' (train from the builder's "
+                "initialisation) or a path to a .keras model.")
+        return self.task.teacher_model
+
+    def _trunk_source(self):
+        """The model whose trunk the new model starts from (`Config.init_trunk`), or None."""
+        if not self.config.init_trunk:
+            return None
+        from keras_fgvc.models.transfer import load_trunk_source
+
+        return load_trunk_source(self._trunk_path())
+
     def _build_stage(self, stage):
         """A fresh optimizer, checkpointer and train step for `stage`."""
         config = self.config
@@ -231,9 +251,17 @@ class Trainer:
     def _build(self, resume_step):
         """Model, loss, per-class weights and step counter; the stage of `resume_step`."""
         stage = stages.stage_for_step(self.stages, resume_step)
+        trunk_source = self._trunk_source()  # loaded outside the scope: only read from
         keras.utils.set_random_seed(self.config.seed)
         with self.strategy.scope():
             self.model = self.build_model()
+            if trunk_source is not None:
+                from keras_fgvc.models.transfer import copy_trunk
+
+                copied = copy_trunk(trunk_source, self.model)
+                if self.chief:
+                    print(f"Trunk ({', '.join(copied)}) initialised from "
+                          f"{self._trunk_path()}.", flush=True)
             for earlier in self.stages[1:stage.index + 1]:
                 self.model = _TRANSFORMS[earlier.transform](self.model)
             self.step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
@@ -465,9 +493,11 @@ class Trainer:
         artifacts.write_model(join("model.keras"), self.model)
         artifacts.write_labels(join("labels.txt"), self.task.class_names)
         artifacts.write_json(join("thresholds.json"), thresholds)
+        # The spec validation (hence the thresholds) was evaluated with; the exported
+        # serving_default prepares images with it (keras_fgvc.data.preprocessing).
         artifacts.write_json(join("preprocessing.json"), {
-            "image_size": [self.image_size, self.image_size],
-            "channels": self.channels,
+            **inputs.eval_preprocessing(self.task.val, self.image_size, self.channels,
+                                        self.config.augment),
             "has_background": bool(self.task.has_background),
         })
         artifacts.write_json(join("metrics.json"), result)

@@ -50,7 +50,10 @@ def test_layout_assets_and_models_config(exported):
     with open(os.path.join(path, "assets", "thresholds.json")) as f:
         assert json.load(f) == {"class_names": NAMES, "thresholds": THRESHOLDS}
     with open(os.path.join(path, "assets", "preprocessing.json")) as f:
-        assert json.load(f) == {"image_size": [28, 28], "channels": 1, "has_background": True}
+        # Fashion-MNIST is evaluated in memory: the whole image, no crop.
+        assert json.load(f) == {"image_size": [28, 28], "channels": 1, "aspect": "stretch",
+                                "crop_fraction": 1.0, "resize_method": "bilinear",
+                                "antialias": False, "has_background": True}
     config = model_config.read_model_config(os.path.join(base, "models.config"))
     assert [(n, b) for n, b, _ in model_config.model_entries(config)] == [
         ("det", os.path.abspath(os.path.join(base, "det")))]

@@ -51,8 +51,9 @@ def test_loss_decreases_and_workdir_is_complete(strategy_name, tmp_path):
     thresholds = json.loads((tmp_path / "thresholds.json").read_text())
     assert thresholds["class_names"] == ["rare1", "rare2"]
     assert len(thresholds["thresholds"]) == 2
-    assert json.loads((tmp_path / "preprocessing.json").read_text()) == {
-        "image_size": [8, 8], "channels": 1, "has_background": True}
+    assert json.loads((tmp_path / "preprocessing.json").read_text()) == {  # in-memory: no crop
+        "image_size": [8, 8], "channels": 1, "aspect": "stretch", "crop_fraction": 1.0,
+        "resize_method": "bilinear", "antialias": False, "has_background": True}
     assert json.loads((tmp_path / "config.json").read_text())["name"] == "toy"
     assert json.loads((tmp_path / "metrics.json").read_text())["steps"] == 15
     latest = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
@@ -216,8 +217,22 @@ def test_file_based_task_trains_through_the_data_pipeline(tmp_path):
                 split.subset(np.arange(12)), has_background=True)
     config = toy_config(channels=3, image_size=8, augment=True, batch_size=8, epochs=2,
                         steps_per_epoch=6, checkpoint_every_steps=100)
-    result = Trainer(config, workdir=str(tmp_path / "w"), task=task, verbose=0).run()
+    trainer = Trainer(config, workdir=str(tmp_path / "w"), task=task, verbose=0)
+    result = trainer.run()
     assert result["steps"] == 12
     assert result["skipped_training_images"] >= 1  # img0 is in every epoch's order
     assert result["val"]["num_examples"] == 11  # the corrupt image is left out
-    assert json.loads((tmp_path / "w" / "preprocessing.json").read_text())["channels"] == 3
+    # augment=True: evaluation took the centred 0.875 square, and preprocessing.json says so.
+    assert json.loads((tmp_path / "w" / "preprocessing.json").read_text()) == {
+        "image_size": [8, 8], "channels": 3, "aspect": "center_square", "crop_fraction": 0.875,
+        "resize_method": "bilinear", "antialias": False, "has_background": True}
+    # The exported serving_default prepares the (20 x 24) files as evaluation did.
+    from keras_fgvc.export import saved_model
+
+    path = saved_model.export_from_workdir(str(tmp_path / "w"), str(tmp_path / "models"),
+                                           "files", warmup_batch_sizes=())
+    readable = task.val.subset(np.arange(1, 12))
+    served = tf.saved_model.load(path).signatures["serving_default"](image_bytes=tf.constant(
+        [tf.io.read_file(p).numpy() for p in readable.paths]))
+    np.testing.assert_allclose(served["scores"].numpy(), trainer.predict(readable)[:, 1:],
+                               rtol=0, atol=1e-5)
