@@ -66,7 +66,11 @@ class Config:
     Loop:
         batch_size (global, over all replicas); epochs; steps_per_epoch
         (0 = examples // batch_size); eval_batch_size; eval_every_epochs;
-        checkpoint_every_steps; keep_checkpoints; mixed_precision: "auto"
+        checkpoint_every_steps; keep_checkpoints; steps_per_execution: K
+        train steps per call of the compiled step function (a `tf.while_loop`
+        over the iterator: one host sync per K steps; never across an epoch end,
+        a checkpoint or a hook's step period); jit_compile: compile the
+        per-replica train step with XLA (what TPUs run); mixed_precision: "auto"
         (bfloat16 on TPU, float16 on GPU, float32 on CPU) or a Keras policy
         name; seed; log_every_steps; bn_reestimate_batches: at the end of
         every stage, before evaluation and export, set each trainable BatchNorm layer's
@@ -140,6 +144,8 @@ class Config:
     mixed_precision: str = "auto"
     seed: int = 0
     log_every_steps: int = 10
+    steps_per_execution: int = 1
+    jit_compile: bool = False
     bn_reestimate_batches: int = 0
     bn_reestimate_data: str = "stage"
     # Two-stage fine-tuning.
@@ -174,7 +180,8 @@ class Config:
 # a workdir may be resumed with them changed (e.g. a larger eval batch on another machine).
 RESUME_SAFE_FIELDS = frozenset({
     "description", "data_dir", "eval_batch_size", "eval_every_epochs",
-    "checkpoint_every_steps", "keep_checkpoints", "log_every_steps"})
+    "checkpoint_every_steps", "keep_checkpoints", "log_every_steps", "steps_per_execution",
+    "jit_compile"})
 
 
 def config_changes(old, new, ignore=()):
@@ -328,7 +335,8 @@ def validate_config(config):
         value = getattr(config, key)
         if value not in choices:
             raise ValueError(f"Config {key}={value!r} is not one of {', '.join(choices)}.")
-    positive = ("batch_size", "epochs", "eval_batch_size", "checkpoint_every_steps")
+    positive = ("batch_size", "epochs", "eval_batch_size", "checkpoint_every_steps",
+                "steps_per_execution")
     for key in positive:
         if getattr(config, key) <= 0:
             raise ValueError(f"Config {key}={getattr(config, key)} must be > 0.")

@@ -9,7 +9,10 @@ the step / epoch they are given: after a resume the loop calls
 
 Built-in hooks (chosen from the config by `default_hooks`):
 
-- `ProgressHook`: a `keras.utils.Progbar` per epoch (chief only).
+- `ProgressHook`: a `keras.utils.Progbar` per epoch (chief only; one line per
+  epoch when stdout is not a terminal).
+- `folder_report.FolderReportHook` (task ``image_folder_bg``): the task summary
+  first, the test table, PR curves and ``predictions_test.csv`` last.
 - `TensorBoardHook`: scalars under ``W/tensorboard`` (chief only).
 - `DeferredReweightingHook`: DRW (Cao et al. 2019, the LDAM-DRW baseline of
   background splitting): per-class loss weights are 1 before `drw_epoch`
@@ -22,6 +25,7 @@ Built-in hooks (chosen from the config by `default_hooks`):
 """
 
 import os
+import sys
 
 import keras
 import numpy as np
@@ -47,7 +51,17 @@ def _scalar_metadata():
 
 
 class Hook:
-    """Base class: every method is a no-op."""
+    """Base class: every method is a no-op.
+
+    `step_period`: a hook that changes the trainer between steps every N steps (re-mines
+    the example order, swaps weights) sets it to N; the trainer then never runs a
+    multi-step execution (`Config.steps_per_execution`) across a multiple of N, so the
+    hook sees the trainer at exactly that step. Hooks that only read per-step logs
+    (progress, TensorBoard) leave it None: with K steps per execution they still get
+    ``on_step_end`` for every step, after the K steps ran.
+    """
+
+    step_period = None
 
     def on_train_begin(self, trainer):
         pass
@@ -79,7 +93,10 @@ class ProgressHook(Hook):
         if trainer.chief and self.verbose:
             stage = trainer.stage
             print(f"Epoch {epoch + 1}/{trainer.total_epochs} ({stage.name})", flush=True)
-            self.bar = keras.utils.Progbar(stage.steps_per_epoch, verbose=self.verbose,
+            # A log that is not a terminal gets one line per epoch (verbose 2), not a bar
+            # redrawn with escape codes.
+            verbose = self.verbose if sys.stdout.isatty() else 2
+            self.bar = keras.utils.Progbar(stage.steps_per_epoch, verbose=verbose,
                                            stateful_metrics=["learning_rate"])
             self.bar.update(trainer.step_in_epoch)
 
@@ -185,6 +202,7 @@ class AnchorRefreshHook(Hook):
         self.margin = float(margin)
         self.positive_fraction = float(positive_fraction)
         self.reinit_anchors = bool(reinit_anchors)
+        self.step_period = self.every_steps
         self.refreshes = 0
         self.anchor_inits = 0
 
@@ -246,4 +264,8 @@ def default_hooks(config, verbose=1):
             positive_fraction=float(config.loss_kwargs.get("positive_fraction", 0.6)),
             reinit_anchors=config.refresh_anchors,
         ))
+    if config.task == "image_folder_bg":
+        from keras_fgvc.training.folder_report import FolderReportHook
+
+        hooks.append(FolderReportHook())
     return hooks

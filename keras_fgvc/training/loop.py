@@ -246,7 +246,8 @@ class Trainer:
 
     def _make_train_step(self, variables, explicit_clip):
         return make_train_step(self.model, self.optimizer, self.recipe, self.strategy, variables,
-                               self.config.batch_size, self.config.clip_value, explicit_clip)
+                               self.config.batch_size, self.config.clip_value, explicit_clip,
+                               jit_compile=self.config.jit_compile)
 
     def _build(self, resume_step):
         """Model, loss, per-class weights and step counter; the stage of `resume_step`."""
@@ -294,6 +295,24 @@ class Trainer:
         for hook in self.hooks:
             getattr(hook, method)(self, *args)
 
+    def _block_size(self, stage, max_steps):
+        """Steps the next train-step call runs: `steps_per_execution`, never past a boundary.
+
+        Boundaries: the end of the epoch, `max_steps`, the next checkpoint and the period of
+        every hook that acts between steps (`Hook.step_period`, e.g. triplet re-mining), so
+        each of them sees the trainer exactly at its step, whatever K is.
+        """
+        count = min(self.config.steps_per_execution, stage.steps_per_epoch - self.step_in_epoch)
+        if max_steps is not None:
+            count = min(count, max_steps - self.global_step)
+        periods = [p for p in (getattr(h, "step_period", None) for h in self.hooks)
+                   if isinstance(p, int) and p > 0]  # duck-typed hooks may answer anything
+        if self.checkpointer is not None:
+            periods.append(self.config.checkpoint_every_steps)
+        for period in periods:
+            count = min(count, period - self.global_step % period)
+        return max(count, 1)
+
     def _run_epoch(self, stage, max_steps=None):
         config, batch = self.config, self.config.batch_size
         self.epoch, self.step_in_epoch = stage.position(self.global_step)
@@ -313,17 +332,20 @@ class Trainer:
                     seed=config.seed + 1000 * self.epoch, counter=self.skip_counter,
                 ))
                 self._reset = False
-            loss = float(self._train_step(iterator))
-            if not math.isfinite(loss) and self.precision != "mixed_float16":
-                raise FloatingPointError(
-                    f"Loss is {loss} at step {self.global_step + 1}; lower learning_rate "
-                    f"(now {stage.learning_rate}) or set clip_value."
-                )
-            self.global_step += 1
-            self.step_in_epoch += 1
+            count = self._block_size(stage, max_steps)
+            losses = self._train_step(iterator, tf.constant(count, tf.int32)).numpy()
+            learning_rate = float(self.optimizer.learning_rate)
+            for loss in losses.tolist():
+                if not math.isfinite(loss) and self.precision != "mixed_float16":
+                    raise FloatingPointError(
+                        f"Loss is {loss} at step {self.global_step + 1}; lower learning_rate "
+                        f"(now {stage.learning_rate}) or set clip_value."
+                    )
+                self.global_step += 1
+                self.step_in_epoch += 1
+                logs = {"loss": loss, "learning_rate": learning_rate}
+                self._call_hooks("on_step_end", self.global_step, logs)
             self.step_var.assign(self.global_step)
-            logs = {"loss": loss, "learning_rate": float(self.optimizer.learning_rate)}
-            self._call_hooks("on_step_end", self.global_step, logs)
             if self.checkpointer is not None:
                 self.checkpointer.maybe_save(self.global_step)
         logs = {}
@@ -521,7 +543,8 @@ class Trainer:
             self.strategy, stage.split, self._order, batch, self.image_size, self.channels,
             augment=self.config.augment, seed=self.config.seed, counter=self.skip_counter,
         ))
-        losses = [float(self._train_step(iterator)) for _ in range(steps)]
+        losses = (self._train_step(iterator, tf.constant(steps, tf.int32)).numpy().tolist()
+                  if steps else [])
         result = {"losses": losses}
         if not steps:
             first = next(iterator)["images"]

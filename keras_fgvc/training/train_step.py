@@ -14,14 +14,24 @@ sees an overflow), and divides by the replica count before `apply` sums again.
 Keras 3 state such as BatchNorm moving statistics has aggregation "none", so
 each replica / worker would keep its own copy; it is averaged over the
 replicas after every step, so every worker ends with identical weights.
+
+Execution (as Keras' ``steps_per_execution`` and Orbit do): one call of the
+returned function runs ``num_steps`` steps in a `tf.while_loop` over the
+iterator and returns the loss of each, so the host syncs once per call, not
+once per step (what keeps a TPU busy). With ``jit_compile`` the per-replica
+step is compiled by XLA; the loop around it, which reads the iterator, is not
+(iterator ops cannot be compiled), as in Keras' own trainer.
 """
 
 import tensorflow as tf
 
 
 def make_train_step(model, optimizer, recipe, strategy, variables, global_batch, clip_value=0.0,
-                    explicit_clip=False):
-    """A `tf.function` ``train_step(iterator) -> loss`` (the loss summed over replicas).
+                    explicit_clip=False, jit_compile=False):
+    """A `tf.function` ``train_steps(iterator, num_steps) -> losses [num_steps]``.
+
+    Each loss is summed over the replicas (the global batch's mean loss). `num_steps`
+    is a scalar int32 tensor, so every number of steps shares one trace.
 
     Args:
         model: the Keras model (dict outputs).
@@ -32,6 +42,7 @@ def make_train_step(model, optimizer, recipe, strategy, variables, global_batch,
         global_batch: the batch size over all replicas.
         clip_value: the clip bound c (0 = off).
         explicit_clip: clip the all-reduced gradient in the step (several replicas).
+        jit_compile: compile the per-replica step with XLA.
     """
     replicas = strategy.num_replicas_in_sync
     clip = float(clip_value)
@@ -69,13 +80,21 @@ def make_train_step(model, optimizer, recipe, strategy, variables, global_batch,
              if v.dtype in ("float16", "bfloat16", "float32", "float64")]
     state = state if replicas > 1 else []
 
-    @tf.function
-    def train_step(iterator):
-        losses = strategy.run(replica_step, args=(next(iterator),))
+    step_fn = tf.function(replica_step, jit_compile=True) if jit_compile else replica_step
+
+    def one_step(iterator):
+        losses = strategy.run(step_fn, args=(next(iterator),))
         if state:
             local = strategy.run(lambda: [tf.identity(v.value) for v in state])
             for variable, value in zip(state, local):
                 variable.assign(strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None))
         return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
 
-    return train_step
+    @tf.function
+    def train_steps(iterator, num_steps):
+        losses = tf.TensorArray(tf.float32, size=num_steps)
+        for i in tf.range(num_steps):
+            losses = losses.write(i, tf.cast(one_step(iterator), tf.float32))
+        return losses.stack()
+
+    return train_steps

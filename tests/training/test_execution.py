@@ -1,0 +1,102 @@
+"""steps_per_execution (K steps per call) and jit_compile: same results, hooks see every step."""
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+
+from keras_fgvc.training import hooks
+from keras_fgvc.training.loop import Trainer
+from keras_fgvc.training.strategy import make_strategy
+from tests.training.conftest import make_toy_task, toy_config
+
+
+class StepSpy(hooks.Hook):
+    def __init__(self):
+        self.steps, self.losses = [], []
+
+    def on_step_end(self, trainer, step, logs):
+        self.steps.append(step)
+        self.losses.append(logs["loss"])
+
+
+def _run(config, workdir=None, strategy="one_device", extra_hooks=()):
+    spy = StepSpy()
+    trainer = Trainer(config, strategy=make_strategy(strategy), workdir=workdir,
+                      task=make_toy_task(), hooks=[spy, *extra_hooks], verbose=0)
+    result = trainer.run()
+    return trainer, result, spy
+
+
+def _weights(trainer):
+    return [np.array(w) for w in trainer.model.weights]
+
+
+@pytest.mark.parametrize("strategy", ["one_device", "mirrored"])
+def test_k8_equals_k1(tmp_path, strategy):
+    config = toy_config(epochs=2, steps_per_epoch=10, checkpoint_every_steps=4)
+    one, r1, s1 = _run(config, str(tmp_path / "k1"), strategy)
+    eight, r8, s8 = _run(dataclasses.replace(config, steps_per_execution=8),
+                         str(tmp_path / "k8"), strategy)
+    assert s1.steps == s8.steps == list(range(1, 21))  # every hook sees every step
+    np.testing.assert_allclose(s8.losses, s1.losses, rtol=1e-5, atol=1e-6)
+    for a, b in zip(_weights(eight), _weights(one)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert r8["test"]["mAP"] == pytest.approx(r1["test"]["mAP"], abs=1e-5)
+    # Checkpoints land on the same steps: a block never runs across one.
+    listing = lambda d: sorted(f for f in os.listdir(d / "checkpoints") if f.endswith(".index"))
+    assert listing(tmp_path / "k8") == listing(tmp_path / "k1")
+
+
+def test_blocks_stop_at_hook_periods_and_epoch_ends():
+    seen = []
+
+    class Every3(hooks.Hook):
+        step_period = 3
+
+        def on_step_end(self, trainer, step, logs):
+            if step % 3 == 0:
+                seen.append(step)
+
+    calls = []
+    config = toy_config(epochs=2, steps_per_epoch=7, steps_per_execution=5)
+    trainer = Trainer(config, task=make_toy_task(), hooks=[Every3()], verbose=0)
+    original = trainer._block_size
+
+    def spy(stage, max_steps):
+        count = original(stage, max_steps)
+        calls.append((trainer.global_step, count))
+        return count
+
+    trainer._block_size = spy
+    trainer.run()
+    # From step s, a block ends at the next multiple of 3 or the epoch end (7, 14), K <= 5.
+    assert calls == [(0, 3), (3, 3), (6, 1), (7, 2), (9, 3), (12, 2), (14, 1), (15, 3),
+                     (18, 3)][:len(calls)]
+    assert sum(c for _, c in calls) == 14 and all(c <= 5 for _, c in calls)
+    assert seen == [3, 6, 9, 12]
+
+
+def test_jit_compile_trains_like_the_plain_step(tmp_path):
+    config = toy_config(epochs=1, steps_per_epoch=6)
+    plain, r_plain, s_plain = _run(config)
+    xla, r_xla, s_xla = _run(dataclasses.replace(config, jit_compile=True,
+                                                 steps_per_execution=3))
+    assert s_xla.steps == list(range(1, 7))
+    np.testing.assert_allclose(s_xla.losses, s_plain.losses, rtol=1e-4, atol=1e-5)
+    for a, b in zip(_weights(xla), _weights(plain)):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_resume_with_another_k(tmp_path):
+    config = toy_config(epochs=2, steps_per_epoch=5, checkpoint_every_steps=3)
+    straight, r_straight, _ = _run(config)
+    first = Trainer(dataclasses.replace(config, steps_per_execution=4),
+                    workdir=str(tmp_path), task=make_toy_task(), verbose=0)
+    assert first.run(max_steps=6)["stopped"]
+    resumed, r_resumed, spy = _run(dataclasses.replace(config, steps_per_execution=2),
+                                   str(tmp_path))
+    assert spy.steps == list(range(7, 11))
+    for a, b in zip(_weights(resumed), _weights(straight)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
