@@ -9,6 +9,8 @@ Steps (each prints a numbered header and its time; training shows a progress bar
    ``~/.cache/keras_fgvc``).
 2. Plain fine-tuning (config ``fashion_bg_ft``).
 3. Background splitting + fixed background logit (``fashion_bg_split_fixed``).
+   Both fine-tune the teacher's trunk with fresh heads (``init_trunk="teacher"``),
+   the paper's protocol.
 4. Foreground mAP and F1 of both on the test split (`keras_fgvc.metrics`),
    a precision-recall plot per rare class.
 5. Export of the background-splitting detector as the next SavedModel version.
