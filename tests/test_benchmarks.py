@@ -124,6 +124,18 @@ def test_input_pipeline(tmp_path):
     assert 0 <= report["skipped_images"] <= report["images_on_disk"]
 
 
+def test_folder_pipeline(tmp_path):
+    out = tmp_path / "folder_pipeline.json"
+    assert _load("folder_pipeline").main(["--quick", "--images", "40", "--output",
+                                          str(out)]) == 0
+    report = _read(out)
+    assert report["benchmark"] == "folder_pipeline" and report["quick"] is True
+    assert set(report["images_per_s"]) == {"pipeline", "bare", "pseudo_labels", "predict"}
+    for key in ("pipeline_ratio", "pseudo_label_ratio", *report["images_per_s"]):
+        _positive(report.get(key, report["images_per_s"].get(key)), key)
+    assert isinstance(report["meets_goal"], bool)
+
+
 def test_serving(tmp_path):
     out = tmp_path / "serving.json"
     cmd = [sys.executable, os.path.join(BENCHMARKS, "serving.py"), "--quick",

@@ -8,6 +8,8 @@ Examples:
     TF_CONFIG='{"cluster": {"worker": ["localhost:12345", "localhost:12346"]},
                 "task": {"type": "worker", "index": 0}}' \
         python train/fit.py --config fashion_lt100_cb --strategy multi_worker --workdir /tmp/lt
+    python train/fit.py --config folder_bg_split --set data_dir=DIR \
+        --set task_kwargs.teacher_model=teacher.keras --workdir /tmp/mine
 
 Rerunning the same command after a crash or ``kill -9`` resumes from the last
 checkpoint in ``W/checkpoints``. ``--dry_run`` builds the task, model, loss and
@@ -16,9 +18,13 @@ input pipeline and runs one step without writing anything.
 
 import sys
 
-from absl import app, flags
+from keras_fgvc.startup import quiet_tensorflow_import
 
-from keras_fgvc.training.config import list_configs, resolve_config
+quiet_tensorflow_import()  # before absl and TF print their CPU-only start-up noise
+
+from absl import app, flags  # noqa: E402
+
+from keras_fgvc.training.config import list_configs, resolve_config  # noqa: E402
 
 _STRATEGIES = ("one_device", "mirrored", "multi_worker", "tpu")
 

@@ -14,7 +14,7 @@ INCEPTION_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 
 
 def decode_image(image_bytes, channels=3):
-    """Decodes JPEG / PNG / GIF (first frame) / BMP bytes to uint8 [H, W, channels].
+    """Decodes JPEG / PNG / GIF (first frame) / BMP / WebP bytes to uint8 [H, W, channels].
 
     Grayscale files become RGB with ``channels=3`` and RGB files grayscale with
     ``channels=1``. Raises `tf.errors.InvalidArgumentError` on corrupt data
@@ -24,6 +24,25 @@ def decode_image(image_bytes, channels=3):
         >>> decode_image(tf.io.encode_png(tf.zeros([4, 5, 1], tf.uint8))).shape
         TensorShape([4, 5, 3])
     """
+    if channels == 1:
+        # TF's BMP, GIF and WebP decoders only give colour: decode those as RGB and make
+        # them grey as `ensure_channels` does (JPEG and PNG keep the decoder's conversion).
+        header = tf.strings.substr(image_bytes, 0, 4)
+        colour_only = tf.logical_or(
+            tf.logical_or(tf.equal(tf.strings.substr(header, 0, 2), b"BM"),
+                          tf.equal(tf.strings.substr(header, 0, 3), b"GIF")),
+            tf.equal(header, b"RIFF"))
+        image = tf.cond(
+            colour_only,
+            lambda: ensure_channels(_decode(image_bytes, 3), 1),
+            lambda: _decode(image_bytes, 1))
+    else:
+        image = _decode(image_bytes, channels)
+    image.set_shape([None, None, channels])
+    return image
+
+
+def _decode(image_bytes, channels):
     image = tf.io.decode_image(image_bytes, channels=channels, expand_animations=False)
     image.set_shape([None, None, channels])
     return image

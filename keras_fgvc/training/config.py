@@ -212,7 +212,11 @@ def register_config(config):
 
 def _ensure_registered():
     # The experiment modules register on import.
-    from keras_fgvc.training import experiments_fashion, experiments_paper  # noqa: F401
+    from keras_fgvc.training import (  # noqa: F401
+        experiments_fashion,
+        experiments_folder,
+        experiments_paper,
+    )
 
 
 def list_configs():

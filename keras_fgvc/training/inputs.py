@@ -102,8 +102,11 @@ def _in_memory_loader(split, image_size):
 
 def _as_batch(images, targets):
     """`keras_fgvc.data.pipeline` elements -> the trainer's batch dict."""
-    return {"images": images, "labels": targets["label"],
-            "teacher_labels": targets["teacher_label"]}
+    batch = {"images": images, "labels": targets["label"],
+             "teacher_labels": targets["teacher_label"]}
+    if "teacher_probabilities" in targets:  # soft background splitting
+        batch["teacher_probabilities"] = targets["teacher_probabilities"]
+    return batch
 
 
 def _file_dataset(split, image_size, channels, training, batch_size, augment, seed=0,
@@ -117,6 +120,7 @@ def _file_dataset(split, image_size, channels, training, batch_size, augment, se
         seed=seed, order=order, shard=shard, random_crop=augment, flip=augment,
         preprocessing=eval_preprocessing(split, image_size, channels, augment),
         drop_remainder=training, counter=counter,
+        teacher_probabilities=split.teacher_probabilities is not None,
     )
     return ds.map(_as_batch)
 

@@ -116,12 +116,17 @@ def _bg_split(config, task, num_classes):
         raise ValueError(
             f"Loss 'bg_split' needs a task with teacher labels; task {task.name!r} has none."
         )
-    mode = config.loss_kwargs.get("mode", "hard")
+    # Default: the mode the task's pseudo-labels were made for (task_kwargs.teacher_mode).
+    mode = config.loss_kwargs.get("mode", (task.metadata or {}).get("teacher_mode", "hard"))
     # The loss applies lambda (= aux_loss_weight, 0.1 in the authors' code) itself.
     aux = _losses().BackgroundSplittingLoss(mode=mode, weight=config.aux_loss_weight,
                                             reduction=None)
+    if mode == "soft" and task.train.teacher_probabilities is None:
+        raise ValueError(f"Loss 'bg_split' with mode 'soft' needs teacher probabilities; task "
+                         f"{task.name!r} has only hard labels (task_kwargs.teacher_mode=soft).")
+    target = "teacher_probabilities" if mode == "soft" else "teacher_labels"
     return _softmax(config, task, num_classes) + [
-        Term(aux, output="aux_logits", target="teacher_labels")
+        Term(aux, output="aux_logits", target=target)
     ]
 
 

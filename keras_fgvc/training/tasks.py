@@ -23,6 +23,7 @@ chosen on val are then chosen on test.
 | inat_bg | as inat2017 | n, model_index, inat_bg_tasks args, background_keep, teacher_labels |
 | places_bg | Places365 file lists + images | as inat_bg (places_bg_tasks args) |
 | cub | CUB_200_2011 (images.txt, ...) | val_fraction |
+| image_folder_bg | rare/<class>/..., background/... [val/, test/] | see `_image_folder_bg` |
 
 ``task_kwargs.teacher_labels=/path/teacher.npz`` attaches a teacher's pseudo-labels
 to a background task (background splitting at paper scale, where the teacher is a
@@ -243,6 +244,53 @@ def _cub(config, kwargs):
     return load_cub(root, val_fraction=val, seed=config.seed)
 
 
+def _image_folder_bg(config, kwargs):
+    """The user's own images (`keras_fgvc.data.folder_task`), with an optional teacher.
+
+    task_kwargs: ``manifest`` (CSV instead of data_dir), ``val_fraction`` /
+    ``test_fraction`` (carved when DIR/val, DIR/test are absent; 0.1),
+    ``background_keep`` (downsample the training background), ``teacher_model``
+    (.keras file or SavedModel dir; background splitting needs one),
+    ``teacher_mode`` (hard | soft), ``teacher_preprocessing`` (raw | caffe | tf |
+    torch), ``teacher_batch_size``.
+    """
+    from keras_fgvc.data.background_tasks import downsample_background
+    from keras_fgvc.data.folder_task import load_folder_task
+
+    teacher = kwargs.pop("teacher_model", "")
+    mode = kwargs.pop("teacher_mode", "hard")
+    preprocessing = kwargs.pop("teacher_preprocessing", "raw")
+    teacher_batch = int(kwargs.pop("teacher_batch_size", 64))
+    manifest = kwargs.pop("manifest", "")
+    keep = kwargs.pop("background_keep", 1.0)
+    fractions = _pop(kwargs, "val_fraction", "test_fraction")
+    _check_unused(config, kwargs)
+    if config.loss == "bg_split" and not teacher:
+        raise ValueError(
+            f"Config {config.name!r} is background splitting: it needs a teacher, a saved "
+            "classifier whose predictions split the background. Pass "
+            "--set task_kwargs.teacher_model=/path/teacher.keras (or a SavedModel folder), "
+            f"or train without one: --config {config.name.split('_split')[0]}_ft.")
+    if manifest and config.data_dir:
+        raise ValueError("Give --set data_dir=DIR or --set task_kwargs.manifest=FILE.csv, "
+                         "not both.")
+    if not manifest and not config.data_dir:
+        raise FileNotFoundError(
+            f"Config {config.name!r} trains on your images: pass --set data_dir=DIR (with "
+            "DIR/rare/<class name>/... and DIR/background/...) or "
+            "--set task_kwargs.manifest=FILE.csv (columns path,label[,split]).")
+    task = load_folder_task(_data_dir(config, False) if not manifest else None,
+                            manifest=manifest or None, channels=config.channels,
+                            seed=config.seed, **fractions)
+    if keep < 1.0:
+        task = downsample_background(task, keep, seed=config.seed)
+    if teacher:
+        from keras_fgvc.training.pseudo_labels import attach_teacher
+
+        task = attach_teacher(task, teacher, mode, teacher_batch, preprocessing)
+    return task
+
+
 _TASKS = {
     "fashion_mnist": _fashion_mnist,
     "fashion_lt": _fashion_lt,
@@ -251,6 +299,7 @@ _TASKS = {
     "inat_bg": _background(_inat2017, _inat_specs),
     "places_bg": _background(_places365, _places_specs),
     "cub": _cub,
+    "image_folder_bg": _image_folder_bg,
 }
 
 

@@ -14,7 +14,8 @@ from keras_fgvc.training.loop import Trainer
 from keras_fgvc.training.strategy import make_strategy
 
 FASHION = [n for n in list_configs() if n.startswith("fashion_")]
-PAPER = [n for n in list_configs() if not n.startswith("fashion_")]
+FOLDER = [n for n in list_configs() if n.startswith("folder_")]
+PAPER = [n for n in list_configs() if not n.startswith(("fashion_", "folder_"))]
 
 # Small settings of the builders (a smaller teacher, fewer images): same code paths.
 _SHRINK = {
@@ -332,3 +333,24 @@ def test_fashion_lt_n_max_sets_the_head_class_size():
     assert counts.tolist() == [int(500 * mu**i + 1e-9) for i in range(10)]
     with pytest.raises(ValueError, match="n_max"):
         tasks.build_task(resolve_config("fashion_lt10_softmax", ["task_kwargs.n_max=100000"]))
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    from tests.folder_images import make_folder, make_teacher
+
+    root = tmp_path_factory.mktemp("folder")
+    make_folder(str(root / "photos"), {"background": 24, "red_spot": 6, "blue_spot": 5})
+    return str(root / "photos"), make_teacher(str(root / "teacher.keras"), 4, 24)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FOLDER)
+def test_folder_config_runs_a_step(name, image_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_FGVC_CACHE", str(tmp_path))
+    data, teacher = image_folder
+    overrides = [f"data_dir={data}", "image_size=32", "batch_size=4", "steps_per_epoch=1"]
+    if "split" in name:
+        overrides.append(f"task_kwargs.teacher_model={teacher}")
+    result = Trainer(resolve_config(name, overrides), verbose=0).dry_run(steps=1)
+    assert np.isfinite(result["losses"]).all() and result["probabilities_shape"][1] == 3
