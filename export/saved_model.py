@@ -6,9 +6,13 @@ writes models/detector/<next version>/ atomically and lists the model in
 models/models.config.
 """
 
-from absl import app, flags
+from keras_fgvc.startup import quiet_tensorflow_import
 
-from keras_fgvc.export import saved_model
+quiet_tensorflow_import()  # before absl and TF print their CPU-only start-up noise
+
+from absl import app, flags  # noqa: E402
+
+from keras_fgvc.export import saved_model  # noqa: E402
 
 flags.DEFINE_string("workdir", None, "Training workdir (model.keras, labels.txt, ...).")
 flags.DEFINE_string("model_base_path", "models", "MODEL_BASE directory.")

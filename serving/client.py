@@ -8,10 +8,14 @@ prints one line per image: the detected rare classes with their scores, or
 
 import sys
 
-import grpc
-from absl import app, flags
+from keras_fgvc.startup import quiet_tensorflow_import
 
-from keras_fgvc.serving import client
+quiet_tensorflow_import()  # before absl and TF print their CPU-only start-up noise
+
+import grpc  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from keras_fgvc.serving import client  # noqa: E402
 
 flags.DEFINE_string("server", "127.0.0.1:8500", "host:port of the gRPC model server.")
 flags.DEFINE_string("model", "default", "Served model name.")

@@ -10,9 +10,13 @@ Takes tensorflow_model_server's flags, so a command line carries over:
 
 import logging
 
-from absl import app, flags
+from keras_fgvc.startup import quiet_tensorflow_import
 
-from keras_fgvc.serving import server
+quiet_tensorflow_import()  # before absl and TF print their CPU-only start-up noise
+
+from absl import app, flags  # noqa: E402
+
+from keras_fgvc.serving import limits, server  # noqa: E402
 
 flags.DEFINE_integer("port", 8500, "gRPC port (0 picks a free port).")
 flags.DEFINE_integer("rest_api_port", 0, "REST port; 0 turns REST off.")
@@ -33,18 +37,39 @@ flags.DEFINE_string("batching_parameters_file", "",
                     "Unknown fields or an unreadable file stop the server at start-up.")
 flags.DEFINE_integer("max_batch_size", 0,
                      "Not a tensorflow_model_server flag (prefer --batching_parameters_file). "
-                     "Largest request batch (RESOURCE_EXHAUSTED above; 0 = no limit) and the "
-                     "largest merged batch with --enable_batching (32 when 0).")
+                     "Largest request batch, RESOURCE_EXHAUSTED above (0 = the default, "
+                     f"{limits.DEFAULT_MAX_BATCH_SIZE}), and the largest merged batch with "
+                     "--enable_batching (32 when 0).")
 flags.DEFINE_integer("batch_timeout_micros", 1000,
                      "Not a tensorflow_model_server flag (prefer --batching_parameters_file). "
                      "Batching: longest wait for a fuller batch.")
 flags.DEFINE_integer("grpc_max_threads", 16, "gRPC thread pool size.")
-flags.DEFINE_integer("max_message_bytes", 64 * 1024 * 1024,
-                     "Largest gRPC message / REST body (RESOURCE_EXHAUSTED above).")
+flags.DEFINE_integer("max_message_bytes", 16 * 1024 * 1024,
+                     "Largest gRPC message (RESOURCE_EXHAUSTED above) and REST body (413).")
 flags.DEFINE_string("grpc_channel_arguments", "",
                     "Comma-separated gRPC server arguments, e.g. "
                     "grpc.max_receive_message_length=1000000.")
 flags.DEFINE_bool("enable_model_warmup", True, "Replay assets.extra/tf_serving_warmup_requests.")
+flags.DEFINE_integer("max_num_load_retries", 5,
+                     "Retries of a version that failed to load (then: when its directory changes).")
+flags.DEFINE_integer("load_retry_interval_micros", 1_000_000,
+                     "Wait before the first retry of a failed load; doubles each retry (<= 60 s).")
+# Limits and hardening (README): not tensorflow_model_server flags.
+flags.DEFINE_integer("max_image_pixels", limits.DEFAULT_MAX_IMAGE_PIXELS,
+                     "Most width x height of one encoded image, read from its header before "
+                     "decoding (RESOURCE_EXHAUSTED above; 0 = no limit).")
+flags.DEFINE_integer("max_request_pixels", limits.DEFAULT_MAX_REQUEST_PIXELS,
+                     "Most width x height summed over the images of one request (0 = no limit).")
+flags.DEFINE_integer("max_concurrent_requests", limits.DEFAULT_MAX_CONCURRENT_REQUESTS,
+                     "Most requests running or queued at once, gRPC and REST together; one more "
+                     "is answered RESOURCE_EXHAUSTED / 429 (0 = no limit).")
+flags.DEFINE_integer("rest_max_connections", 32,
+                     "Most open REST connections; one more is answered 503 and closed.")
+flags.DEFINE_float("rest_timeout_seconds", 10.0,
+                   "A whole REST request must arrive within this time (408 otherwise); also the "
+                   "keep-alive idle time.")
+flags.DEFINE_integer("rest_max_header_bytes", 16 * 1024, "Largest REST request head (431).")
+flags.DEFINE_integer("rest_max_json_depth", 32, "Deepest JSON nesting of a REST body (400).")
 
 
 def main(argv):
@@ -60,7 +85,12 @@ def main(argv):
         batch_timeout_micros=f.batch_timeout_micros,
         batching_parameters_file=f.batching_parameters_file, grpc_max_threads=f.grpc_max_threads,
         max_message_bytes=f.max_message_bytes, grpc_channel_arguments=f.grpc_channel_arguments,
-        enable_model_warmup=f.enable_model_warmup)
+        enable_model_warmup=f.enable_model_warmup, max_num_load_retries=f.max_num_load_retries,
+        load_retry_interval_micros=f.load_retry_interval_micros,
+        max_image_pixels=f.max_image_pixels, max_request_pixels=f.max_request_pixels,
+        max_concurrent_requests=f.max_concurrent_requests,
+        rest_max_connections=f.rest_max_connections, rest_timeout_seconds=f.rest_timeout_seconds,
+        rest_max_header_bytes=f.rest_max_header_bytes, rest_max_json_depth=f.rest_max_json_depth)
     return server.run_server(options)
 
 

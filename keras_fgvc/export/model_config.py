@@ -104,6 +104,7 @@ def _atomic_write_text(path, text):
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(temp, 0o644)  # mkstemp makes it 0600: a server running as another user reads it
         os.replace(temp, path)
     except BaseException:
         if os.path.exists(temp):

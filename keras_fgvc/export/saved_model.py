@@ -1,6 +1,8 @@
 """Export a trained detector as a TF Serving SavedModel: ``MODEL_BASE/<name>/<version>/``.
 
-Each export writes, atomically (temporary directory + rename):
+Each export first removes the temporary directories killed exports left in
+``MODEL_BASE/<name>/`` (`versions.remove_stale_temp_dirs`), then writes,
+atomically (temporary directory + rename), readable by every user:
 
 - the SavedModel (``keras.export.ExportArchive``) with the endpoints of
   `keras_fgvc.export.signatures` (``serving_default``, ``predict_images``,
@@ -19,7 +21,6 @@ and then adds the model to ``MODEL_BASE/models.config``.
 import json
 import math
 import os
-import tempfile
 
 import keras
 import tensorflow as tf
@@ -159,7 +160,8 @@ def export_model(model, model_base_path, model_name, class_names, thresholds=Non
     class_names, thresholds = _check_classes(class_names, thresholds, num_foreground)
 
     model_dir = os.path.join(model_base_path, model_name)
-    with tempfile.TemporaryDirectory() as staging:
+    versions.remove_stale_temp_dirs(model_dir)
+    with versions.staging_dir(model_dir) as staging:
         labels_path = os.path.join(staging, LABELS_FILE)
         with open(labels_path, "w") as f:
             f.write("\n".join(class_names) + "\n")

@@ -10,7 +10,8 @@ contract):
   exported ``preprocessing.json`` (channels, centre crop, aspect, resize);
 - ``predict_images(images)``: float32 [batch, H, W, C] in [0, 255], images
   already prepared as ``preprocessing.json`` describes (nothing is cropped or
-  resized here);
+  resized here); NaN or infinite pixels are an InvalidArgumentError (TF
+  Serving: INVALID_ARGUMENT), never a confident answer;
 - ``metadata()``: ``class_names`` (read from the exported labels asset) and
   ``thresholds``;
 - ``classify(inputs)``: TF Serving's Classify API: serialized ``tf.Example``
@@ -34,13 +35,15 @@ OUTPUT_KEYS = ("scores", "background", "detected", "embedding")
 CLASSIFY_SIGNATURE = "classify"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 IMAGE_FEATURE = "image/encoded"
+NONFINITE_MESSAGE = "images has NaN or infinite pixels"
 
 
 def decode_images(image_bytes, preprocessing):
     """Decode and prepare a batch of encoded images as evaluation does.
 
     Args:
-        image_bytes: string tensor [batch] (JPEG, PNG, GIF first frame or BMP).
+        image_bytes: string tensor [batch] (JPEG, PNG, GIF first frame, BMP or
+            WebP).
         preprocessing: the preprocessing spec
             (`keras_fgvc.data.preprocessing.make_spec`): channels, centre
             crop, aspect handling, resize method.
@@ -52,6 +55,8 @@ def decode_images(image_bytes, preprocessing):
     spec = tf.TensorSpec([height, width, preprocessing["channels"]], tf.float32)
 
     def _decode_one(data):
+        # GIF, BMP and WebP to a grey model: `image_ops.decode_image` decodes them to RGB and
+        # converts, exactly as evaluation does (TF's decoders give those only in colour).
         return tf.ensure_shape(decode_and_prepare(data, preprocessing), spec.shape)
 
     return tf.map_fn(_decode_one, image_bytes, fn_output_signature=spec)
@@ -107,14 +112,17 @@ def make_endpoints(model, class_names, thresholds, has_background, preprocessing
     height, width = preprocessing["image_size"]
     channels = preprocessing["channels"]
 
-    def predict_images(images):
+    def run_model(images):
         outputs = model(tf.cast(images, tf.float32), training=False)
         if not isinstance(outputs, dict) or "probabilities" not in outputs:
             raise ValueError("The model must return a dict with a 'probabilities' output.")
         return detector_outputs(outputs, thresholds_const, has_background)
 
+    def predict_images(images):
+        return run_model(tf.debugging.assert_all_finite(images, NONFINITE_MESSAGE))
+
     def serving_default(image_bytes):
-        return predict_images(decode_images(image_bytes, preprocessing))
+        return run_model(decode_images(image_bytes, preprocessing))
 
     def metadata():
         text = tf.strings.strip(tf.io.read_file(labels_asset.asset_path))

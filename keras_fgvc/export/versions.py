@@ -6,14 +6,102 @@ whose name is not an integer (``.tmp-<version>-<random>``, which TF Serving and
 the loopback server both ignore) and renamed into place only once it is
 complete. ``os.rename`` of a directory is atomic on POSIX file systems, so an
 exporter killed at any point leaves either no new version or a whole one.
+
+Temporary directories are named ``.tmp-<tag>-<host>.<pid>-<random>``; each
+export first removes those its host's dead processes left behind
+(`remove_stale_temp_dirs`), never one a live exporter is writing. Published
+versions are readable by every user (directories 0755, files 0644), so a
+server running as another user can load them.
 """
 
 import contextlib
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 
 TEMP_PREFIX = ".tmp-"
+_TEMP_NAME = re.compile(r"^\.tmp-[^/]*?-(?P<host>[^/]+)\.(?P<pid>\d+)-[^-]+$")
+# Temporary directories in the old format (no host and pid) are removed after this long.
+_LEGACY_STALE_S = 24 * 3600
+
+
+def _host():
+    return socket.gethostname().replace("/", "_") or "localhost"
+
+
+def temp_prefix(tag):
+    """``.tmp-<tag>-<host>.<pid>-``: the prefix of this process's temporary directories."""
+    return f"{TEMP_PREFIX}{tag}-{_host()}.{os.getpid()}-"
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temp_dirs(model_dir):
+    """Remove temporary directories that killed exports left in `model_dir`; returns their names.
+
+    A directory is stale when its process (named in it) is gone from this
+    host, or, for names without a process, when it is older than a day.
+    Directories of live exporters, and of other hosts, are kept.
+    """
+    if not os.path.isdir(model_dir):
+        return []
+    removed = []
+    for entry in os.listdir(model_dir):
+        if not entry.startswith(TEMP_PREFIX):
+            continue
+        path = os.path.join(model_dir, entry)
+        match = _TEMP_NAME.match(entry)
+        if match:
+            stale = match["host"] == _host() and not _pid_alive(int(match["pid"]))
+        else:
+            try:
+                stale = time.time() - os.path.getmtime(path) > _LEGACY_STALE_S
+            except OSError:
+                continue
+        if stale:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                try:
+                    os.remove(path)
+                except OSError:
+                    continue
+            removed.append(entry)
+    return removed
+
+
+def make_readable(path):
+    """Directories 0755 and files 0644 under `path` (and `path` itself): readable by every user."""
+    os.chmod(path, 0o755)
+    for root, dirs, files in os.walk(path):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o755)
+        for name in files:
+            full = os.path.join(root, name)
+            if not os.path.islink(full):
+                os.chmod(full, 0o644)
+
+
+@contextlib.contextmanager
+def staging_dir(model_dir, tag="staging"):
+    """A scratch directory in `model_dir`, removed on exit (or by the next export if killed)."""
+    os.makedirs(model_dir, exist_ok=True)
+    path = tempfile.mkdtemp(prefix=temp_prefix(tag), dir=model_dir)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def list_versions(model_dir):
@@ -47,8 +135,9 @@ def atomic_version_dir(model_dir, version=None):
     """Context manager yielding ``(temp_dir, version)``; on success renames temp_dir to the version.
 
     Everything is written into ``temp_dir``. When the block exits normally the
-    directory is renamed to ``model_dir/<version>``; when it raises, the
-    temporary directory is removed and nothing is published. If another
+    directory is made readable by every user (`make_readable`) and renamed to
+    ``model_dir/<version>``; when it raises, the temporary directory is
+    removed and nothing is published. If another
     exporter took the same version in the meantime (rename fails), the next
     free version is used, unless `version` was given explicitly.
 
@@ -70,10 +159,11 @@ def atomic_version_dir(model_dir, version=None):
     chosen = version if version is not None else next_version(model_dir)
     if version is not None and os.path.exists(os.path.join(model_dir, str(version))):
         raise ValueError(f"Version {version} already exists in {model_dir!r}.")
-    temp_dir = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{chosen}-", dir=model_dir)
+    temp_dir = tempfile.mkdtemp(prefix=temp_prefix(chosen), dir=model_dir)
     result = [temp_dir, chosen]
     try:
         yield result
+        make_readable(temp_dir)
         while True:
             final = os.path.join(model_dir, str(chosen))
             try:

@@ -12,6 +12,10 @@ Like TF Serving's ``BatchingParameters`` (see `batching_parameters`):
 ``max_enqueued_batches`` bounds the queue (UNAVAILABLE when full); and with
 ``allowed_batch_sizes`` every batch is padded up to the next allowed size with
 copies of its first row, and the padded rows' outputs are dropped.
+
+A queued request whose caller has cancelled or whose deadline has passed
+(`limits.CallContext`) is answered CANCELLED / DEADLINE_EXCEEDED when a batch
+is formed and never joins it.
 """
 
 import collections
@@ -21,7 +25,7 @@ import time
 import grpc
 import numpy as np
 
-from keras_fgvc.serving import errors
+from keras_fgvc.serving import errors, limits
 
 QUEUE_FULL_MESSAGE = "The batch scheduling queue to which this task was submitted is full"
 
@@ -32,8 +36,9 @@ def task_rows(inputs):
 
 
 class _Task:
-    def __init__(self, inputs):
+    def __init__(self, inputs, context=limits.NO_DEADLINE):
         self.inputs = inputs
+        self.context = context
         self.rows = task_rows(inputs)
         self.key = tuple(sorted((k, v.shape[1:], v.dtype.str) for k, v in inputs.items()))
         self.done = threading.Event()
@@ -93,9 +98,13 @@ class BatchingQueue:
         for thread in self._threads:
             thread.start()
 
-    def run(self, inputs):
-        """Queue one request and wait for its outputs (raises what the model raised)."""
-        task = _Task(inputs)
+    def run(self, inputs, context=limits.NO_DEADLINE):
+        """Queue one request and wait for its outputs (raises what the model raised).
+
+        `context` (`limits.CallContext`): a request whose caller has gone by
+        the time its batch is formed is not run.
+        """
+        task = _Task(inputs, context)
         with self._cond:
             if self._closed or task.rows >= self._max_batch_size:
                 task = None
@@ -137,7 +146,11 @@ class BatchingQueue:
             batch, rows, kept = [], 0, collections.deque()
             while self._queue:
                 task = self._queue.popleft()
-                if task.key == first.key and rows + task.rows <= self._max_batch_size:
+                gone = task.context.expired()
+                if gone is not None:  # the caller left while queued: answer, do not run
+                    task.error = gone
+                    task.done.set()
+                elif task.key == first.key and rows + task.rows <= self._max_batch_size:
                     batch.append(task)
                     rows += task.rows
                 else:

@@ -6,17 +6,42 @@ answers and the same errors (as ``classifier.cc`` / ``regressor.cc`` of TF
 Serving do). The ``Input`` is sent to the signature as serialized
 ``tf.Example`` s; with ``example_list_with_context`` each example is the
 serialized context followed by the serialized example, which parses as their
-merge (TF Serving's ``InputToSerializedExampleTensor``).
+merge (TF Serving's ``InputToSerializedExampleTensor``). Images in the
+``image/encoded`` feature are held to the servable's pixel limits before the
+model decodes them.
 """
 
 import numpy as np
 from tensorflow_serving.apis import classification_pb2
 
-from keras_fgvc.serving import errors
+from keras_fgvc.serving import errors, limits
 from keras_fgvc.serving.servable import DEFAULT_SIGNATURE
 
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
+IMAGE_FEATURE = "image/encoded"
+
+
+def encoded_images(model_input):
+    """Every ``image/encoded`` bytes value the model will decode for an ``Input`` proto.
+
+    A context's image is decoded once per example, so it is listed once per example.
+    """
+    which = model_input.WhichOneof("kind")
+    if which == "example_list":
+        examples = list(model_input.example_list.examples)
+    elif which == "example_list_with_context":
+        with_context = model_input.example_list_with_context
+        examples = [with_context.context] * len(with_context.examples)
+        examples += list(with_context.examples)
+    else:
+        examples = []
+    values = []
+    for example in examples:
+        feature = example.features.feature.get(IMAGE_FEATURE)
+        if feature is not None:
+            values.extend(feature.bytes_list.value)
+    return values
 
 
 def serialized_examples(model_input):
@@ -37,8 +62,11 @@ def serialized_examples(model_input):
     return array
 
 
-def classify(servable, request):
-    """A ``ClassificationResponse`` for `request` (a ``ClassificationRequest``) on `servable`."""
+def classify(servable, request, context=limits.NO_DEADLINE):
+    """A ``ClassificationResponse`` for `request` (a ``ClassificationRequest``) on `servable`.
+
+    `context`: the caller's `limits.CallContext` (checked before the model runs).
+    """
     key, sig = servable.signature(request.model_spec.signature_name)
     if sig.method_name != CLASSIFY_METHOD:
         raise errors.invalid_argument(
@@ -48,7 +76,11 @@ def classify(servable, request):
     if len(sig.inputs) != 1:
         raise errors.invalid_argument("Expected one input Tensor.")
     input_key = next(iter(sig.inputs))
-    _, outputs = servable.predict(key, {input_key: examples})
+    request_limits = getattr(servable, "limits", None)
+    if request_limits is not None:
+        request_limits.check_batch(len(examples))
+        request_limits.check_images(IMAGE_FEATURE, encoded_images(request.input))
+    _, outputs = servable.predict(key, {input_key: examples}, context=context)
     response = classification_pb2.ClassificationResponse()
     response.model_spec.name = servable.name
     response.model_spec.version.value = servable.version

@@ -1,4 +1,9 @@
-"""gRPC PredictionService and ModelService servicers over a `ModelManager`."""
+"""gRPC PredictionService and ModelService servicers over a `ModelManager`.
+
+Predict, Classify and Regress are admitted by the shared `limits.Admission`
+(RESOURCE_EXHAUSTED when the server already runs its limit of requests) and
+carry the call's cancellation and deadline (`limits.CallContext`) to the model.
+"""
 
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
@@ -8,7 +13,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from keras_fgvc.serving import classification, errors, tensors
+from keras_fgvc.serving import classification, errors, limits, tensors
 
 _STATE_ENUM = get_model_status_pb2.ModelVersionStatus.State
 
@@ -39,16 +44,20 @@ def _abort(context, err):
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """Predict, Classify, Regress (its errors only; see `classification`) and GetModelMetadata."""
 
-    def __init__(self, manager):
+    def __init__(self, manager, admission=None):
         self._manager = manager
+        self._admission = admission or limits.Admission(0)
 
     def Predict(self, request, context):  # noqa: N802 - gRPC method name
         try:
-            servable = self._manager.get(request.model_spec.name,
-                                         requested_version(request.model_spec))
-            inputs = {k: tensor_to_ndarray(k, v) for k, v in request.inputs.items()}
-            key, outputs = servable.predict(request.model_spec.signature_name, inputs,
-                                            list(request.output_filter))
+            with self._admission.admit():
+                call = limits.CallContext(context)
+                call.check()
+                servable = self._manager.get(request.model_spec.name,
+                                             requested_version(request.model_spec))
+                inputs = {k: tensor_to_ndarray(k, v) for k, v in request.inputs.items()}
+                key, outputs = servable.predict(request.model_spec.signature_name, inputs,
+                                                list(request.output_filter), call)
         except errors.ServingError as err:
             return _abort(context, err)
         response = predict_pb2.PredictResponse()
@@ -61,9 +70,12 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def Classify(self, request, context):  # noqa: N802 - gRPC method name
         try:
-            servable = self._manager.get(request.model_spec.name,
-                                         requested_version(request.model_spec))
-            return classification.classify(servable, request)
+            with self._admission.admit():
+                call = limits.CallContext(context)
+                call.check()
+                servable = self._manager.get(request.model_spec.name,
+                                             requested_version(request.model_spec))
+                return classification.classify(servable, request, call)
         except errors.ServingError as err:
             return _abort(context, err)
 
@@ -123,8 +135,8 @@ def status_response(statuses):
     return response
 
 
-def add_services(server, manager):
-    """Register both servicers on a `grpc.Server`."""
+def add_services(server, manager, admission=None):
+    """Register both servicers on a `grpc.Server` (`admission`: a shared `limits.Admission`)."""
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(manager), server)
+        PredictionServicer(manager, admission), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(manager), server)

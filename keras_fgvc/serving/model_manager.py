@@ -7,11 +7,19 @@ already holding the old servable finishes on it. Old versions are unloaded
 only once an aspired version is AVAILABLE, so a version that fails to load
 leaves the previous one serving; the failure is logged and reported by
 GetModelStatus (state END with the error).
+
+A failed load is retried (TF Serving's ``--max_num_load_retries`` /
+``--load_retry_interval_micros``), the interval doubling after each failure,
+so a version copied in two steps (``saved_model.pb`` first, ``variables/``
+seconds later) loads once it is complete. When the retries are spent, the
+version is tried again as soon as its directory changes.
 """
 
 import dataclasses
 import logging
+import os
 import threading
+import time
 
 import grpc
 
@@ -21,6 +29,28 @@ from keras_fgvc.serving import errors
 LOG = logging.getLogger("keras_fgvc.serving")
 
 START, LOADING, AVAILABLE, UNLOADING, END = "START", "LOADING", "AVAILABLE", "UNLOADING", "END"
+_MAX_RETRY_INTERVAL_S = 60.0
+
+
+def directory_fingerprint(path):
+    """``(relative path, size, mtime_ns)`` of every file under `path`: changes when it does."""
+    entries = []
+    for root, _, files in os.walk(path):
+        for name in files:
+            full = os.path.join(root, name)
+            try:
+                stat = os.stat(full)
+            except OSError:
+                continue
+            entries.append((os.path.relpath(full, path), stat.st_size, stat.st_mtime_ns))
+    return tuple(sorted(entries))
+
+
+@dataclasses.dataclass
+class _Failures:
+    count: int
+    next_attempt: float
+    fingerprint: tuple
 
 
 @dataclasses.dataclass
@@ -74,15 +104,23 @@ class ModelManager:
         load_fn: ``fn(name, version, path) -> servable`` (raises on failure);
             servables may have a ``close()``.
         poll_wait_seconds: polling period of `start` (<= 0: poll only once).
+        max_num_load_retries: retries of a failed load (at the polls after
+            each interval).
+        load_retry_interval_s: wait before the first retry; doubles after
+            each failure (at most 60 s).
     """
 
-    def __init__(self, specs, load_fn, poll_wait_seconds=1.0):
+    def __init__(self, specs, load_fn, poll_wait_seconds=1.0, max_num_load_retries=5,
+                 load_retry_interval_s=1.0):
         names = [s.name for s in specs]
         if len(set(names)) != len(names) or not all(names):
             raise ValueError(f"Model names must be non-empty and unique, got {names!r}.")
         self._specs = {s.name: s for s in specs}
         self._load_fn = load_fn
         self._poll_wait_seconds = float(poll_wait_seconds)
+        self._max_retries = int(max_num_load_retries)
+        self._retry_interval_s = float(load_retry_interval_s)
+        self._failures = {}  # (name, version) -> _Failures
         self._lock = threading.Lock()
         self._servables = {name: {} for name in self._specs}
         self._status = {name: {} for name in self._specs}
@@ -152,31 +190,47 @@ class ModelManager:
                 continue
             if not on_disk:
                 LOG.debug("No versions of model %s found under %s", spec.name, spec.base_path)
+            with self._lock:  # forget the failures of versions no longer on disk
+                for key in [k for k in self._failures if k[0] == spec.name
+                            and k[1] not in on_disk]:
+                    del self._failures[key]
             aspired = spec.aspired(on_disk)
             for version in aspired:
                 self._maybe_load(spec, version)
             self._unload_unaspired(spec, aspired, on_disk)
 
+    def _retry_due(self, name, version, path):
+        """Whether a version that failed to load should be tried again now."""
+        failures = self._failures.get((name, version))
+        if failures is None:
+            return True
+        if failures.count <= self._max_retries:
+            return time.monotonic() >= failures.next_attempt
+        if directory_fingerprint(path) != failures.fingerprint:  # retries spent: until it changes
+            failures.count = 0
+            return True
+        return False
+
     def _maybe_load(self, spec, version):
+        path = f"{spec.base_path.rstrip('/')}/{version}"
         with self._lock:
             if spec.name not in self._status:
                 return  # removed from the config meanwhile
             known = self._status[spec.name].get(version)
-            if known is not None and (known.state != END or known.error_message):
-                return  # loaded, loading, or failed (a failed version is not retried)
+            if known is not None and known.state != END:
+                return  # loaded or loading
+            if known is not None and known.error_message and not self._retry_due(
+                    spec.name, version, path):
+                return  # failed; its next retry is not due
             self._status[spec.name][version] = VersionStatus(version, LOADING)
-        path = f"{spec.base_path.rstrip('/')}/{version}"
         LOG.info("Loading servable: {name: %s version: %d}", spec.name, version)
         try:
             servable = self._load_fn(spec.name, version, path)
         except Exception as err:  # noqa: BLE001 - any load failure keeps the old version
-            message = f"Failed to load servable {spec.name} version {version}: {err}"
-            LOG.error("%s", message)
-            with self._lock:
-                self._status[spec.name][version] = VersionStatus(
-                    version, END, grpc.StatusCode.UNKNOWN, message)
+            self._load_failed(spec.name, version, path, err)
             return
         with self._lock:
+            self._failures.pop((spec.name, version), None)
             removed = spec.name not in self._servables
             if not removed:
                 self._servables[spec.name][version] = servable
@@ -185,6 +239,23 @@ class ModelManager:
             getattr(servable, "close", lambda: None)()
             return
         LOG.info("Successfully loaded servable version {name: %s version: %d}", spec.name, version)
+
+    def _load_failed(self, name, version, path, err):
+        message = f"Failed to load servable {name} version {version}: {err}"
+        with self._lock:
+            failures = self._failures.setdefault((name, version), _Failures(0, 0.0, ()))
+            failures.count += 1
+            delay = min(self._retry_interval_s * 2 ** (failures.count - 1), _MAX_RETRY_INTERVAL_S)
+            failures.next_attempt = time.monotonic() + delay
+            failures.fingerprint = directory_fingerprint(path)
+            if name in self._status:
+                self._status[name][version] = VersionStatus(
+                    version, END, grpc.StatusCode.UNKNOWN, message)
+        if failures.count <= self._max_retries:
+            LOG.error("%s; retry %d of %d in %.1f s", message, failures.count,
+                      self._max_retries, delay)
+        else:
+            LOG.error("%s; retries spent, tried again when the directory changes", message)
 
     def _unload_unaspired(self, spec, aspired, on_disk):
         with self._lock:

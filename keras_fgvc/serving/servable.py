@@ -2,10 +2,13 @@
 
 Validation follows TF Serving (``predict_util.cc``): the request's input keys
 must match the signature's exactly, dtypes must match, shapes must be
-compatible, and the batch may not exceed ``max_batch_size``. Every failure is
-a `ServingError` with TF Serving's status code; the model is never called with
-bad input, and runtime errors (e.g. truncated image bytes) come back as
-INVALID_ARGUMENT instead of crashing the server.
+compatible, and the batch may not exceed ``max_batch_size``. Beyond TF
+Serving, encoded images must be within the pixel limits, read from their
+headers (`limits.RequestLimits`), and the caller's deadline is checked before
+the model runs (`limits.CallContext`). Every failure is a `ServingError` with
+TF Serving's status code; the model is never called with bad input, and
+runtime errors (e.g. truncated image bytes) come back as INVALID_ARGUMENT
+instead of crashing the server.
 """
 
 import os
@@ -14,11 +17,10 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from keras_fgvc.serving import errors
+from keras_fgvc.serving import errors, limits
 
 INIT_OP_SIGNATURE = "__saved_model_init_op"
 DEFAULT_SIGNATURE = "serving_default"
-_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
 
 
 def read_signature_defs(saved_model_dir):
@@ -56,17 +58,18 @@ class Servable:
         name: model name.
         version: int version.
         path: the version directory.
-        max_batch_size: largest accepted batch (0 = no limit); larger requests
-            get RESOURCE_EXHAUSTED.
+        request_limits: `limits.RequestLimits` (rows per request, pixels per
+            image and per request); over a limit is RESOURCE_EXHAUSTED.
+            Default: no limit.
         batcher_factory: optional ``fn(run_fn) -> batcher`` (see
             `keras_fgvc.serving.batching`) used for batchable signatures.
     """
 
-    def __init__(self, name, version, path, max_batch_size=0, batcher_factory=None):
+    def __init__(self, name, version, path, request_limits=None, batcher_factory=None):
         self.name = name
         self.version = int(version)
         self.path = path
-        self.max_batch_size = int(max_batch_size)
+        self.limits = request_limits or limits.RequestLimits(0, 0, 0)
         self.signature_defs = read_signature_defs(path)
         self._loaded = tf.saved_model.load(path)
         self._functions = {k: self._loaded.signatures[k] for k in self.signature_defs}
@@ -127,16 +130,11 @@ class Servable:
                         raise errors.invalid_argument(
                             f"Input {key} has batch size {value.shape[0]}, other inputs {batch}.")
                     batch = value.shape[0]
-            if want == tf.string and key.endswith("image_bytes"):
-                for i, item in enumerate(value.reshape(-1)):
-                    if not isinstance(item, bytes) or not item.startswith(_IMAGE_MAGIC):
-                        raise errors.invalid_argument(
-                            f"{key}[{i}] is not a JPEG, PNG, GIF or BMP image "
-                            f"({len(item) if isinstance(item, bytes) else 0} bytes).")
-        if batch is not None and self.max_batch_size and batch > self.max_batch_size:
-            raise errors.resource_exhausted(
-                f"Batch size {batch} of the request is larger than the maximum batch size "
-                f"{self.max_batch_size}.")
+        if batch is not None:
+            self.limits.check_batch(batch)
+        for key in sorted(inputs):
+            if sig.inputs[key].dtype == tf.string.as_datatype_enum and key.endswith("image_bytes"):
+                self.limits.check_images(key, inputs[key].reshape(-1))
         return batch or 0
 
     def run_unbatched(self, signature_key, inputs):
@@ -149,13 +147,15 @@ class Servable:
             raise errors.ServingError(code, _first_tf_message(err)) from None
         return {k: v.numpy() for k, v in outputs.items()}
 
-    def predict(self, signature_name, inputs, output_filter=()):
+    def predict(self, signature_name, inputs, output_filter=(), context=limits.NO_DEADLINE):
         """Validate and run one request.
 
         Args:
             signature_name: signature key ('' = serving_default).
             inputs: dict of NumPy arrays.
             output_filter: output keys to return (empty = all).
+            context: the caller's `limits.CallContext`; the model is not run
+                once the caller has cancelled or its deadline has passed.
 
         Returns:
             ``(resolved_signature_name, {output_key: ndarray})``.
@@ -170,8 +170,12 @@ class Servable:
                     f"in the set {{{','.join(sorted(sig.outputs))}}}.")
         inputs = {k: np.asarray(v) for k, v in inputs.items()}
         self.check_inputs(key, inputs)
+        context.check()
         batcher = self._batchers.get(key)
-        outputs = batcher.run(inputs) if batcher is not None else self.run_unbatched(key, inputs)
+        if batcher is not None:
+            outputs = batcher.run(inputs, context)
+        else:
+            outputs = self.run_unbatched(key, inputs)
         if output_filter:
             outputs = {k: outputs[k] for k in output_filter}
         return key, outputs

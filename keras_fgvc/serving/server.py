@@ -19,7 +19,14 @@ import threading
 import grpc
 
 from keras_fgvc.export import model_config, warmup
-from keras_fgvc.serving import batching, batching_parameters, grpc_service, rest
+from keras_fgvc.serving import (
+    batching,
+    batching_parameters,
+    grpc_service,
+    http_server,
+    limits,
+    rest,
+)
 from keras_fgvc.serving.model_manager import ModelManager, ModelSpec
 from keras_fgvc.serving.servable import Servable
 
@@ -43,9 +50,30 @@ class ServerOptions:
     batch_timeout_micros: int = 1000
     batching_parameters_file: str = ""
     grpc_max_threads: int = 16
-    max_message_bytes: int = 64 * 1024 * 1024
+    max_message_bytes: int = 16 * 1024 * 1024
     grpc_channel_arguments: str = ""
     enable_model_warmup: bool = True
+    # Limits and hardening (README): each bounds the work one request can cause.
+    max_image_pixels: int = limits.DEFAULT_MAX_IMAGE_PIXELS
+    max_request_pixels: int = limits.DEFAULT_MAX_REQUEST_PIXELS
+    max_concurrent_requests: int = limits.DEFAULT_MAX_CONCURRENT_REQUESTS
+    rest_max_connections: int = http_server.HttpLimits.max_connections
+    rest_timeout_seconds: float = http_server.HttpLimits.timeout_s
+    rest_max_header_bytes: int = http_server.HttpLimits.max_header_bytes
+    rest_max_json_depth: int = rest.DEFAULT_MAX_JSON_DEPTH
+    max_num_load_retries: int = 5
+    load_retry_interval_micros: int = 1_000_000
+
+    def request_limits(self, batching_params=None):
+        """The `limits.RequestLimits` of each request.
+
+        Rows: --max_batch_size, or `limits.DEFAULT_MAX_BATCH_SIZE` when 0; with
+        a --batching_parameters_file, its max_batch_size (as TF Serving).
+        """
+        rows = self.max_batch_size or limits.DEFAULT_MAX_BATCH_SIZE
+        if batching_params is not None and self.batching_parameters_file:
+            rows = batching_params.max_batch_size
+        return limits.RequestLimits(rows, self.max_image_pixels, self.max_request_pixels)
 
     def model_specs(self):
         """`ModelSpec`s from --model_config_file, or from --model_name/--model_base_path."""
@@ -114,8 +142,12 @@ class ModelServer:
     def __init__(self, options):
         self.options = options
         self.batching = options.batching_parameters()  # bad --batching_parameters_file: fail now
+        self.limits = options.request_limits(self.batching)
+        self.admission = limits.Admission(options.max_concurrent_requests)
         self.manager = ModelManager(options.model_specs(), self._load,
-                                    options.file_system_poll_wait_seconds)
+                                    options.file_system_poll_wait_seconds,
+                                    options.max_num_load_retries,
+                                    options.load_retry_interval_micros / 1e6)
         self._grpc = None
         self._rest = None
         self.port = None
@@ -124,16 +156,14 @@ class ModelServer:
         self._config_thread = None
 
     def _load(self, name, version, path):
-        factory, max_request_rows = None, self.options.max_batch_size
+        factory = None
         params = self.batching
         if params is not None:
             factory = lambda run_fn: batching.BatchingQueue(  # noqa: E731
                 run_fn, params.max_batch_size, params.batch_timeout_micros,
                 params.num_batch_threads, params.max_enqueued_batches,
                 params.allowed_batch_sizes)
-            if self.options.batching_parameters_file:  # TF Serving rejects larger requests
-                max_request_rows = params.max_batch_size
-        servable = Servable(name, version, path, max_request_rows, factory)
+        servable = Servable(name, version, path, self.limits, factory)
         if self.options.enable_model_warmup:
             try:
                 _replay_warmup(servable)
@@ -160,16 +190,25 @@ class ModelServer:
         self._grpc = grpc.server(
             concurrent.futures.ThreadPoolExecutor(max_workers=self.options.grpc_max_threads),
             options=self.options.grpc_options(),
+            # RPCs queued for a thread count too: over the limit, gRPC answers RESOURCE_EXHAUSTED.
+            maximum_concurrent_rpcs=self.options.max_concurrent_requests or None,
         )
-        grpc_service.add_services(self._grpc, self.manager)
+        grpc_service.add_services(self._grpc, self.manager, self.admission)
         self.port = self._grpc.add_insecure_port(f"{self.options.host}:{self.options.port}")
         if not self.port:
             raise OSError(f"Cannot bind gRPC to {self.options.host}:{self.options.port}.")
         self._grpc.start()
         LOG.info("Running gRPC ModelServer at %s:%d ...", self.options.host, self.port)
         if self.options.rest_api_port:
+            http_limits = http_server.HttpLimits(
+                max_connections=self.options.rest_max_connections,
+                timeout_s=self.options.rest_timeout_seconds,
+                max_header_bytes=self.options.rest_max_header_bytes,
+                max_body_bytes=self.options.max_message_bytes)
             self._rest = rest.RestServer(self.manager, self.options.host,
-                                         self.options.rest_api_port, self.options.max_message_bytes)
+                                         self.options.rest_api_port, admission=self.admission,
+                                         http_limits=http_limits,
+                                         max_json_depth=self.options.rest_max_json_depth)
             self._rest.start()
             self.rest_port = self._rest.port
             LOG.info("Exporting HTTP/REST API at:%s:%d ...", self.options.host, self.rest_port)

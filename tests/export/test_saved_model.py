@@ -2,6 +2,8 @@
 
 import json
 import os
+import socket
+import stat
 import subprocess
 import sys
 import textwrap
@@ -12,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from keras_fgvc.export import example_detector, model_config, saved_model, warmup
+from tests.serving.image_files import encode_bmp, encode_gif
 
 NAMES = ["sandal", "bag", "ankle_boot"]
 THRESHOLDS = [0.5, 0.4, 0.6]
@@ -106,6 +109,54 @@ def test_in_process_png_jpeg_and_resize(exported):
                                rtol=1e-4, atol=1e-5)
     with pytest.raises(tf.errors.InvalidArgumentError):
         fn(image_bytes=tf.constant([b"not an image"]))
+
+
+def test_gif_and_bmp_decoded_as_png_and_nonfinite_pixels_refused(exported):
+    model, images = exported["model"], exported["images"][:4]
+    loaded = tf.saved_model.load(exported["path"])
+    fn = loaded.signatures["serving_default"]
+    expected = _expected(model, images)["scores"]
+    files = {"gif": [encode_gif(i[..., 0]) for i in images],  # first (only) frame
+             "bmp": [encode_bmp(np.repeat(i, 3, -1)) for i in images],  # colour, made grey
+             "png": [_png(i) for i in images]}
+    for kind, data in files.items():
+        got = fn(image_bytes=tf.constant(data))["scores"].numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6, err_msg=kind)
+    mixed = fn(image_bytes=tf.constant([files["gif"][0], files["png"][1], files["bmp"][2]]))
+    np.testing.assert_allclose(mixed["scores"].numpy(), expected[:3], rtol=1e-5, atol=1e-6)
+    predict = loaded.signatures["predict_images"]
+    for bad in (np.nan, np.inf, -np.inf):
+        pixels = images[:2].astype("float32")
+        pixels[1, 3, 4, 0] = bad
+        with pytest.raises(tf.errors.InvalidArgumentError, match="NaN or infinite"):
+            predict(images=tf.constant(pixels))
+
+
+def test_export_removes_killed_exports_leftovers_and_is_readable_by_all(exported, tmp_path):
+    base = str(tmp_path / "models")
+    model_dir = os.path.join(base, "det")
+    host = socket.gethostname()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = [f".tmp-1-{host}.{dead.pid}-abc", f".tmp-staging-{host}.{dead.pid}-def"]
+    live = f".tmp-2-{host}.{os.getpid()}-ghi"  # an export still running: kept
+    for name in (*stale, live):
+        os.makedirs(os.path.join(model_dir, name, "variables"))
+    old = os.umask(0o077)  # even under a private umask, versions are readable by the server
+    try:
+        path = saved_model.export_model(exported["model"], base, "det", NAMES, THRESHOLDS,
+                                        warmup_batch_sizes=(1,))
+    finally:
+        os.umask(old)
+    assert sorted(os.listdir(model_dir)) == sorted([live, os.path.basename(path)])
+    wrong, seen = {}, 0
+    for root, _, names in os.walk(path):
+        seen += 1 + len(names)
+        for name, want in [(root, 0o755)] + [(os.path.join(root, n), 0o644) for n in names]:
+            if stat.S_IMODE(os.stat(name).st_mode) != want:
+                wrong[name] = oct(stat.S_IMODE(os.stat(name).st_mode))
+    assert seen > 5 and not wrong, wrong
+    assert stat.S_IMODE(os.stat(os.path.join(base, "models.config")).st_mode) == 0o644
 
 
 _FRESH_RELOAD = textwrap.dedent(

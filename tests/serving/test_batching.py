@@ -1,7 +1,9 @@
 """Server-side batching: merge concurrent requests, split outputs, isolate failures."""
 
 import threading
+import time
 
+import grpc
 import numpy as np
 import pytest
 
@@ -156,3 +158,47 @@ def test_bad_batching_options():
                             ({"allowed_batch_sizes": (2, 4)}, "end at max_batch_size=8")]:
         with pytest.raises(ValueError, match=message):
             BatchingQueue(_Model(), max_batch_size=8, **kwargs)
+
+
+class _Gone:
+    """A `limits.CallContext` whose caller has cancelled."""
+
+    def expired(self):
+        from keras_fgvc.serving import errors
+
+        return errors.ServingError(grpc.StatusCode.CANCELLED, "cancelled by the caller")
+
+
+def test_queued_request_whose_caller_left_is_not_run():
+    release = threading.Event()
+
+    def model(inputs):
+        release.wait(10)
+        return {"y": inputs["x"] * 2.0}
+
+    seen = []
+    queue = BatchingQueue(lambda d: (seen.append(len(d["x"])), model(d))[1], max_batch_size=8,
+                          batch_timeout_micros=0)
+    try:
+        first = threading.Thread(target=queue.run, args=({"x": np.ones((1, 2))},))
+        first.start()
+        time.sleep(0.2)  # the first request occupies the worker
+        errors_seen = []
+
+        def gone():
+            try:
+                queue.run({"x": np.ones((3, 2))}, _Gone())
+            except Exception as err:  # noqa: BLE001 - recorded for the assertion
+                errors_seen.append(err)
+
+        second = threading.Thread(target=gone)
+        second.start()
+        time.sleep(0.2)
+        release.set()
+        first.join(10)
+        second.join(10)
+        assert seen == [1]  # the 3-row request never reached the model
+        assert errors_seen and errors_seen[0].code == grpc.StatusCode.CANCELLED
+    finally:
+        release.set()
+        queue.close()

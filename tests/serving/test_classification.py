@@ -34,7 +34,7 @@ class _FakeServable:
         }
         self.inputs = None
 
-    def predict(self, key, inputs):
+    def predict(self, key, inputs, output_filter=(), context=None):
         self.inputs = inputs
         batch = len(inputs["inputs"])
         scores = np.tile(np.array([[0.25, 0.75]], np.float32), (batch, 1))

@@ -1,6 +1,7 @@
 """Version policy, hot swap and failed loads of the ModelManager (fake servables, no TF)."""
 
 import os
+import time
 
 import grpc
 import pytest
@@ -117,3 +118,35 @@ def test_model_spec_from_model_config():
     specs = [ModelSpec.from_model_config(c) for c in config.model_config_list.config]
     assert specs == [ModelSpec("a", "/a"), ModelSpec("b", "/b", "specific", versions=(4,)),
                      ModelSpec("c", "/c", "latest", num_versions=2), ModelSpec("d", "/d", "all")]
+
+
+class _NeedsVariables(_Fake):
+    def __init__(self, name, version, path):
+        if not os.path.isdir(os.path.join(path, "variables")):
+            raise ValueError("no variables/ yet")
+        super().__init__(name, version, path)
+
+
+def test_failed_load_is_retried_with_back_off_until_complete(tmp_path):
+    base = str(tmp_path / "det")
+    _version(base, 1)
+    os.makedirs(os.path.join(base, "1", "variables"))
+    manager = ModelManager([ModelSpec("det", base)], _NeedsVariables, poll_wait_seconds=0,
+                           max_num_load_retries=2, load_retry_interval_s=0.2)
+    manager.poll_once()
+    _version(base, 2)  # saved_model.pb first; variables/ "arrives" later
+    manager.poll_once()
+    assert manager.status("det", 2)[0].state == END and manager.get("det").version == 1
+    manager.poll_once()  # the retry is not due yet
+    time.sleep(0.25)
+    manager.poll_once()  # retry 1 of 2 fails, the next waits 0.4 s
+    time.sleep(0.45)
+    manager.poll_once()  # retry 2 of 2 fails: spent
+    time.sleep(1.0)
+    manager.poll_once()
+    assert manager.status("det", 2)[0].state == END  # spent, directory unchanged: not retried
+    os.makedirs(os.path.join(base, "2", "variables"))
+    open(os.path.join(base, "2", "variables", "variables.index"), "wb").close()
+    manager.poll_once()  # the directory changed: tried again, and it loads
+    assert manager.get("det").version == 2
+    assert manager.status("det", 2)[0].state == AVAILABLE
