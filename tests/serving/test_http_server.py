@@ -14,6 +14,7 @@ import time
 import pytest
 
 from keras_fgvc.serving import errors, http_server, rest
+from keras_fgvc.serving.soak import exchange
 
 CLASSIFY = "/v1/models/det:classify"
 UNPARSED = b'{"examples": [[1]]}'  # parsed -> 400 "must be a JSON object of features"
@@ -35,23 +36,6 @@ def server():
     rest_server.start()
     yield rest_server
     rest_server.stop()
-
-
-def _exchange(port, data, wait_s=3.0):
-    """Send `data`, read until the server closes or `wait_s` passes; the bytes received."""
-    with socket.create_connection(("127.0.0.1", port), timeout=wait_s) as sock:
-        sock.sendall(data)
-        received, deadline = b"", time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            sock.settimeout(max(deadline - time.monotonic(), 0.01))
-            try:
-                chunk = sock.recv(65536)
-            except (TimeoutError, ConnectionResetError):
-                break
-            if not chunk:
-                break
-            received += chunk
-    return received
 
 
 def _answers(raw):
@@ -84,7 +68,7 @@ def test_malformed_requests_get_one_json_400_and_the_connection_closes(server):
         (head + b"Content-Length: 30000000\r\n\r\n", 413, "exceeds the limit"),  # body unsent
     ]:
         start = time.monotonic()
-        answers = _answers(_exchange(server.port, request))
+        answers = _answers(exchange(server.port, request))
         assert time.monotonic() - start < 2.5, request[:80]  # answered, not left to time out
         assert len(answers) == 1, (request[:80], answers)
         assert answers[0][0] == status and message in answers[0][1]["error"], answers
@@ -98,7 +82,7 @@ def test_chunked_body_is_read_as_one_request_never_smuggled(server):
                + b"%x\r\n" % 5 + body[:5] + b"\r\n"
                + b"%x\r\n" % (len(body) - 5) + body[5:] + b"\r\n0\r\n\r\n")
     # Then a second, pipelined request on the same connection.
-    raw = _exchange(server.port, chunked + b"GET /v1/models/det HTTP/1.1\r\nHost: x\r\n"
+    raw = exchange(server.port, chunked + b"GET /v1/models/det HTTP/1.1\r\nHost: x\r\n"
                     b"Connection: close\r\n\r\n")
     answers = _answers(raw)
     assert [status for status, _ in answers] == [400, 404]
@@ -108,7 +92,7 @@ def test_chunked_body_is_read_as_one_request_never_smuggled(server):
     chunk = b"%x\r\n" % 65536 + b" " * 65536 + b"\r\n"
     big = (b"POST " + CLASSIFY.encode() + b" HTTP/1.1\r\nHost: x\r\n"
            b"Transfer-Encoding: chunked\r\n\r\n" + chunk * 20)
-    assert _answers(_exchange(server.port, big))[0][0] == 413
+    assert _answers(exchange(server.port, big))[0][0] == 413
 
 
 def test_short_body_times_out_and_frees_the_connection(server):
@@ -116,7 +100,7 @@ def test_short_body_times_out_and_frees_the_connection(server):
                     b"POST " + CLASSIFY.encode() + b" HTTP/1.1\r\nHost: x\r\n"
                     b"Content-Length: 1000\r\n\r\n{\"examples\": "):
         start = time.monotonic()
-        answers = _answers(_exchange(server.port, request, wait_s=5.0))
+        answers = _answers(exchange(server.port, request, wait_s=5.0))
         assert 0.9 < time.monotonic() - start < 3.0
         assert answers and answers[0][0] == 408, answers
     deadline = time.monotonic() + 3
@@ -140,7 +124,7 @@ def test_idle_sockets_are_capped_and_time_out(server):
         assert refused == 56
         time.sleep(1.5)  # idle past --rest_timeout_seconds: closed
         assert server.open_connections == 0
-        status, _ = _answers(_exchange(server.port, _post(UNPARSED)))[0]
+        status, _ = _answers(exchange(server.port, _post(UNPARSED)))[0]
         assert status == 400  # serving again
     finally:
         for sock in sockets:
@@ -151,7 +135,7 @@ def test_each_bad_request_logs_one_line_without_a_traceback(server, caplog):
     caplog.set_level(logging.INFO, logger="keras_fgvc.serving")
     for request in (_post(b"[" * 100_000), _post(UNPARSED),
                     b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n"):
-        _exchange(server.port, request, wait_s=2.0)
+        exchange(server.port, request, wait_s=2.0)
     records = [r for r in caplog.records if r.name == "keras_fgvc.serving"]
     assert len(records) == 3, [r.getMessage() for r in records]
     for record in records:
