@@ -31,13 +31,9 @@ gradients.
 import keras
 from keras import ops
 
+from keras_fgvc.layers.normalization import l2_normalize
 from keras_fgvc.losses import mining as mining_ops
 from keras_fgvc.losses import utils
-
-
-def l2_normalize(x, epsilon=1e-12):
-    """``x / sqrt(max(||x||^2, epsilon))`` along the last axis."""
-    return x * ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), epsilon))
 
 
 def split_triplet_labels(y_true):

@@ -19,13 +19,12 @@ Example:
 import numpy as np
 from keras import ops
 
-from keras_fgvc.losses.mining import num_local_positives
+from keras_fgvc.losses.mining import num_local_positives, pairwise_squared_distances
 
 
 def _squared_distances(x):
-    x = np.asarray(x, np.float64)
-    sq = np.sum(x * x, axis=1)
-    return np.maximum(sq[:, None] + sq[None, :] - 2.0 * x @ x.T, 0.0)
+    """The in-batch miner's distances (one definition), in float64 for the offline mining."""
+    return ops.convert_to_numpy(pairwise_squared_distances(np.asarray(x, np.float64)))
 
 
 def mine_triplet_order(embeddings, labels, count, margin=0.2, positive_fraction=0.6, seed=0):
