@@ -155,13 +155,13 @@ class DeferredReweightingHook(Hook):
         self.beta = float(beta)
 
     def weights_for(self, trainer, epoch):
-        """The per-class weights of `epoch` (ones before `start_epoch`)."""
-        counts = trainer.task.class_counts("train")
-        if epoch < self.start_epoch:
-            return np.ones(len(counts), np.float32)
-        from keras_fgvc.losses import class_balanced_weights
+        """The per-class weights of `epoch` (`losses.drw_class_weights`: ones before
+        `start_epoch`, class-balanced from it on): the schedule the Keras callback uses."""
+        from keras_fgvc.losses.ldam import drw_class_weights
 
-        return np.asarray(class_balanced_weights(counts.tolist(), self.beta), np.float32)
+        counts = trainer.task.class_counts("train").tolist()
+        return np.asarray(drw_class_weights(counts, epoch, self.start_epoch, self.beta),
+                          np.float32)
 
     def on_epoch_begin(self, trainer, epoch):
         weights = self.weights_for(trainer, epoch)
