@@ -79,3 +79,24 @@ def load_npz(path):
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         logger.warning("Ignoring unreadable cache entry %s: %s", path, e)
         return None
+
+
+def work_order(indices):
+    """`indices` (shards to compute) rotated to start at this worker's share.
+
+    Under a multi-worker run (``TF_CONFIG``), worker w of W starts at position
+    ``w * len / W``; a caller that skips shards another process finished
+    meanwhile then splits the work among workers sharing the folder, and
+    still computes every shard itself when the folder is not shared.
+    """
+    indices = list(indices)
+    try:
+        config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+        workers = len((config.get("cluster") or {}).get("worker") or [])
+        index = int((config.get("task") or {}).get("index") or 0)
+    except (ValueError, TypeError, AttributeError):
+        return indices
+    if workers < 2 or not indices:
+        return indices
+    start = (index % workers) * len(indices) // workers
+    return indices[start:] + indices[:start]

@@ -21,6 +21,11 @@ class Split:
             `Task.teacher_class_names`; -1 marks "no teacher label".
         teacher_probabilities: float32 [n, K] teacher class probabilities
             (soft background splitting), or None.
+        records: TFRecord shard files holding exactly these examples, in this
+            order (`keras_fgvc.data.folder_records`), or None. The trainer then
+            streams them instead of reading `paths`. `subset` drops them (a
+            subset reads its files by path); a split changed any other way must
+            drop them too (``dataclasses.replace(split, ..., records=None)``).
     """
 
     labels: np.ndarray
@@ -28,6 +33,7 @@ class Split:
     paths: np.ndarray | None = None
     teacher_labels: np.ndarray | None = None
     teacher_probabilities: np.ndarray | None = None
+    records: tuple | None = None
 
     def __post_init__(self):
         self.labels = np.asarray(self.labels, dtype=np.int64)
@@ -46,12 +52,14 @@ class Split:
             self.teacher_labels = np.asarray(self.teacher_labels, dtype=np.int64)
         if self.teacher_probabilities is not None:
             self.teacher_probabilities = np.asarray(self.teacher_probabilities, np.float32)
+        if self.records is not None:
+            self.records = tuple(str(f) for f in self.records)
 
     def __len__(self):
         return len(self.labels)
 
     def subset(self, indices):
-        """A new split holding the examples at `indices` (in that order)."""
+        """A new split holding the examples at `indices` (in that order), without `records`."""
         indices = np.asarray(indices, dtype=np.int64)
         take = lambda a: None if a is None else a[indices]
         return Split(

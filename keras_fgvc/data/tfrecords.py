@@ -9,6 +9,7 @@ file, or PNG/JPEG for in-memory images), ``image/class/label`` (int64),
 """
 
 import os
+import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -43,6 +44,30 @@ def _encode(image, image_format):
     raise ValueError(f"image_format must be 'png' or 'jpeg', got {image_format!r}.")
 
 
+def _example(split, i, image_format):
+    """The serialised ``tf.train.Example`` of example `i` of `split`."""
+    if split.images is not None:
+        data = _encode(split.images[i], image_format)
+    else:
+        with open(require_path(split.paths[i], "image file"), "rb") as f:
+            data = f.read()
+    feature = {
+        KEYS["image"]: _bytes(data),
+        KEYS["label"]: _int(split.labels[i]),
+        KEYS["teacher_label"]: _int(
+            -1 if split.teacher_labels is None else split.teacher_labels[i]),
+    }
+    if split.teacher_probabilities is not None:
+        feature[KEYS["teacher_probabilities"]] = tf.train.Feature(
+            float_list=tf.train.FloatList(value=split.teacher_probabilities[i]))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def shard_name(output_prefix, index, num_shards):
+    """``<prefix>-00003-of-00008.tfrecord``."""
+    return f"{output_prefix}-{index:05d}-of-{num_shards:05d}.tfrecord"
+
+
 def write_tfrecords(split, output_prefix, num_shards=8, image_format="png"):
     """Writes a `Split` as sharded TFRecords.
 
@@ -62,26 +87,11 @@ def write_tfrecords(split, output_prefix, num_shards=8, image_format="png"):
     if num_shards < 1:
         raise ValueError(f"num_shards must be >= 1, got {num_shards}.")
     os.makedirs(os.path.dirname(os.path.abspath(output_prefix)), exist_ok=True)
-    paths = [f"{output_prefix}-{i:05d}-of-{num_shards:05d}.tfrecord" for i in range(num_shards)]
+    paths = [shard_name(output_prefix, i, num_shards) for i in range(num_shards)]
     writers = [tf.io.TFRecordWriter(p + ".tmp") for p in paths]
     try:
         for i in range(len(split)):
-            if split.images is not None:
-                data = _encode(split.images[i], image_format)
-            else:
-                with open(require_path(split.paths[i], "image file"), "rb") as f:
-                    data = f.read()
-            feature = {
-                KEYS["image"]: _bytes(data),
-                KEYS["label"]: _int(split.labels[i]),
-                KEYS["teacher_label"]: _int(
-                    -1 if split.teacher_labels is None else split.teacher_labels[i]),
-            }
-            if split.teacher_probabilities is not None:
-                feature[KEYS["teacher_probabilities"]] = tf.train.Feature(
-                    float_list=tf.train.FloatList(value=split.teacher_probabilities[i]))
-            example = tf.train.Example(features=tf.train.Features(feature=feature))
-            writers[i % num_shards].write(example.SerializeToString())
+            writers[i % num_shards].write(_example(split, i, image_format))
     except BaseException:
         for w in writers:
             w.close()
@@ -96,21 +106,53 @@ def write_tfrecords(split, output_prefix, num_shards=8, image_format="png"):
     return paths
 
 
+def write_tfrecord_shard(split, path, image_format="png"):
+    """Writes every example of `split`, in order, to the one shard file `path`, atomically.
+
+    The examples go to a temporary file of this process in the same folder,
+    renamed to `path` when complete: `path` exists only whole, and processes
+    writing the same shard at once (workers sharing a folder) do not collide.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".tfrecord")
+    os.close(fd)
+    try:
+        with tf.io.TFRecordWriter(tmp) as writer:
+            for i in range(len(split)):
+                writer.write(_example(split, i, image_format))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
 def _files(file_pattern):
-    files = sorted(tf.io.gfile.glob(os.fspath(file_pattern)))
+    if isinstance(file_pattern, (list, tuple)):  # shard files, in the order given
+        files = [os.fspath(f) for f in file_pattern]
+    else:
+        files = sorted(tf.io.gfile.glob(os.fspath(file_pattern)))
     if not files:
         raise FileNotFoundError(f"No TFRecord files match {file_pattern}")
     return files
 
 
-def read_tfrecords(file_pattern, num_teacher_classes=None, shuffle_files=False, seed=0):
+def read_tfrecords(file_pattern, num_teacher_classes=None, shuffle_files=False, seed=0,
+                   cycle_length=None, shard=None):
     """Parsed examples: a dataset of dicts ``image_bytes``, ``label``, ``teacher_label``.
 
     Args:
-        file_pattern: glob of shard files.
+        file_pattern: glob of shard files, or a list of them (read in that order).
         num_teacher_classes: K, to also parse ``teacher_probabilities`` [K].
         shuffle_files: shuffle the shard order (training).
         seed: seed of that shuffle.
+        cycle_length: shards read at once, an example from each in turn
+            (default ``min(shards, 16)``; 1 reads them one after the other).
+        shard: optional ``(num_shards, index)`` (e.g. an input pipeline of a
+            tf.distribute strategy): keep files ``index, index + num_shards, ...``
+            when there are at least `num_shards` files, else examples.
 
     Returns:
         `tf.data.Dataset` of dicts (int32 labels; -1 where no teacher label).
@@ -127,12 +169,17 @@ def read_tfrecords(file_pattern, num_teacher_classes=None, shuffle_files=False, 
     if num_teacher_classes:
         features[KEYS["teacher_probabilities"]] = tf.io.FixedLenFeature(
             [num_teacher_classes], tf.float32)
+    by_file = shard is not None and len(files) >= shard[0]
+    if by_file:
+        files = files[shard[1]::shard[0]]
     ds = tf.data.Dataset.from_tensor_slices(files)
     if shuffle_files:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     # deterministic=True: a seed gives the same example order on every run.
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 16),
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=cycle_length or min(len(files), 16),
                        num_parallel_calls=pipeline_lib.AUTOTUNE, deterministic=True)
+    if shard is not None and not by_file:
+        ds = ds.shard(*shard)
 
     def parse(record):
         ex = tf.io.parse_single_example(record, features)
@@ -152,18 +199,21 @@ def count_records(file_pattern):
 
 
 def make_tfrecord_pipeline(file_pattern, image_size, *, training, batch_size,
-                           num_teacher_classes=None, counter=None, seed=0, **kwargs):
+                           num_teacher_classes=None, counter=None, seed=0, cycle_length=None,
+                           shard=None, **kwargs):
     """The `make_pipeline` equivalent for TFRecords: returns ``(dataset, counter)``.
 
     Elements are ``(images, targets)`` exactly as in `keras_fgvc.data.pipeline`;
-    a corrupt record or image is skipped and counted. Keyword arguments are
-    those of `pipeline.build_from_elements` (``channels``, ``scale``, ...).
+    a corrupt record or image is skipped and counted. `cycle_length` and
+    `shard` are those of `read_tfrecords`; other keyword arguments are those of
+    `pipeline.build_from_elements` (``channels``, ``scale``, ``repeat``, ...).
 
     Example:
         >>> ds, counter = make_tfrecord_pipeline("/tmp/t/train-*", 28, training=True,
         ...                                      batch_size=64, channels=1)  # doctest: +SKIP
     """
-    ds = read_tfrecords(file_pattern, num_teacher_classes, shuffle_files=training, seed=seed)
+    ds = read_tfrecords(file_pattern, num_teacher_classes, shuffle_files=training, seed=seed,
+                        cycle_length=cycle_length, shard=shard)
     ds = ds.map(lambda ex: (ex.pop("image_bytes"), ex))
     counter = counter or pipeline_lib.SkipCounter()
     ds = pipeline_lib.build_from_elements(ds, None, image_size, training=training,

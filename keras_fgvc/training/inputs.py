@@ -18,6 +18,22 @@ skipped and counted). Evaluation prepares images with the spec of
 by the exported ``serving_default``). Batches are dicts
 ``{"images": float32 [b, H, W, C] in [0, 255], "labels": int32 [b],
 "teacher_labels": int32 [b]}`` (teacher labels -1 where there are none).
+
+Splits that carry TFRecords (`Split.records`, the folder task's
+``task_kwargs.records=DIR``: `keras_fgvc.data.folder_records`) are streamed
+from them instead. Evaluation reads the shards in order (the same bytes,
+decoder and `eval_preprocessing` spec, so the same images as from the files).
+Training does not realise the order position by position: each input
+pipeline takes its share of the shard files (of the examples when there are
+fewer files than pipelines), shuffles them with a seed, interleaves
+`RECORDS_CYCLE_LENGTH` of them and shuffles examples in a buffer of
+`RECORDS_SHUFFLE_BUFFER`, repeating as needed; only the order's length (the
+steps left in the epoch) is used. The seed is derived from the epoch's seed
+and that length, so resuming mid-epoch draws the rest of the epoch from a
+fresh seeded shuffle: reproducible, but it may repeat or miss examples the
+uninterrupted epoch would have shown. Class-balanced sampling and hooks that
+replace the order need positions: the folder task refuses records with them
+(`keras_fgvc.training.tasks`), and a split the trainer subsets has no records.
 """
 
 import numpy as np
@@ -27,6 +43,10 @@ from keras_fgvc.data.preprocessing import make_spec, prepare_image
 
 # Inception evaluation (dissertation Ch. 4): the centred 87.5% when training augments.
 AUGMENTED_EVAL_CROP = 0.875
+# Streaming from TFRecords (module docstring): encoded images held for shuffling, and
+# shards read at once by each input pipeline.
+RECORDS_SHUFFLE_BUFFER = 4096
+RECORDS_CYCLE_LENGTH = 16
 
 
 def epoch_order(labels, epoch, num_steps, batch_size, seed=0, sampling="instance"):
@@ -125,17 +145,46 @@ def _file_dataset(split, image_size, channels, training, batch_size, augment, se
     return ds.map(_as_batch)
 
 
+def _records_dataset(split, image_size, channels, training, batch_size, augment, seed=0,
+                     shard=None, counter=None):
+    """`split.records` through `keras_fgvc.data.tfrecords` (module docstring)."""
+    from keras_fgvc.data.tfrecords import make_tfrecord_pipeline
+
+    probabilities = split.teacher_probabilities
+    ds, _ = make_tfrecord_pipeline(
+        list(split.records), image_size, training=training, batch_size=batch_size,
+        num_teacher_classes=None if probabilities is None else probabilities.shape[1],
+        counter=counter, seed=seed, channels=channels, shard=shard,
+        cycle_length=RECORDS_CYCLE_LENGTH if training else 1,
+        shuffle_buffer=RECORDS_SHUFFLE_BUFFER, random_crop=augment, flip=augment,
+        preprocessing=eval_preprocessing(split, image_size, channels, augment),
+        drop_remainder=training, repeat=training)
+    return ds.map(_as_batch)
+
+
 def distributed_dataset(strategy, split, order, batch_size, image_size, channels, augment=True,
                         seed=0, counter=None):
     """Per-replica batches of ``split[order]`` for `strategy` (global batch `batch_size`).
 
     `order` must hold a multiple of `batch_size` indices; the dataset yields
     ``len(order) // batch_size`` global batches (file-based splits get one
-    extra batch of slack, in case an unreadable image is skipped).
+    extra batch of slack, in case an unreadable image is skipped). A split
+    with `records` streams them without end, shuffled with a seed of `seed`
+    and ``len(order)`` (module docstring).
     """
     order = np.asarray(order, np.int64)
     if len(order) % batch_size:
         raise ValueError(f"order has {len(order)} indices, not a multiple of {batch_size}.")
+    if split.records:
+        stream_seed = int(np.random.SeedSequence([int(seed), len(order)]).generate_state(1)[0])
+
+        def records_fn(context):
+            return _records_dataset(
+                split, image_size or 224, channels, True,
+                context.get_per_replica_batch_size(batch_size), augment, seed=stream_seed,
+                shard=(context.num_input_pipelines, context.input_pipeline_id), counter=counter)
+
+        return strategy.distribute_datasets_from_function(records_fn)
     in_memory = split.images is not None
     if not in_memory:
         order = np.concatenate([order, np.resize(order, batch_size)])
@@ -159,8 +208,11 @@ def eval_dataset(split, batch_size, image_size, channels, augment=False):
 
     Images are prepared with `eval_preprocessing` (file-based splits: centre
     crop, 0.875 when training augments, and resize); an unreadable file is
-    skipped, so read labels from the batches.
+    skipped, so read labels from the batches. A split with `records` reads them
+    in order.
     """
+    if split.records:
+        return _records_dataset(split, image_size or 224, channels, False, batch_size, augment)
     if split.images is None:
         return _file_dataset(split, image_size or 224, channels, False, batch_size, augment)
     load = _in_memory_loader(split, image_size)

@@ -15,6 +15,25 @@ teacher's file contents, the image list and the preprocessing: a killed run
 resumes at the first missing shard, a second run reads the cache, and a
 changed teacher file (or image list) computes new labels.
 
+The teacher runs on one device (TensorFlow's default placement: the first GPU
+when there is one), not under the trainer's tf.distribute strategy, on purpose:
+
+- it runs once per teacher file and image list and is cached, so at most the
+  first run pays for it, and it is a forward pass only;
+- the task (hence the pseudo-labels) is built in every process before the
+  trainer enters ``strategy.scope()``; under ``multi_worker`` a teacher built in
+  the scope would create variables collectively, tying the workers' task
+  building into lockstep and still leaving each worker needing every label;
+- the task builder is given the config, not the strategy (the trainer builds
+  the task before its model), so a strategy here would be a second one.
+
+What that costs: on a host with several GPUs (``mirrored``) the one pass uses
+one of them.
+
+Workers that share the cache folder still share the work: each starts at its
+own share of the missing shards (`keras_fgvc.data.cache.work_order`) and
+takes a shard another worker finished from the cache instead of computing it.
+
 Teachers whose inputs are not in [0, 255] name their preprocessing with
 ``task_kwargs.teacher_preprocessing``: ``raw`` (default; keras_fgvc models,
 EfficientNet, ConvNeXt), or a ``keras.applications`` mode ``caffe`` (ResNet50,
@@ -30,7 +49,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_fgvc.data.cache import default_cache_dir, load_npz, save_npz
+from keras_fgvc.data.cache import default_cache_dir, load_npz, save_npz, work_order
 from keras_fgvc.data.image_ops import decode_image
 from keras_fgvc.data.preprocessing import make_spec, prepare_image
 
@@ -185,8 +204,12 @@ def teacher_probabilities(teacher_path, paths, batch_size=64, preprocessing="raw
                   f"({len(paths) - todo} cached) -> {folder}", flush=True)
         bar = _progress(todo) if verbose else None
         done = 0
-        for i in missing:
+        for i in work_order(missing):
             chunk = paths[i * shard_size:(i + 1) * shard_size]
+            finished = load_npz(shard_file(i))  # by another worker sharing the cache
+            if finished is not None and "probabilities" in finished:
+                shards[i], done = finished, done + len(chunk)
+                continue
             rows = []
             for images in teacher_dataset(chunk, spec, batch_size, preprocessing):
                 rows.append(teacher(images).numpy())
@@ -218,9 +241,9 @@ def attach_teacher(task, teacher_path, mode="hard", batch_size=64, preprocessing
     k = probs.shape[1]
     train = dataclasses.replace(
         task.train, teacher_labels=probs.argmax(-1).astype(np.int64),
-        teacher_probabilities=probs if mode == "soft" else None)
+        teacher_probabilities=probs if mode == "soft" else None, records=None)
     none = lambda split: dataclasses.replace(
-        split, teacher_labels=np.full(len(split), -1, np.int64),
+        split, teacher_labels=np.full(len(split), -1, np.int64), records=None,
         teacher_probabilities=(np.full((len(split), k), 1.0 / k, np.float32)
                                if mode == "soft" else None))
     metadata = {**(task.metadata or {}), "teacher_cache": folder, "teacher_mode": mode}

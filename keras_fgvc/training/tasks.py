@@ -205,7 +205,8 @@ def attach_teacher_labels(task, path, data_dir, json_paths=()):
     for name in ("train", "val", "test"):
         split = getattr(task, name)
         found = [lookup.get(os.path.normpath(str(p)), -1) for p in split.paths]
-        splits[name] = dataclasses.replace(split, teacher_labels=np.asarray(found, np.int64))
+        splits[name] = dataclasses.replace(split, teacher_labels=np.asarray(found, np.int64),
+                                           records=None)
     if len(task.train) and (splits["train"].teacher_labels < 0).all():
         raise ValueError(f"Teacher file {path} labels none of the {len(task.train)} training "
                          f"images of task {task.name!r}: do its paths match data_dir "
@@ -252,7 +253,9 @@ def _image_folder_bg(config, kwargs):
     ``background_keep`` (downsample the training background), ``teacher_model``
     (.keras file or SavedModel dir; background splitting needs one),
     ``teacher_mode`` (hard | soft), ``teacher_preprocessing`` (raw | caffe | tf |
-    torch), ``teacher_batch_size``.
+    torch), ``teacher_batch_size``, ``records`` (a folder: write the splits there as
+    sharded TFRecords once and stream them, `keras_fgvc.data.folder_records`) and
+    ``records_shard_size`` (images per shard, 1024).
     """
     from keras_fgvc.data.background_tasks import downsample_background
     from keras_fgvc.data.folder_task import load_folder_task
@@ -264,7 +267,19 @@ def _image_folder_bg(config, kwargs):
     manifest = kwargs.pop("manifest", "")
     keep = kwargs.pop("background_keep", 1.0)
     fractions = _pop(kwargs, "val_fraction", "test_fraction")
+    records = kwargs.pop("records", "")
+    shard_size = int(kwargs.pop("records_shard_size", 1024))
     _check_unused(config, kwargs)
+    positional = [f"sampling={config.sampling!r}"] if config.sampling != "instance" else []
+    if (config.finetune_epochs and config.finetune_sampling != "instance"
+            and not config.finetune_max_per_class):  # the stage would stream the records
+        positional.append(f"finetune_sampling={config.finetune_sampling!r}")
+    if config.refresh_every_steps > 0:
+        positional.append(f"refresh_every_steps={config.refresh_every_steps} (re-mined orders)")
+    if records and positional:
+        raise ValueError(f"task_kwargs.records streams shuffled shards, which cannot realise "
+                         f"{positional[0]}: drop task_kwargs.records (the images are then "
+                         "read by path) or train without it.")
     if config.loss == "bg_split" and not teacher:
         raise ValueError(
             f"Config {config.name!r} is background splitting: it needs a teacher, a saved "
@@ -288,6 +303,10 @@ def _image_folder_bg(config, kwargs):
         from keras_fgvc.training.pseudo_labels import attach_teacher
 
         task = attach_teacher(task, teacher, mode, teacher_batch, preprocessing)
+    if records:  # last: the records hold the teacher labels
+        from keras_fgvc.data.folder_records import attach_records
+
+        task = attach_records(task, records, seed=config.seed, shard_size=shard_size)
     return task
 
 

@@ -94,3 +94,45 @@ def test_split_without_teacher_says_how_to_pass_one(folder):
         tasks.build_task(config)
     with pytest.raises(FileNotFoundError, match="--set data_dir=DIR"):
         tasks.build_task(resolve_config("folder_bg_ft", []))
+
+
+def test_a_shard_another_worker_finished_is_read_not_computed(folder, tmp_path, monkeypatch):
+    teacher = make_teacher(str(tmp_path / "t.keras"), num_classes=5, size=32)
+    paths = sorted(os.path.join(r, f) for r, _, fs in os.walk(folder) for f in fs
+                   if not f.startswith("broken"))
+    probs, cache = pseudo_labels.teacher_probabilities(teacher, paths, batch_size=4,
+                                                       shard_size=7, cache_dir=str(tmp_path),
+                                                       verbose=0)
+    files = sorted(os.listdir(cache))
+    kept = {f: open(os.path.join(cache, f), "rb").read() for f in files[:2]}
+    for f in files[:2]:
+        os.remove(os.path.join(cache, f))
+
+    def other_worker_finishes_shard_1(missing):  # while this worker starts on shard 0
+        with open(os.path.join(cache, files[1]), "wb") as f:
+            f.write(kept[files[1]])
+        return list(missing)
+
+    calls = []
+    real = pseudo_labels.Teacher.__call__
+    monkeypatch.setattr(pseudo_labels.Teacher, "__call__",
+                        lambda self, x: calls.append(len(x)) or real(self, x))
+    monkeypatch.setattr(pseudo_labels, "work_order", other_worker_finishes_shard_1)
+    again, _ = pseudo_labels.teacher_probabilities(teacher, paths, batch_size=4, shard_size=7,
+                                                   cache_dir=str(tmp_path), verbose=0)
+    assert sum(calls) == 7  # shard 0 only
+    np.testing.assert_allclose(again, probs, atol=1e-6)
+
+
+def test_folder_task_with_records(folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_FGVC_CACHE", str(tmp_path))
+    teacher = make_teacher(str(tmp_path / "t.keras"), num_classes=4, size=24)
+    overrides = [f"data_dir={folder}", f"task_kwargs.teacher_model={teacher}",
+                 f"task_kwargs.records={tmp_path / 'records'}", "task_kwargs.records_shard_size=8"]
+    task = tasks.build_task(resolve_config("folder_bg_split", overrides))
+    assert all(getattr(task, s).records for s in ("train", "val", "test"))
+    assert task.metadata["records"] == str(tmp_path / "records")
+    for positional in (["sampling=class_balanced"], ["refresh_every_steps=5"],
+                       ["finetune_epochs=1", "finetune_sampling=class_balanced"]):
+        with pytest.raises(ValueError, match="cannot realise"):
+            tasks.build_task(resolve_config("folder_bg_split", overrides + positional))
