@@ -21,9 +21,10 @@ class NormalizedLinear(keras.layers.Layer):
     """Cosine logits ``z_j = cos(x, w_j)`` in [-1, 1] (LDAM's normalised linear head).
 
     Cao et al. 2019 (LDAM-DRW), the official ``NormedLinear``: inputs and each
-    class's weight column are L2-normalised before the product. Computed in
-    float32 and cast back to the compute dtype. A zero input row gives zero
-    logits (no NaN).
+    class's weight column are L2-normalised before the product. Computed and
+    returned in float32 under every dtype policy: the loss multiplies the
+    cosines by s = 30, and a float16 cosine near 1 would carry an error of
+    ~1e-3 into that product. A zero input row gives zero logits (no NaN).
 
     Args:
         units: number of classes C.
@@ -70,10 +71,13 @@ class NormalizedLinear(keras.layers.Layer):
     def call(self, inputs):
         x = l2_normalize(ops.cast(inputs, "float32"), axis=-1, epsilon=self.epsilon)
         w = l2_normalize(ops.cast(self.kernel, "float32"), axis=0, epsilon=self.epsilon)
-        return ops.cast(ops.matmul(x, w), self.compute_dtype)
+        return ops.matmul(x, w)  # float32 logits (see the class docstring)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.units)
+
+    def compute_output_spec(self, inputs):
+        return keras.KerasTensor(self.compute_output_shape(inputs.shape), dtype="float32")
 
     def get_config(self):
         return {

@@ -12,8 +12,10 @@ As the official code (kaidic/LDAM-DRW), the logits are expected to be cosine
 similarities (a normalised linear head) so that s = 30 makes sense, the margin
 is subtracted before the scale, and DRW switches the class weights ``w`` from
 ones to class-balanced weights (beta = 0.9999) at a given epoch. The official
-PyTorch code divides by ``sum(w_y)``; here the default reduction divides by
-the batch size, like the other losses of this package.
+PyTorch code divides by ``sum(w_y)``; this Keras loss keeps Keras' reduction
+(divides by the batch size, like the other losses of this package), while the
+trainer's ``ldam`` recipe (`keras_fgvc.training.loss_recipes`, where DRW runs)
+divides by ``sum(w_y)`` over the global batch, as the official code.
 """
 
 import keras

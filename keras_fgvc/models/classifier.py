@@ -84,7 +84,8 @@ def build_classifier(
         input_shape: ``(H, W, C)`` of float32 images in [0, 255].
         backbone: a name from `keras_fgvc.models.backbones.BACKBONES`.
         pooling: ``"gap"``, ``"kernel"``, ``"compact_bilinear"`` or ``"bilinear"``.
-        head: ``"softmax"``, ``"sigmoid"``, ``"fixed_background"`` or ``"anchors"``.
+        head: ``"softmax"``, ``"sigmoid"``, ``"fixed_background"``, ``"cosine"`` or
+            ``"anchors"``.
         weights: None or a local weights file for the backbone (never downloaded).
         weight_decay: L2 factor on every kernel (trunk and head); never on
             biases, BatchNorm or the sigmoid prior bias.

@@ -92,8 +92,9 @@ class Config:
         training set and re-mine triplets (0 = off); the anchors are
         initialised by k-means once, before the first step, then learned
         (Sec. 2.3.5); refresh_max_examples: embeddings computed on this many
-        training examples; refresh_anchors: also re-initialise the anchors by
-        k-means at every refresh (not the paper's procedure; default off).
+        training examples (a new random subset at every refresh);
+        refresh_anchors: also re-initialise the anchors by k-means at every
+        refresh (not the paper's procedure; default off).
     """
 
     name: str = ""

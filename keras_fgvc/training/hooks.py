@@ -189,7 +189,8 @@ class AnchorRefreshHook(Hook):
 
     Args:
         every_steps: M.
-        max_examples: training examples embedded (a fixed seeded subset).
+        max_examples: training examples embedded at a refresh (a new seeded random subset
+            each time; the triplets until the next refresh are mined from it).
         margin, positive_fraction: triplet margin and local-positive share.
         reinit_anchors: also re-initialise the anchors by k-means at every
             refresh (not the paper's procedure; off by default).
@@ -209,7 +210,10 @@ class AnchorRefreshHook(Hook):
     def refresh(self, trainer):
         """Embed the subset and re-mine the rest of the epoch (k-means: see the class doc)."""
         split = trainer.stage.split
-        rng = np.random.default_rng([trainer.config.seed, 7])
+        # A new random subset at every refresh (seeded by the step), so that over training the
+        # mined triplets cover the whole training set (Sec. 2.4.1 extracts features "on the
+        # training set"); the subset only bounds the n x n distances of one mining.
+        rng = np.random.default_rng([trainer.config.seed, 7, trainer.global_step])
         self.subset = np.sort(rng.permutation(len(split))[: self.max_examples])
         self.embeddings = trainer.predict(split.subset(self.subset), output="embedding")
         self.labels = split.labels[self.subset]

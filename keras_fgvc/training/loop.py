@@ -105,6 +105,13 @@ class Trainer:
         validate_config(config)
         self._check_resumable()
         replicas = self.strategy.num_replicas_in_sync
+        tpu = isinstance(self.strategy, tf.distribute.TPUStrategy)
+        if config.jit_compile and replicas > 1 and not tpu:
+            raise ValueError(
+                f"jit_compile=true needs one replica; this strategy has {replicas}. XLA cannot "
+                "compile one step function for several devices' variables (Keras turns XLA off "
+                "under tf.distribute too); drop --set jit_compile=true, or use one_device (a TPU "
+                "strategy compiles with XLA by itself).")
         if config.batch_size % replicas:
             raise ValueError(f"batch_size={config.batch_size} is not divisible by the "
                              f"{replicas} replicas of the strategy.")

@@ -15,7 +15,7 @@ ones to class-balanced weights at `Config.drw_epoch`.
 | softmax | softmax cross-entropy (label smoothing) on logits |
 | sigmoid / focal | sigmoid CE / sigmoid focal (beta = 0) on logits |
 | cb_softmax / cb_sigmoid / cb_focal | class-balanced (Eq. 5.8-5.13, `beta`, `gamma`) |
-| ldam | LDAM margins (`max_margin`, `scale`) |
+| ldam | LDAM margins (`max_margin`, `scale`); DRW weights averaged as sum(w l) / sum(w) |
 | bg_split | softmax on logits + aux_loss_weight * CE(teacher labels) on aux_logits |
 | triplet | triplet loss (Eq. 2.1) on the embedding (`margin`, `positive_fraction`, `mining`) |
 | triplet_anchor | (1 - omega) * softmax on soft-vote log-probs + omega * triplet (Eq. 2.5) |
@@ -31,12 +31,19 @@ Example:
 import dataclasses
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 
 @dataclasses.dataclass
 class Term:
-    """One loss term: ``weight * loss(batch[target], outputs[output])``."""
+    """One loss term: ``weight * loss(batch[target], outputs[output])``.
+
+    ``class_weighted``: multiplied by the per-class weight w_y of each example (DRW);
+    ``weighted_mean``: and then averaged as ``sum_i w_i l_i / sum_i w_i`` over the global
+    batch instead of ``/ B`` (PyTorch's ``cross_entropy(weight=w)``, what LDAM-DRW's
+    official code does).
+    """
 
     loss: object
     output: str = "logits"
@@ -44,6 +51,16 @@ class Term:
     weight: float = 1.0
     class_weighted: bool = False
     one_hot: bool = False
+    weighted_mean: bool = False
+
+
+def _global_sum(x):
+    """``sum(x)`` over the global batch (all-reduced across replicas in a replica context)."""
+    total = tf.reduce_sum(x)
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        total = context.all_reduce(tf.distribute.ReduceOp.SUM, total)
+    return total
 
 
 class LossRecipe:
@@ -74,9 +91,14 @@ class LossRecipe:
             value = ops.cast(term.loss(target, ops.cast(outputs[term.output], "float32")),
                              "float32")
             if term.class_weighted and self.class_weights is not None:
-                value = value * ops.take(
-                    ops.cast(self.class_weights, "float32"), ops.cast(batch[term.target], "int32")
-                )
+                weights = ops.take(ops.cast(self.class_weights, "float32"),
+                                   ops.cast(batch[term.target], "int32"))
+                value = value * weights
+                if term.weighted_mean:
+                    # The trainer divides the per-example sum by the global batch size B;
+                    # B / sum(w) turns that into sum(w l) / sum(w). w depends on labels only.
+                    count = _global_sum(tf.ones_like(weights))
+                    value = value * tf.stop_gradient(count / _global_sum(weights))
             total = total + term.weight * value
         return total
 
@@ -108,7 +130,8 @@ def _class_balanced(class_name, beta_default, with_gamma=False, gamma_default=0.
 def _ldam(config, task, num_classes):
     kwargs = {k: config.loss_kwargs[k] for k in ("max_margin", "scale") if k in config.loss_kwargs}
     loss = _losses().LDAMLoss(task.class_counts("train").tolist(), reduction=None, **kwargs)
-    return [Term(loss, class_weighted=True)]
+    # DRW weights averaged as the official code's cross_entropy(weight=w): sum(w l) / sum(w).
+    return [Term(loss, class_weighted=True, weighted_mean=True)]
 
 
 def _bg_split(config, task, num_classes):

@@ -56,7 +56,8 @@ CASES = {
     "KernelPooling": dict(kwargs=dict(order=3, dims=64, seed=1), inputs=_relu(2, 4, 4, 8)),
     "L2Normalize": dict(kwargs={}, inputs=_normal(4, 10, scale=300.0)),
     "LearnableWeightScaling": dict(kwargs=dict(initial_scale=1.7), inputs=_normal(4, 5)),
-    "NormalizedLinear": dict(kwargs=dict(units=6), inputs=_normal(4, 10, scale=300.0)),
+    "NormalizedLinear": dict(kwargs=dict(units=6), inputs=_normal(4, 10, scale=300.0),
+                             output_dtype="float32"),  # cosines scaled by s = 30 in the loss
     "SignedSqrt": dict(kwargs={}, inputs=_normal(4, 10)),
 }
 

@@ -100,3 +100,10 @@ def test_resume_with_another_k(tmp_path):
     assert spy.steps == list(range(7, 11))
     for a, b in zip(_weights(resumed), _weights(straight)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_jit_compile_under_several_replicas_is_refused_clearly():
+    config = toy_config(jit_compile=True)
+    trainer = Trainer(config, strategy=make_strategy("mirrored"), task=make_toy_task(), verbose=0)
+    with pytest.raises(ValueError, match="jit_compile=true needs one replica"):
+        trainer.setup()

@@ -101,3 +101,22 @@ def test_fashion_bg_configs_start_from_the_teacher_and_scratch_variants_do_not()
         assert scratch.init_trunk == ""
         assert dataclasses.replace(scratch, name=name, description="", init_trunk="teacher") == \
             dataclasses.replace(get_config(name), description="")
+
+
+@pytest.mark.parametrize("lws", [False, True])
+def test_resume_restores_the_checkpoint_over_the_teacher_trunk(tmp_path, lws):
+    """A resumed run equals an uninterrupted one (the copy happens before the restore)."""
+    task, _ = _task_with_teacher(tmp_path)
+    extra = dict(finetune_epochs=1, finetune_transform="lws", finetune_learning_rate=0.01,
+                 finetune_sampling="class_balanced") if lws else {}
+    config = toy_config(model="small_cnn", init_trunk="teacher", epochs=1, steps_per_epoch=4,
+                        checkpoint_every_steps=1, learning_rate=0.05, **extra)
+    straight = Trainer(config, task=task, verbose=0)
+    straight.run()
+    workdir = str(tmp_path / "run")
+    stop = 5 if lws else 2  # inside LWS's second stage, or mid-way through the only stage
+    assert Trainer(config, workdir=workdir, task=task, verbose=0).run(max_steps=stop)["stopped"]
+    resumed = Trainer(config, workdir=workdir, task=task, verbose=0)
+    resumed.run()
+    for a, b in zip(resumed.model.weights, straight.model.weights):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-5, atol=1e-6)

@@ -96,3 +96,51 @@ def test_register_loss_recipe_public_path():
             loss_recipes.register_loss_recipe(bad)
     with pytest.raises(ValueError, match="callable"):
         loss_recipes.register_loss_recipe("_x", 3)
+
+
+def _official_ldam_drw(labels, cosine, counts, weights, max_margin=0.5, s=30.0):
+    """kaidic/LDAM-DRW: F.cross_entropy(s * (cos - m_y e_y), y, weight=w), mean reduction."""
+    m = 1.0 / np.sqrt(np.sqrt(np.asarray(counts, np.float64)))
+    m = m * (max_margin / m.max())
+    z = s * (cosine - np.eye(cosine.shape[1])[labels] * m[labels][:, None])
+    nll = -_log_softmax(z)[np.arange(len(labels)), labels]
+    w = np.asarray(weights, np.float64)[labels]
+    return (w * nll).sum() / w.sum()
+
+
+@pytest.mark.parametrize("strategy_name", ["one_device", "mirrored"])
+def test_ldam_drw_recipe_is_the_official_weighted_mean(strategy_name):
+    import tensorflow as tf
+
+    from keras_fgvc.losses import class_balanced_weights
+    from keras_fgvc.training.strategy import make_strategy
+
+    task = make_toy_task(n_train=96, num_classes=4)
+    task.train.labels[:80] = 0  # mostly background, as after DRW starts on Fashion-BG
+    counts = task.class_counts("train").tolist()
+    weights = np.asarray(class_balanced_weights(counts, 0.9999), np.float32)
+    strategy = make_strategy(strategy_name)
+    with strategy.scope():
+        class_weights = tf.Variable(weights)
+    recipe = build_loss(resolve_config("fashion_bg_ldam_drw"), task, class_weights)
+    rng = np.random.default_rng(0)
+    labels = np.array([0] * 14 + [1, 3], np.int32)
+    cosine = rng.uniform(-1, 1, size=(16, 4)).astype("float32")
+    expected = _official_ldam_drw(labels, cosine.astype(np.float64), counts, weights)
+
+    def dataset_fn(context):
+        per = context.get_per_replica_batch_size(16)
+        ds = tf.data.Dataset.from_tensor_slices(({"labels": labels}, {"logits": cosine}))
+        return ds.shard(context.num_input_pipelines, context.input_pipeline_id).batch(per)
+
+    batch, outputs = next(iter(strategy.distribute_datasets_from_function(dataset_fn)))
+
+    def step(b, o):
+        return tf.nn.compute_average_loss(recipe(b, o), global_batch_size=16)
+
+    loss = strategy.reduce(tf.distribute.ReduceOp.SUM,
+                           strategy.run(step, args=(batch, outputs)), axis=None)
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+    # Far from the batch mean of w_y * l_y (sum / B, what a plain class-weighted term gives).
+    batch_mean = expected * float(weights[labels].sum()) / len(labels)
+    assert abs(float(loss) - batch_mean) > 0.5 * expected
