@@ -410,6 +410,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not 0 <= args.port < 65536:
         parser.error(f"--port={args.port} is not in [0, 65535].")
+    from keras_fgvc.startup import quiet_tensorflow_import
+
+    quiet_tensorflow_import()  # no CPU-only CUDA / absl start-up noise before our output
     signal.signal(signal.SIGTERM, _raise_interrupt)  # run the clean-up, as on Ctrl-C
     try:
         result = run(args)
