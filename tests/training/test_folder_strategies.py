@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.folder_images import make_folder, make_teacher
-from tests.training.test_multi_worker import _free_ports
+from tests.training.test_multi_worker import run_two_workers
 
 pytestmark = pytest.mark.slow
 
@@ -81,28 +81,9 @@ def test_mirrored_two_replicas(photos, tmp_path, records):
 
 @pytest.mark.parametrize("records", [False, True], ids=["paths", "records"])
 def test_multi_worker_two_local_workers(photos, tmp_path, records):
-    workers = [f"localhost:{p}" for p in _free_ports(2)]
     workdir = str(tmp_path / "run")
-    procs = []
-    for index in range(2):
-        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        command = [sys.executable, os.path.join(REPO, "train", "fit.py"), "--strategy",
-                   "multi_worker", "--workdir", workdir, *_args(photos, tmp_path, records)]
-        log = open(tmp_path / f"worker{index}.log", "w")
-        procs.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                                       env=_env(tmp_path, TF_CONFIG=json.dumps(tf_config))),
-                      log))
-    try:
-        for proc, _ in procs:
-            proc.wait(timeout=600)
-    finally:
-        for proc, log in procs:
-            if proc.poll() is None:
-                proc.kill()
-            log.close()
-    logs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
-    for (proc, _), text in zip(procs, logs):
-        assert proc.returncode == 0, text[-3000:]
+    run_two_workers(["--workdir", workdir, *_args(photos, tmp_path, records)], tmp_path,
+                    env=_env(tmp_path), timeout=600)
     _check_outputs(workdir, tmp_path, records)
     import keras_fgvc.models  # noqa: F401  (registers the model's layers)
 

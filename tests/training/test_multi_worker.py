@@ -28,24 +28,26 @@ def _free_ports(count):
     return ports
 
 
-@pytest.mark.slow
-def test_two_workers_train_for_real_and_end_with_identical_weights(tmp_path):
+def run_two_workers(args, tmp_path, env=None, timeout=400):
+    """Run ``train/fit.py --strategy multi_worker *args`` as two local workers (TF_CONFIG).
+
+    Returns the two workers' logs; fails the test (with the log's tail) if either exits
+    non-zero, and kills both if one hangs past `timeout`.
+    """
     workers = [f"localhost:{p}" for p in _free_ports(2)]
-    workdir = str(tmp_path / "run")
     procs = []
     for index in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        env = dict(os.environ, TF_CONFIG=json.dumps(tf_config), TF_CPP_MIN_LOG_LEVEL="2",
-                   CUDA_VISIBLE_DEVICES="")
+        worker_env = dict(env or os.environ, TF_CONFIG=json.dumps(tf_config),
+                          TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
         command = [sys.executable, os.path.join(REPO, "train", "fit.py"),
-                   "--config", "fashion_metric_softmax", "--strategy", "multi_worker",
-                   "--workdir", workdir] + [a for s in SMALL for a in ("--set", s)]
+                   "--strategy", "multi_worker", *args]
         log = open(tmp_path / f"worker{index}.log", "w")
-        procs.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                       cwd=REPO), log))
+        procs.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                       env=worker_env, cwd=REPO), log))
     try:
         for proc, _ in procs:
-            proc.wait(timeout=400)
+            proc.wait(timeout=timeout)
     finally:
         for proc, log in procs:
             if proc.poll() is None:
@@ -54,6 +56,14 @@ def test_two_workers_train_for_real_and_end_with_identical_weights(tmp_path):
     logs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
     for (proc, _), text in zip(procs, logs):
         assert proc.returncode == 0, text[-3000:]
+    return logs
+
+
+@pytest.mark.slow
+def test_two_workers_train_for_real_and_end_with_identical_weights(tmp_path):
+    workdir = str(tmp_path / "run")
+    logs = run_two_workers(["--config", "fashion_metric_softmax", "--workdir", workdir]
+                           + [a for s in SMALL for a in ("--set", s)], tmp_path)
 
     metrics = json.loads(open(os.path.join(workdir, "metrics.json")).read())
     assert metrics["replicas"] == 2 and metrics["steps"] == 6
