@@ -180,19 +180,6 @@ def _print_table(names, results):
           "detector's); F1 argmax: argmax over background + rare classes.")
 
 
-def _pr_curve(targets, scores):
-    """Precision and recall at every distinct score threshold (highest first)."""
-    import numpy as np
-
-    order = np.argsort(-scores, kind="stable")
-    scores, targets = scores[order], targets[order]
-    last = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]  # end of each tie group
-    tp = np.cumsum(targets)[last]
-    precision = tp / (last + 1)
-    recall = tp / max(int(targets.sum()), 1)
-    return np.r_[1.0, precision], np.r_[0.0, recall]
-
-
 def _plot_pr_curves(runs, results, class_names, directory):
     """One PNG per rare class with both methods' precision-recall curves."""
     import matplotlib
@@ -200,12 +187,15 @@ def _plot_pr_curves(runs, results, class_names, directory):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from keras_fgvc.metrics import precision_recall_curve
+
     os.makedirs(directory, exist_ok=True)
     paths = []
     for i, name in enumerate(class_names, start=1):
         fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
         for method, run in runs.items():
-            precision, recall = _pr_curve(run["labels"] == i, run["probabilities"][:, i])
+            precision, recall = precision_recall_curve(run["labels"] == i,
+                                                       run["probabilities"][:, i])
             ap = results[method]["average_precision"][i - 1]
             ax.step(recall, precision, where="post", label=f"{method} (AP {ap:.3f})")
         ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),

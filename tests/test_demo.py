@@ -123,22 +123,6 @@ def test_server_child_dies_with_the_demo(tmp_path):
     assert _port_closed(port)
 
 
-def test_pr_curve_matches_sklearn():
-    from sklearn.metrics import precision_recall_curve
-
-    rng = np.random.default_rng(0)
-    for dtype in (np.float32, np.float64):
-        scores = rng.integers(0, 20, 200).astype(dtype) / 20  # many ties
-        targets = rng.random(200) < 0.2
-        precision, recall = demo._pr_curve(targets, scores)
-        ref_p, ref_r, _ = precision_recall_curve(targets, scores)
-        # sklearn lists thresholds ascending and ends with (recall 0, precision 1).
-        np.testing.assert_allclose(precision, ref_p[::-1])
-        np.testing.assert_allclose(recall, ref_r[::-1])
-    precision, recall = demo._pr_curve(np.array([True, False]), np.array([0.5, 0.5]))
-    np.testing.assert_allclose(precision, [1.0, 0.5])
-    np.testing.assert_allclose(recall, [0.0, 1.0])
-
 
 def test_prepare_workdir_keeps_same_settings_and_deletes_others(tmp_path):
     from keras_fgvc.training import resolve_config

@@ -17,6 +17,7 @@ from keras_fgvc.metrics.average_precision import (
     binary_average_precision,
     mean_average_precision,
     per_class_average_precision,
+    precision_recall_curve,
 )
 from keras_fgvc.metrics.evaluate import evaluate_background_task, evaluate_classification
 from keras_fgvc.metrics.f1 import (
@@ -45,6 +46,7 @@ __all__ = [
     "mean_average_precision",
     "per_class_average_precision",
     "per_class_precision_recall_f1",
+    "precision_recall_curve",
     "top_k_accuracy",
     "top_k_correct",
     "top_k_error",

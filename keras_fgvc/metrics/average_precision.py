@@ -24,6 +24,22 @@ def _tie_groups(targets, scores):
     return tp, fp, sorted_scores[ends]
 
 
+def precision_recall_curve(targets, scores):
+    """Precision and recall of one binary problem at every distinct score, highest first.
+
+    Starts at (recall 0, precision 1), as `sklearn.metrics.precision_recall_curve` read
+    backwards; ties enter together (the thresholds `binary_average_precision` sums over).
+
+    Returns:
+        (precision, recall): float arrays of equal length.
+    """
+    targets, scores = np.asarray(targets).astype(bool), np.asarray(scores)
+    if not len(scores):
+        return np.array([1.0]), np.array([0.0])
+    tp, fp, _ = _tie_groups(targets, scores)
+    return np.r_[1.0, tp / (tp + fp)], np.r_[0.0, tp / max(int(targets.sum()), 1)]
+
+
 def binary_average_precision(targets, scores):
     """AP of one binary problem: sum_n (R_n - R_{n-1}) P_n over distinct thresholds.
 

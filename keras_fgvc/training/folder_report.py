@@ -20,32 +20,9 @@ import re
 
 import numpy as np
 
+from keras_fgvc import metrics
 from keras_fgvc.training import artifacts
 from keras_fgvc.training.hooks import Hook
-
-
-def pr_curve(targets, scores):
-    """Precision and recall at every distinct score threshold (highest first)."""
-    order = np.argsort(-scores, kind="stable")
-    scores, targets = scores[order], np.asarray(targets)[order]
-    if not len(scores):
-        return np.array([1.0]), np.array([0.0])
-    last = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]  # end of each tie group
-    tp = np.cumsum(targets)[last]
-    return np.r_[1.0, tp / (last + 1)], np.r_[0.0, tp / max(int(np.sum(targets)), 1)]
-
-
-def f1_at_thresholds(scores, labels, thresholds):
-    """Per foreground class (precision, recall, F1) of ``scores[:, c] >= thresholds[c]``."""
-    rows = []
-    for c, threshold in enumerate(thresholds):
-        predicted, actual = scores[:, c] >= threshold, labels == c + 1
-        tp = int(np.sum(predicted & actual))
-        precision = tp / max(int(predicted.sum()), 1)
-        recall = tp / max(int(actual.sum()), 1)
-        f1 = 2 * precision * recall / max(precision + recall, 1e-12)
-        rows.append((precision, recall, f1))
-    return rows
 
 
 def _slug(name):
@@ -61,7 +38,7 @@ def plot_pr_curves(scores, labels, class_names, directory, average_precision):
 
     paths = []
     for c, name in enumerate(class_names):
-        precision, recall = pr_curve(labels == c + 1, scores[:, c])
+        precision, recall = metrics.precision_recall_curve(labels == c + 1, scores[:, c])
         fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
         ax.step(recall, precision, where="post", label=f"AP {average_precision[c]:.3f}")
         ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
@@ -112,10 +89,12 @@ class FolderReportHook(Hook):
         from keras_fgvc.training import evaluation
 
         thresholds = evaluation.thresholds(task, task.val.labels, probabilities)["thresholds"]
-        scores = trainer.predict(task.test)[:, 1:]
-        labels = task.test.labels
+        test_probabilities = trainer.predict(task.test)
+        scores, labels = test_probabilities[:, 1:], task.test.labels
         ap = result["test"].get("average_precision") or [float("nan")] * len(names)
-        rows = f1_at_thresholds(scores, labels, thresholds)
+        # A class with no test image reads 0 here (metrics leave it NaN, out of the means).
+        rows = np.nan_to_num(np.stack(metrics.f1_at_thresholds(
+            test_probabilities, labels, thresholds), axis=1), nan=0.0).tolist()
         width = max(12, *(len(n) for n in names))
         lines = [f"Test ({len(labels)} images): mAP {result['test'].get('mAP', float('nan')):.3f}",
                  f"  {'class':<{width}} {'images':>6} {'AP':>6} {'thresh':>7} {'prec':>6} "

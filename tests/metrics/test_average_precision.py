@@ -8,6 +8,7 @@ from keras_fgvc.metrics import (
     binary_average_precision,
     mean_average_precision,
     per_class_average_precision,
+    precision_recall_curve,
 )
 
 
@@ -77,3 +78,20 @@ def test_class_without_positives_is_left_out_with_warning():
     np.testing.assert_allclose(m, np.mean(ap[[0, 2]]))
     with pytest.warns(RuntimeWarning):
         assert np.isnan(mean_average_precision(scores, np.zeros(8, int)))
+
+
+def test_precision_recall_curve_matches_sklearn():
+    from sklearn.metrics import precision_recall_curve as sklearn_curve
+
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        scores = rng.integers(0, 20, 200).astype(dtype) / 20  # many ties
+        targets = rng.random(200) < 0.2
+        precision, recall = precision_recall_curve(targets, scores)
+        ref_p, ref_r, _ = sklearn_curve(targets, scores)
+        # sklearn lists thresholds ascending and ends with (recall 0, precision 1).
+        np.testing.assert_allclose(precision, ref_p[::-1])
+        np.testing.assert_allclose(recall, ref_r[::-1])
+    precision, recall = precision_recall_curve(np.array([True, False]), np.array([0.5, 0.5]))
+    np.testing.assert_allclose(precision, [1.0, 0.5])
+    np.testing.assert_allclose(recall, [0.0, 1.0])
