@@ -84,13 +84,14 @@ class FolderReportHook(Hook):
             return
         task = trainer.task
         names = task.class_names[1:]
-        # The folder task has dropped unreadable files, so rows align with the paths.
-        probabilities = trainer.predict(task.val)
-        from keras_fgvc.training import evaluation
-
-        thresholds = evaluation.thresholds(task, task.val.labels, probabilities)["thresholds"]
-        test_probabilities = trainer.predict(task.test)
-        scores, labels = test_probabilities[:, 1:], task.test.labels
+        # The trainer's final predictions and thresholds (computed once, in `_finish`); the
+        # folder task has dropped unreadable files, so rows align with the paths.
+        thresholds = trainer.final_thresholds["thresholds"]
+        test_probabilities, labels = trainer.final_predictions["test"]
+        if len(labels) != len(task.test):
+            raise ValueError(f"{len(task.test) - len(labels)} test image(s) became unreadable "
+                             "during training; predictions_test.csv would not align.")
+        scores = test_probabilities[:, 1:]
         ap = result["test"].get("average_precision") or [float("nan")] * len(names)
         # A class with no test image reads 0 here (metrics leave it NaN, out of the means).
         rows = np.nan_to_num(np.stack(metrics.f1_at_thresholds(

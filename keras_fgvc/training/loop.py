@@ -484,6 +484,11 @@ class Trainer:
             self.checkpointer.maybe_save(self.global_step, force=True)
         self._reestimate_batchnorm(self.stages[-1])
         val_probs, val_labels = self.predict_with_labels(self.task.val)
+        test_probs, test_labels = (self.predict_with_labels(self.task.test)
+                                   if len(self.task.test) else (None, None))
+        # The final model's outputs, for hooks that report on them (no second predict).
+        self.final_predictions = {"val": (val_probs, val_labels),
+                                  "test": (test_probs, test_labels)}
         result = {
             "config": self.config.name,
             "steps": self.global_step,
@@ -492,7 +497,8 @@ class Trainer:
             "precision": self.precision,
             "replicas": self.strategy.num_replicas_in_sync,
             "val": evaluation.evaluate(self.task, val_labels, val_probs, full=True),
-            "test": self.evaluate("test", full=True),
+            "test": (evaluation.evaluate(self.task, test_labels, test_probs, full=True)
+                     if test_probs is not None else {}),
             "history": self.history,
         }
         # metrics["stages"][i]: the model at the end of stage i (the last one = val / test).
@@ -505,6 +511,7 @@ class Trainer:
         if self.skip_counter is not None:
             result["skipped_training_images"] = self.skip_counter.skipped
         thresholds = evaluation.thresholds(self.task, val_labels, val_probs)
+        self.final_thresholds = thresholds
         if self.workdir:
             self._write_artifacts(result, thresholds)
         self._call_hooks("on_train_end", result)
