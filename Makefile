@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 EXTRAS := all
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint install fashion-mnist clean
+.PHONY: demo test lint install fashion-mnist test-services clean
 
 # On a bare Debian/Ubuntu machine, python3 -m venv needs python3-venv (ensurepip).
 $(BIN)/python:
@@ -34,10 +34,22 @@ fashion-mnist:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
 	fi
 
+# What the bootstrapping tests start themselves: headless Chromium + chromedriver
+# (the labelling page) and a PostgreSQL server (in a temporary directory); needs root.
+TEST_PACKAGES := chromium chromium-driver postgresql
+test-services:
+	@missing=$$(for p in $(TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing $$missing (apt-get)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
 lint: install
 	$(BIN)/ruff check .
 
-test: install fashion-mnist lint
+test: install fashion-mnist test-services lint
 	@set +e; TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest -q -ra --durations=25 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 

@@ -1,0 +1,226 @@
+"""Decisions of the Store: record, undo, outcomes (majority vote) and ingest into S_i / H_i.
+
+A decision is one transaction, idempotent per (task, labeler): re-posting
+replaces that labeler's decision. In the same transaction the task's lease is
+marked decided and its `outcome` (the majority vote once `overlap` labelers
+decided; a tie is 'unsure') and `open` flag are brought up to date. On
+PostgreSQL the tasks are locked in id order first (SELECT ... FOR UPDATE), so
+concurrent decisions on one task queue instead of racing.
+"""
+
+from collections import Counter, defaultdict
+
+from sqlalchemy import bindparam, delete, func, select, update
+
+from keras_fgvc.bootstrap import db as schema
+from keras_fgvc.bootstrap.stats import majority_vote
+from keras_fgvc.bootstrap.store_checks import check_decisions, check_int, check_labeler
+from keras_fgvc.bootstrap.store_queue import A, R, T, ids_param, locking, lowest_free
+
+D = schema.Decision.__table__
+_LOCK = locking(select(T.c.id, T.c.round, T.c.taken, R.c.status, R.c.model_version)
+                .join(R, R.c.index == T.c.round).where(T.c.id.in_(ids_param()))
+                .order_by(T.c.id), of=T)
+# Leases with their decisions (every decision has its lease).
+_LEASES = (select(A.c.id, A.c.task_id, A.c.labeler, A.c.slot, A.c.decided,
+                  D.c.id.label("decision_id"), D.c.decision)
+           .outerjoin(D, (D.c.task_id == A.c.task_id) & (D.c.labeler == A.c.labeler))
+           .where(A.c.task_id.in_(ids_param())))
+_CHANGE = update(D).where(D.c.id == bindparam("b_id")).values(
+    decision=bindparam("b_decision"), seconds=bindparam("b_seconds"),
+    created_at=bindparam("b_created_at"), model_version=bindparam("b_model_version"))
+_DECIDED = update(A).where(A.c.id.in_(ids_param())).values(decided=True)
+
+
+def settle(votes, taken, overlap):
+    """(outcome, open) of a task with these votes and `taken` slots."""
+    return (majority_vote(votes) if len(votes) >= overlap else None), taken < overlap
+
+
+_SET_TASK = (update(T).where(T.c.id == bindparam("b_id"))
+             .values(taken=bindparam("b_taken"), open=bindparam("b_open"),
+                     outcome=bindparam("b_outcome")))
+
+
+class DecisionsMixin:
+    """Decisions and ingest (mixed into Store)."""
+
+    def record_decisions(self, decisions):
+        """Record decisions [dict(task_id, labeler, decision, seconds)]; returns the count.
+
+        Everything is checked first; any bad item (malformed, unknown task,
+        closed round) raises ValueError and nothing is written. Re-posting a
+        (task, labeler) pair replaces that labeler's decision (idempotent).
+        `seconds` (time taken) may be missing or null.
+        """
+        items = check_decisions(decisions)
+        if not items:
+            return 0
+        overlap = self.settings()["overlap"]
+
+        def work(session):
+            tasks = self._lock_tasks(session, {item["task_id"] for item in items})
+            for task in tasks.values():
+                if task.status == "closed":
+                    raise ValueError(f"task {task.id} belongs to round {task.round}, which is "
+                                     "closed (ingested); its decisions can no longer change")
+            leases, votes = {}, defaultdict(dict)
+            for row in session.execute(_LEASES, {"ids": list(tasks)}):
+                leases[(row.task_id, row.labeler)] = row
+                if row.decision is not None:
+                    votes[row.task_id][row.labeler] = row.decision
+            used = defaultdict(set)
+            for (task_id, _), lease in leases.items():
+                used[task_id].add(lease.slot)
+            taken = {task_id: task.taken for task_id, task in tasks.items()}
+            now = self.clock()
+            new, changed, new_leases, decided = [], [], [], []
+            for item in items:
+                task_id, labeler = item["task_id"], item["labeler"]
+                row = {"decision": item["decision"], "seconds": item["seconds"],
+                       "created_at": now, "model_version": tasks[task_id].model_version}
+                lease = leases.get((task_id, labeler))
+                if lease is not None and lease.decision_id is not None:
+                    changed.append({"b_" + k: v for k, v in row.items()}
+                                   | {"b_id": lease.decision_id})
+                else:
+                    new.append(dict(row, task_id=task_id, labeler=labeler))
+                votes[task_id][labeler] = item["decision"]
+                if lease is None:  # no lease (lapsed, or a script): take a slot now
+                    slot = lowest_free(used[task_id])
+                    used[task_id].add(slot)
+                    new_leases.append({"task_id": task_id, "slot": slot, "labeler": labeler,
+                                       "assigned_at": now, "decided": True})
+                    taken[task_id] += 1
+                elif not lease.decided:
+                    decided.append(lease.id)
+            if new:
+                session.execute(D.insert(), new)
+            if changed:
+                session.execute(_CHANGE, changed)
+            if new_leases:
+                session.execute(A.insert(), new_leases)
+            if decided:
+                session.execute(_DECIDED, {"ids": decided})
+            session.execute(_SET_TASK, [
+                dict(zip(("b_outcome", "b_open"),
+                         settle(list(votes[task_id].values()), taken[task_id], overlap)),
+                     b_id=task_id, b_taken=taken[task_id]) for task_id in tasks])
+            return len(items)
+
+        return self._write(work)
+
+    def _lock_tasks(self, session, task_ids):
+        """{id: (id, round, taken, status, model_version)} of these tasks, locked on
+        PostgreSQL; ValueError if one is unknown."""
+        tasks = {task.id: task for task in session.execute(
+            _LOCK[self.backend == "postgresql"], {"ids": list(task_ids)})}
+        missing = sorted(set(task_ids) - set(tasks))
+        if missing:
+            raise ValueError(f"unknown task_id {missing[0]}" if len(missing) == 1
+                             else f"unknown task_ids {missing[:20]}")
+        return tasks
+
+    def undo(self, task_id, labeler):
+        """Take back `labeler`'s decision on `task_id`; the task stays leased to them.
+
+        Returns False when there was no decision to undo.
+        """
+        task_id, labeler = check_int(task_id, "task_id"), check_labeler(labeler)
+        overlap = self.settings()["overlap"]
+
+        def work(session):
+            task = self._lock_tasks(session, {task_id})[task_id]
+            if task.status == "closed":
+                raise ValueError(f"task {task_id} belongs to round {task.round}, which is closed")
+            gone = session.execute(delete(D).where(D.c.task_id == task_id,
+                                                   D.c.labeler == labeler)).rowcount
+            if not gone:
+                return False
+            session.execute(update(A).where(A.c.task_id == task_id, A.c.labeler == labeler)
+                            .values(decided=False, assigned_at=self.clock()))
+            votes = list(session.scalars(select(D.c.decision).where(D.c.task_id == task_id)))
+            outcome, is_open = settle(votes, task.taken, overlap)
+            session.execute(_SET_TASK, {"b_id": task_id, "b_taken": task.taken,
+                                        "b_open": is_open, "b_outcome": outcome})
+            return True
+
+        return self._write(work)
+
+    # === Outcomes and ingest ===
+    def outcomes(self, round_index):
+        """[(task, outcome)] of a round by task id: outcome is the majority decision
+        ('accept' | 'reject' | 'unsure') or None while pending."""
+        round_index = check_int(round_index, "round", 1)
+        i = schema.Image.__table__
+        categories = self._category_by_id()
+        with self._read() as session:
+            self._round_row(session, round_index)
+            rows = session.execute(
+                select(T.c.id, T.c.image_id, T.c.category_id, T.c.score, T.c.selected,
+                       T.c.uniform, T.c.gold, T.c.outcome, i.c.path)
+                .join(i, i.c.id == T.c.image_id)
+                .where(T.c.round == round_index).order_by(T.c.id)).all()
+        out = []
+        for row in rows:
+            category = categories[row.category_id]
+            out.append(({"task_id": row.id, "image_id": row.image_id, "path": row.path,
+                         "category": category.name, "category_id": category.id,
+                         "category_index": category.index, "score": row.score,
+                         "selected": bool(row.selected), "uniform": bool(row.uniform),
+                         "gold": bool(row.gold)}, row.outcome))
+        return out
+
+    def ingest(self, round_index, allow_pending=False):
+        """Close round i: accepted tasks join S_i, rejected selected ones join H_i.
+
+        'unsure' and tied tasks are left out, and so are rejected tasks of the
+        uniform sample below the threshold (not confident mistakes). Refuses
+        while tasks are pending unless `allow_pending` (they are then left out).
+        Idempotent: a second run adds nothing. Returns a summary dict.
+        """
+        round_index = check_int(round_index, "round", 1)
+        names = {c.id: c.name for c in self.categories()}
+
+        def work(session):
+            row = self._round_row(session, round_index)
+            counts = Counter()
+            for category_id, outcome, selected, n in session.execute(
+                    select(T.c.category_id, T.c.outcome, T.c.selected, func.count())
+                    .where(T.c.round == round_index)
+                    .group_by(T.c.category_id, T.c.outcome, T.c.selected)):
+                counts[(category_id, outcome, bool(selected))] += n
+            pending = Counter()
+            for (category_id, outcome, _), n in counts.items():
+                if outcome is None:
+                    pending[names[category_id]] += n
+            if pending and not allow_pending:
+                raise ValueError(f"round {round_index} still has {sum(pending.values())} "
+                                 f"pending tasks ({dict(sorted(pending.items()))}); label them "
+                                 "or ingest with allow_pending")
+            members = []
+            for image_id, category_id, outcome, selected in session.execute(
+                    select(T.c.image_id, T.c.category_id, T.c.outcome, T.c.selected)
+                    .where(T.c.round == round_index, T.c.outcome.in_(("accept", "reject")))):
+                kind = "positive" if outcome == "accept" else "hard_negative" if selected \
+                    else None
+                if kind:
+                    members.append({"image_id": image_id, "category_id": category_id,
+                                    "category_key": category_id, "kind": kind,
+                                    "round": round_index})
+            added = self._insert_members(session, members)
+            if row.status != "closed":
+                row.status, row.closed_at = "closed", self.clock()
+
+            def total(outcome, selected=None):
+                return sum(n for (_, o, s), n in counts.items()
+                           if o == outcome and (selected is None or s == selected))
+
+            return {"round": round_index, "accepted": total("accept"),
+                    "rejected": total("reject"), "hard_negatives": total("reject", True),
+                    "unsure": total("unsure"), "pending": sum(pending.values()),
+                    "added": added, "pending_by_category": dict(sorted(pending.items()))}
+
+        summary = self._write(work)
+        self._exemplar_cache.clear()
+        return summary

@@ -1,0 +1,181 @@
+"""Reports of the Store: status counts, selection quality, agreement, gold accuracy, export.
+
+Selection quality (`selection_quality`): the queue mixes a uniform sample of
+the whole scored subset (above and below the threshold) into the tasks, so
+each round's selection (score > threshold) gets unbiased estimates, with 95%
+Wilson intervals, of
+
+- precision = P(accepted | selected), from uniform tasks that are selected;
+- recall = P(selected | accepted), from uniform tasks that were accepted;
+
+plus the acceptance rate of all selected tasks (every selected task is
+reviewed, so that is the selection's precision as the labelers saw it).
+'unsure' and pending tasks are left out of every ratio. Per category (the
+task's argmax category) and overall.
+"""
+
+import datetime
+import itertools
+import math
+from collections import Counter, defaultdict
+
+from sqlalchemy import false, func, select
+
+from keras_fgvc.bootstrap import db as schema
+from keras_fgvc.bootstrap.stats import cohen_kappa, gold_accuracy, proportion
+from keras_fgvc.bootstrap.store_checks import check_int
+
+OUTCOME_NAMES = {None: "pending", "accept": "accepted", "reject": "rejected", "unsure": "unsure"}
+PROJECT_KEYS = ("rounds", "threshold", "overlap", "uniform_share", "gold_share",
+                "lease_seconds", "config")
+
+
+def _finite_or_none(value):
+    return None if value is None or math.isnan(value) else value
+
+
+def _quality(counts):
+    """Precision / recall / acceptance from {(uniform, selected, outcome): n}."""
+    def n(uniform=None, selected=None, outcomes=("accept", "reject", "unsure", None)):
+        return sum(v for (u, s, o), v in counts.items() if o in outcomes and
+                   (uniform is None or u == uniform) and (selected is None or s == selected))
+
+    decided = ("accept", "reject")
+    hits = n(True, True, ("accept",))
+    return {"precision": proportion(hits, n(True, True, decided)),
+            "recall": proportion(hits, n(True, None, ("accept",))),
+            "selected_acceptance": proportion(n(None, True, ("accept",)),
+                                              n(None, True, decided)),
+            "uniform_tasks": n(True), "uniform_decided": n(True, None, decided),
+            "selected_tasks": n(None, True)}
+
+
+class ReportsMixin:
+    """Status, quality and export (mixed into Store)."""
+
+    def status(self):
+        """Rounds with task counts per category (pending, accepted, rejected, unsure),
+        category sizes (S and H over all rounds) and decisions per labeler."""
+        settings = self.settings()
+        categories = self.categories()
+        names = {c.id: c.name for c in categories}
+        t, a, m = schema.Task, schema.Assignment, schema.Member
+        with self._read() as session:
+            rounds = session.scalars(select(schema.Round).order_by(schema.Round.index)).all()
+            counts = session.execute(select(t.round, t.category_id, t.outcome, func.count())
+                                     .group_by(t.round, t.category_id, t.outcome)).all()
+            leased = dict(session.execute(
+                select(t.round, func.count()).join(a, a.task_id == t.id)
+                .where(a.decided == false()).group_by(t.round)).tuples().all())
+            members = session.execute(select(m.category_id, m.kind, m.round, func.count())
+                                      .group_by(m.category_id, m.kind, m.round)).all()
+            labelers = dict(session.execute(
+                select(schema.Decision.labeler, func.count())
+                .group_by(schema.Decision.labeler)).tuples().all())
+        empty = dict.fromkeys(["tasks", *OUTCOME_NAMES.values()], 0)
+        per_round = {r.index: {"index": r.index, "status": r.status,
+                               "model_version": r.model_version, "started_at": r.started_at,
+                               "closed_at": r.closed_at, "leased": leased.get(r.index, 0),
+                               **empty, "categories": {}} for r in rounds}
+        for round_index, category_id, outcome, n in counts:
+            entry = per_round.get(round_index)
+            if entry is None:
+                continue
+            cell = entry["categories"].setdefault(names[category_id], dict(empty))
+            for target in (entry, cell):
+                target["tasks"] += n
+                target[OUTCOME_NAMES[outcome]] += n
+        sizes = defaultdict(Counter)
+        for category_id, kind, round_index, n in members:
+            sizes[category_id][kind] += n
+            if kind == "positive" and round_index == 0:
+                sizes[category_id]["seed"] += n
+        return {
+            "project": {k: settings[k] for k in PROJECT_KEYS if k in settings},
+            "categories": [{"name": c.name, "index": c.index, "definition": c.definition,
+                            "seed": sizes[c.id]["seed"], "positives": sizes[c.id]["positive"],
+                            "hard_negatives": sizes[c.id]["hard_negative"]}
+                           for c in categories],
+            "background": sizes[None]["background"],
+            "rounds": list(per_round.values()),
+            "labelers": dict(sorted(labelers.items())),
+        }
+
+    def selection_quality(self, round_index):
+        """Precision and recall of round i's selection (see the module docstring)."""
+        round_index = check_int(round_index, "round", 1)
+        names = {c.id: c.name for c in self.categories()}
+        t = schema.Task
+        with self._read() as session:
+            self._round_row(session, round_index)
+            rows = session.execute(
+                select(t.category_id, t.uniform, t.selected, t.outcome, func.count())
+                .where(t.round == round_index)
+                .group_by(t.category_id, t.uniform, t.selected, t.outcome)).all()
+        overall, per_category = Counter(), defaultdict(Counter)
+        for category_id, uniform, selected, outcome, n in rows:
+            key = (bool(uniform), bool(selected), outcome)
+            overall[key] += n
+            per_category[names[category_id]][key] += n
+        return {"round": round_index, "threshold": self.settings()["threshold"],
+                "overall": _quality(overall),
+                "categories": {name: _quality(per_category[name])
+                               for name in sorted(per_category)}}
+
+    def agreement(self):
+        """Cohen's kappa for each pair of labelers over the tasks both decided."""
+        d = schema.Decision
+        with self._read() as session:
+            shared = select(d.task_id).group_by(d.task_id).having(func.count() >= 2)
+            rows = session.execute(select(d.task_id, d.labeler, d.decision)
+                                   .where(d.task_id.in_(shared)).order_by(d.task_id)).all()
+        pairs = defaultdict(lambda: ([], []))
+        for _, group in itertools.groupby(rows, key=lambda r: r[0]):
+            votes = sorted((labeler, decision) for _, labeler, decision in group)
+            for (first, a), (second, b) in itertools.combinations(votes, 2):
+                pairs[(first, second)][0].append(a)
+                pairs[(first, second)][1].append(b)
+        out = []
+        for (first, second), (a, b) in sorted(pairs.items()):
+            out.append({"labelers": [first, second], "n": len(a),
+                        "observed_agreement": sum(x == y for x, y in zip(a, b)) / len(a),
+                        "kappa": _finite_or_none(cohen_kappa(a, b))})
+        return {"pairs": out, "tasks": len({r[0] for r in rows})}
+
+    def gold(self):
+        """Each labeler's accuracy on gold tasks (known truth), with a Wilson interval."""
+        d, t, i, c = schema.Decision, schema.Task, schema.Image, schema.Category
+        with self._read() as session:
+            rows = session.execute(
+                select(d.labeler, d.decision, i.truth, c.name)
+                .join(t, t.id == d.task_id).join(i, i.id == t.image_id)
+                .join(c, c.id == t.category_id)
+                .where(t.gold.is_(True), i.truth.is_not(None))).all()
+        return gold_accuracy((labeler, decision, "accept" if truth == name else "reject")
+                             for labeler, decision, truth, name in rows)
+
+    def quality(self):
+        """What GET /api/quality returns: selection quality per round, agreement, gold."""
+        return {"overlap": self.settings()["overlap"],
+                "rounds": [self.selection_quality(r["index"]) for r in self.rounds()],
+                "agreement": self.agreement(), "gold": self.gold()}
+
+    def iter_decisions(self):
+        """Every decision as a dict (the JSONL export), by decision id; streams."""
+        d, t, i, c = schema.Decision, schema.Task, schema.Image, schema.Category
+        query = (select(d, t.image_id, t.score, t.round, t.uniform, t.gold, t.selected,
+                        i.path, c.name)
+                 .join(t, t.id == d.task_id).join(i, i.id == t.image_id)
+                 .join(c, c.id == t.category_id).order_by(d.id)
+                 .execution_options(yield_per=1000))
+        with self._read() as session:
+            for row in session.execute(query):
+                decision = row[0]
+                yield {"task_id": decision.task_id, "candidate_id": row.image_id,
+                       "path": row.path, "category": row.name, "score": row.score,
+                       "labeler": decision.labeler, "decision": decision.decision,
+                       "seconds": decision.seconds, "model_version": decision.model_version,
+                       "round": row.round,
+                       "created_at": datetime.datetime.fromtimestamp(
+                           decision.created_at, datetime.timezone.utc).isoformat(),
+                       "uniform": row.uniform, "gold": row.gold, "selected": row.selected}

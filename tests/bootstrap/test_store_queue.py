@@ -1,0 +1,319 @@
+"""The Store's review queue on SQLite and on a real PostgreSQL server: leases, decisions,
+undo, overlap, majority vote, kappa, ingest, selection quality, status, export."""
+
+import threading
+
+import pytest
+from sqlalchemy import select, text
+
+from keras_fgvc.bootstrap import db as schema
+from keras_fgvc.bootstrap import stats
+from keras_fgvc.bootstrap.store import open_store
+from tests.bootstrap.conftest import make_project
+
+
+class Clock:
+    def __init__(self, now=1_000_000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+def _decide(store, labeler, tasks, decision="accept"):
+    return store.record_decisions([{"task_id": t["task_id"], "labeler": labeler,
+                                    "decision": decision, "seconds": 1.0} for t in tasks])
+
+
+def _rows(store, model, *where):
+    with store._read() as session:
+        return session.scalars(select(model).where(*where)).all()
+
+
+def test_a_decision_is_atomic_and_idempotent(project):
+    store, _ = project
+    task = store.next_tasks("ann", 1)[0]
+    assert store.record_decisions([{"task_id": task["task_id"], "labeler": "ann",
+                                    "decision": "accept", "seconds": 2.5}]) == 1
+    assert store.record_decisions([{"task_id": task["task_id"], "labeler": "ann",
+                                    "decision": "reject", "seconds": 1.0}]) == 1
+    (decision,) = _rows(store, schema.Decision)
+    assert (decision.decision, decision.seconds, decision.model_version) == ("reject", 1.0,
+                                                                             "r1-test")
+    (lease,) = _rows(store, schema.Assignment, schema.Assignment.task_id == task["task_id"])
+    assert lease.decided and lease.labeler == "ann"
+    assert _rows(store, schema.Task, schema.Task.id == task["task_id"])[0].outcome == "reject"
+
+
+@pytest.mark.parametrize("bad,message", [
+    ({"task_id": 99999, "labeler": "ann", "decision": "accept", "seconds": 1}, "unknown task"),
+    ({"task_id": "x", "labeler": "ann", "decision": "accept", "seconds": 1}, "integer"),
+    ({"labeler": "ann", "decision": "accept"}, "no 'task_id'"),
+    ({"task_id": 1, "labeler": "", "decision": "accept"}, "labeler"),
+    ({"task_id": 1, "labeler": "ann", "decision": "maybe"}, "decision must be one of"),
+    ({"task_id": 1, "labeler": "ann", "decision": "accept", "seconds": -1}, ">= 0"),
+    ({"task_id": 1, "labeler": "ann", "decision": "accept", "sconds": 1}, "unknown fields"),
+    ({"task_id": 2, "labeler": "ann", "decision": "reject"}, "twice"),
+    ("accept", "must be an object")])
+def test_a_malformed_batch_writes_nothing(project, bad, message):
+    store, _ = project
+    tasks = store.next_tasks("ann", 3)
+    good = [{"task_id": t["task_id"], "labeler": "ann", "decision": "accept", "seconds": 1}
+            for t in tasks[:2]]
+    if isinstance(bad, dict) and bad.get("task_id") == 2:
+        bad = dict(bad, task_id=tasks[0]["task_id"])
+    with pytest.raises(ValueError, match=message):
+        store.record_decisions(good + [bad])
+    assert store.count("decision") == 0
+    assert all(t.outcome is None for t in _rows(store, schema.Task))
+    assert not any(a.decided for a in _rows(store, schema.Assignment))
+    with pytest.raises(ValueError, match="must be a list"):
+        store.record_decisions({"decisions": good})
+
+
+def _label_all(store, labeler, seen, barrier, n=3):
+    barrier.wait()
+    while True:
+        tasks = store.next_tasks(labeler, n)
+        if not tasks:
+            return
+        seen[labeler].extend(t["task_id"] for t in tasks)
+        _decide(store, labeler, tasks)
+
+
+@pytest.mark.parametrize("shared_store", [True, False])
+def test_two_labelers_never_get_the_same_task(project, shared_store):
+    store, info = project
+    labelers = ["ann", "bob", "cy", "dee"]
+    stores = {name: store if shared_store else open_store(store.engine.url.render_as_string(
+        hide_password=False)) for name in labelers}
+    seen = {name: [] for name in labelers}
+    barrier = threading.Barrier(len(labelers))
+    threads = [threading.Thread(target=_label_all, args=(stores[n], n, seen, barrier))
+               for n in labelers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    handed = [task_id for name in labelers for task_id in seen[name]]
+    assert len(handed) == len(set(handed)) == len(info["tasks"])
+    assert sum(len(seen[n]) > 0 for n in labelers) >= 2
+    decisions = _rows(store, schema.Decision)
+    assert len(decisions) == len(info["tasks"])
+    assert all(d.labeler in labelers and d.task_id in seen[d.labeler] for d in decisions)
+    if not shared_store:
+        for name in labelers:
+            stores[name].close()
+
+
+def test_overlap_two_gives_each_task_to_two_labelers(db, tmp_path):
+    store, info = make_project(db, str(tmp_path), n_pool=24, overlap=2)
+    seen = {name: [] for name in ("ann", "bob", "cy")}
+    # ann and bob label every task; cy finds nothing left.
+    ann, bob = store.next_tasks("ann", 100), store.next_tasks("bob", 100)
+    assert len(ann) == len(bob) == 24 and store.next_tasks("cy", 5) == []
+    seen["ann"], seen["bob"] = [t["task_id"] for t in ann], [t["task_id"] for t in bob]
+    assert sorted(seen["ann"]) == sorted(seen["bob"])
+    ann_votes = ["accept" if i % 3 else "reject" for i in range(24)]
+    bob_votes = ["accept" if i % 4 else "reject" for i in range(24)]
+    store.record_decisions([{"task_id": t["task_id"], "labeler": "ann", "decision": v}
+                            for t, v in zip(ann, ann_votes)])
+    outcomes = dict((task["task_id"], outcome) for task, outcome in store.outcomes(1))
+    assert set(outcomes.values()) == {None}  # one vote of two: pending
+    by_task = dict(zip(seen["ann"], ann_votes))
+    bob_by_task = dict(zip(seen["ann"], bob_votes))
+    store.record_decisions([{"task_id": t["task_id"], "labeler": "bob",
+                             "decision": bob_by_task[t["task_id"]]} for t in bob])
+    for task, outcome in store.outcomes(1):
+        a, b = by_task[task["task_id"]], bob_by_task[task["task_id"]]
+        assert outcome == (a if a == b else "unsure")
+        leases = _rows(store, schema.Assignment, schema.Assignment.task_id == task["task_id"])
+        assert sorted((x.slot, x.labeler) for x in leases) == [(0, "ann"), (1, "bob")]
+    (pair,) = store.agreement()["pairs"]
+    a = [by_task[t] for t in sorted(by_task)]
+    b = [bob_by_task[t] for t in sorted(by_task)]
+    assert pair["labelers"] == ["ann", "bob"] and pair["n"] == 24
+    assert pair["kappa"] == pytest.approx(stats.cohen_kappa(a, b))
+    assert pair["observed_agreement"] == pytest.approx(sum(x == y for x, y in zip(a, b)) / 24)
+    store.close()
+
+
+def test_overlap_two_with_three_labelers_at_once(db, tmp_path):
+    store, info = make_project(db, str(tmp_path), n_pool=30, overlap=2)
+    seen = {name: [] for name in ("ann", "bob", "cy")}
+    barrier = threading.Barrier(3)
+    threads = [threading.Thread(target=_label_all, args=(store, n, seen, barrier, 2))
+               for n in seen]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    for task_id in (t.id for t in _rows(store, schema.Task)):
+        holders = [name for name in seen if task_id in seen[name]]
+        assert len(holders) == 2, (task_id, holders)
+        assert all(seen[name].count(task_id) == 1 for name in holders)
+    assert store.count("decision") == 60
+    assert all(t.outcome == "accept" and not t.open for t in _rows(store, schema.Task))
+    store.close()
+
+
+def test_an_abandoned_lease_goes_to_someone_else(db, tmp_path):
+    clock = Clock()
+    store, _ = make_project(db, str(tmp_path), n_pool=6, lease_seconds=60, clock=clock)
+    (first,) = store.next_tasks("ann", 1)
+    assert store.next_tasks("ann", 1) == [first]  # ann's own lease comes back to her
+    clock.now += 30
+    (other,) = store.next_tasks("bob", 1)
+    assert other["task_id"] != first["task_id"]
+    clock.now += 40  # ann's lease (taken at +0) has lapsed; bob's (at +30) has not
+    assert store.next_tasks("cy", 1)[0]["task_id"] == first["task_id"]
+    assert store.next_tasks("bob", 1) == [other]
+    # A late decision from ann is still recorded: the task then has two decisions.
+    assert _decide(store, "ann", [first]) == 1
+    assert sorted(a.labeler for a in _rows(store, schema.Assignment, schema.Assignment.task_id ==
+                                           first["task_id"])) == ["ann", "cy"]
+    store.close()
+
+
+def test_undo(project):
+    store, _ = project
+    first, second = store.next_tasks("ann", 2)
+    _decide(store, "ann", [first, second], "reject")
+    assert store.undo(first["task_id"], "ann") is True
+    assert store.undo(first["task_id"], "ann") is False
+    assert store.undo(first["task_id"], "bob") is False
+    assert [d.task_id for d in _rows(store, schema.Decision)] == [second["task_id"]]
+    assert _rows(store, schema.Task, schema.Task.id == first["task_id"])[0].outcome is None
+    assert store.next_tasks("ann", 1) == [first]  # the undone task is hers again, first
+    with pytest.raises(ValueError, match="unknown task_id 424242"):
+        store.undo(424242, "ann")
+
+
+def test_ingest(project):
+    store, info = project
+    tasks = {t["task_id"]: t for t in store.next_tasks("ann", 100)}
+    rows = {t.id: t for t in _rows(store, schema.Task)}
+    selected = [i for i in sorted(rows) if rows[i].selected]
+    unselected = [i for i in sorted(rows) if not rows[i].selected]
+    plan = {selected[0]: "accept", selected[1]: "accept", selected[2]: "reject",
+            unselected[0]: "reject", unselected[1]: "accept", selected[3]: "unsure"}
+    store.record_decisions([{"task_id": i, "labeler": "ann", "decision": d}
+                            for i, d in plan.items()])
+    with pytest.raises(ValueError, match=f"{len(rows) - len(plan)} pending"):
+        store.ingest(1)
+    store.record_decisions([{"task_id": i, "labeler": "ann", "decision": "unsure"}
+                            for i in tasks if i not in plan])
+    summary = store.ingest(1)
+    assert (summary["accepted"], summary["rejected"], summary["hard_negatives"],
+            summary["unsure"], summary["pending"]) == (3, 2, 1, len(rows) - 5, 0)
+    assert summary["added"] == 4
+    added = {(m.image_id, m.category_id, m.kind) for m in
+             _rows(store, schema.Member, schema.Member.round == 1)}
+    assert added == {(rows[i].image_id, rows[i].category_id, "positive")
+                     for i in (selected[0], selected[1], unselected[1])} | {
+                         (rows[selected[2]].image_id, rows[selected[2]].category_id,
+                          "hard_negative")}
+    assert store.round(1)["status"] == "closed"
+    again = store.ingest(1)
+    assert again["added"] == 0 and store.count("member") == 12 + 4
+    with pytest.raises(ValueError, match="closed"):
+        _decide(store, "bob", [tasks[selected[0]]])
+    assert store.next_tasks("bob", 5) == []  # a closed round hands out nothing
+    # S_1 now holds the accepted images: the exemplars of round 2 may come from them.
+    s1 = {m[0] for m in store.members(1, kind="positive")}
+    assert {rows[selected[0]].image_id, rows[unselected[1]].image_id} <= s1
+
+
+def test_ingest_allow_pending_leaves_pending_tasks_out(project):
+    store, _ = project
+    task = store.next_tasks("ann", 1)[0]
+    _decide(store, "ann", [task], "accept")
+    summary = store.ingest(1, allow_pending=True)
+    assert summary["pending"] == 29 and summary["added"] == 1
+
+
+def test_selection_quality_against_a_hand_count(project):
+    store, _ = project
+    rows = _rows(store, schema.Task)
+    tasks = store.next_tasks("ann", 100)
+    # Decide by the rule: accept when the image id is even, unsure every 7th task.
+    decisions = {}
+    for t in tasks:
+        decisions[t["task_id"]] = ("unsure" if t["task_id"] % 7 == 0 else
+                                   "accept" if t["candidate_id"] % 2 == 0 else "reject")
+    store.record_decisions([{"task_id": i, "labeler": "ann", "decision": d}
+                            for i, d in decisions.items()])
+    names = {c.id: c.name for c in store.categories()}
+    quality = store.selection_quality(1)
+    for name in [None, *sorted(set(names.values()))]:
+        mine = [r for r in rows if name is None or names[r.category_id] == name]
+        uniform = [r for r in mine if r.uniform and decisions[r.id] != "unsure"]
+        precision_n = [r for r in uniform if r.selected]
+        precision_k = [r for r in precision_n if decisions[r.id] == "accept"]
+        recall_n = [r for r in uniform if decisions[r.id] == "accept"]
+        census = [r for r in mine if r.selected and decisions[r.id] != "unsure"]
+        got = quality["overall"] if name is None else quality["categories"][name]
+        assert got["precision"] == stats.proportion(len(precision_k), len(precision_n))
+        assert got["recall"] == stats.proportion(len(precision_k), len(recall_n))
+        assert got["selected_acceptance"] == stats.proportion(
+            sum(decisions[r.id] == "accept" for r in census), len(census))
+        assert got["uniform_tasks"] == sum(r.uniform for r in mine)
+    assert quality["overall"]["precision"]["n"] > 0 and quality["overall"]["recall"]["n"] > 0
+
+
+def test_status_and_export(project):
+    store, info = project
+    tasks = store.next_tasks("ann", 4)
+    _decide(store, "ann", tasks[:2], "accept")
+    _decide(store, "bob", tasks[2:3], "reject")
+    # bob decided a task leased to ann: it is settled, so it is not handed back to her;
+    # her other lease comes first, then 3 new tasks.
+    again = [t["task_id"] for t in store.next_tasks("ann", 4)]
+    assert again[0] == tasks[3]["task_id"] and tasks[2]["task_id"] not in again
+    assert not set(again[1:]) & {t["task_id"] for t in tasks}
+    status = store.status()
+    (round_1,) = status["rounds"]
+    # leased: ann's stale lease of the task bob decided, tasks[3] and 3 new ones.
+    assert (round_1["tasks"], round_1["accepted"], round_1["rejected"], round_1["pending"],
+            round_1["leased"]) == (30, 2, 1, 27, 5)
+    assert sum(c["tasks"] for c in round_1["categories"].values()) == 30
+    assert [c["seed"] for c in status["categories"]] == [4, 4, 4]
+    assert status["labelers"] == {"ann": 2, "bob": 1}
+    exported = list(store.iter_decisions())
+    assert [(e["task_id"], e["labeler"], e["decision"]) for e in exported] == [
+        (tasks[0]["task_id"], "ann", "accept"), (tasks[1]["task_id"], "ann", "accept"),
+        (tasks[2]["task_id"], "bob", "reject")]
+    first = exported[0]
+    assert first["path"] == store.image_path(tasks[0]["candidate_id"])
+    assert first["model_version"] == "r1-test" and first["round"] == 1
+    assert first["created_at"].endswith("+00:00") and first["seconds"] == 1.0
+    assert set(first) >= {"category", "score", "uniform", "gold"}
+
+
+def test_task_dicts_hide_the_source_and_carry_evidence(project):
+    store, info = project
+    tasks = store.next_tasks("ann", 30)
+    assert len(tasks) == 30
+    for task in tasks:
+        assert not {"uniform", "gold", "selected"} & set(task)
+        assert task["image_url"] == f"/images/{task['candidate_id']}"
+        assert 3 <= len(task["exemplar_urls"]) <= 6 and len(task["neighbor_urls"]) == 3
+        assert task["category_definition"] == dict(
+            (c.name, c.definition) for c in info["categories"])[task["category"]]
+    # Exemplars are fixed per category and round, and come from that category's seed set.
+    by_category = {}
+    seeds = {c.name: {info["ids"][p] for p in info["paths"] if f"/seed/{c.name}/" in p}
+             for c in info["categories"]}
+    for task in tasks:
+        urls = by_category.setdefault(task["category"], task["exemplar_urls"])
+        assert urls == task["exemplar_urls"]
+        assert {int(u.rsplit("/", 1)[1]) for u in urls} <= seeds[task["category"]]
+    # The queue order is not the score order.
+    scores = [t["score"] for t in tasks]
+    assert scores != sorted(scores) and scores != sorted(scores, reverse=True)
+    with store._read() as session:
+        assert session.execute(text("SELECT COUNT(*) FROM task")).scalar() == 30
+    with pytest.raises(ValueError, match="unknown category 'dog'"):
+        store.next_tasks("ann", 1, category="dog")
+    with pytest.raises(ValueError, match="n must be"):
+        store.next_tasks("ann", 0)
