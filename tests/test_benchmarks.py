@@ -169,6 +169,15 @@ def test_serving(tmp_path):
         _finite(row["added_p50_ms"], "added_p50_ms")  # a difference: may be negative
     _finite(report["added_p50_ms_batch1"], "added_p50_ms_batch1")
     assert isinstance(report["goal_met"], bool)
+    # --quick measures the first batching configuration at 1 and 8 clients.
+    assert sorted(r["clients"] for r in report["batching"]) == [1, 8]
+    for row in report["batching"]:
+        assert "max_batch_size" in row["batching_parameters"]
+        _positive(row["ratio_to_in_process"], "ratio_to_in_process")
+        assert row["grpc"]["p99_ms"] >= row["grpc"]["p50_ms"] > 0
+    best = report["batching_best_8_clients"]
+    assert best["parameters"] == report["batching"][0]["parameters"]
+    assert isinstance(best["goal_met"], bool)
 
 
 def test_granularity_speed(tmp_path):
