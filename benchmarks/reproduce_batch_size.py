@@ -15,9 +15,11 @@ raise precision and lower recall.
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from _reproduce import Method, reproduce  # noqa: E402
+from keras_fgvc.training.sweep import Method, reproduce  # noqa: E402
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 BATCHES = (128, 256, 512, 1024)
 LR_GRID = tuple((f"learning_rate={lr}",) for lr in (0.05, 0.1, 0.025))
@@ -54,7 +56,7 @@ NOTES = [
 
 def main(argv=None):
     return reproduce(
-        argv, name="batch_size",
+        argv, name="batch_size", results_dir=RESULTS,
         description="FT vs BG-split at batch 128 / 256 / 512 / 1024 on Fashion-BG (98%).",
         paper="Mullapudi et al., Background Splitting, CVPR 2021, appendix E, Table 3",
         settings=[f"batch{b}" for b in BATCHES], quick_settings=("batch128", "batch1024"),

@@ -29,9 +29,11 @@ import dataclasses
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from _reproduce import Method, reproduce  # noqa: E402
+from keras_fgvc.training.sweep import Method, reproduce  # noqa: E402
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 SETTINGS = ("bg90", "bg98", "bg99.8")
 FRACTIONS = {"bg90": 0.9, "bg98": 0.98, "bg99.8": 0.998}
@@ -135,7 +137,7 @@ NOTES = [
 
 def main(argv=None):
     return reproduce(
-        argv, name="bg_splitting",
+        argv, name="bg_splitting", results_dir=RESULTS,
         description="Background splitting vs baselines on Fashion-BG at 3 background fractions.",
         paper="Mullapudi et al., Background Splitting, CVPR 2021: Table 1, appendix Tables 1, 4",
         settings=SETTINGS, quick_settings=("bg98",), methods=methods,

@@ -18,9 +18,11 @@ imbalance grows.
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from _reproduce import Method, reproduce  # noqa: E402
+from keras_fgvc.training.sweep import Method, reproduce  # noqa: E402
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 IMBALANCES = (10, 50, 100, 200)
 BETAS = (0.9, 0.99, 0.999, 0.9999)
@@ -76,7 +78,7 @@ NOTES = [
 
 def main(argv=None):
     return reproduce(
-        argv, name="class_balanced",
+        argv, name="class_balanced", results_dir=RESULTS,
         description="Softmax / sigmoid / focal vs class-balanced loss on long-tailed "
                     "Fashion-MNIST.",
         paper="Cui et al., Class-Balanced Loss, CVPR 2019 (dissertation Ch. 5, Table 5.2)",

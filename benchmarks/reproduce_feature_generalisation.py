@@ -17,9 +17,11 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from _reproduce import Method, reproduce, run_one  # noqa: E402
+from keras_fgvc.training.sweep import Method, reproduce, run_one  # noqa: E402
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 S1 = (3, 6, 8)  # Dress, Shirt, Bag (the Fashion-BG default)
 S2 = (2, 4, 7)  # Pullover, Coat, Sneaker
@@ -100,7 +102,7 @@ NOTES = [
 def main(argv=None):
     _S1_RUNS.clear()
     return reproduce(
-        argv, name="feature_generalisation",
+        argv, name="feature_generalisation", results_dir=RESULTS,
         description="New last layer for disjoint rare classes S2 on FT vs BG-split features "
                     "learned on S1, Fashion-BG.",
         paper="Mullapudi et al., Background Splitting, CVPR 2021, appendix D, Table 2",

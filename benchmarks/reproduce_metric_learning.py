@@ -24,9 +24,11 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from _reproduce import Method, flat_metrics, reproduce  # noqa: E402
+from keras_fgvc.training.sweep import Method, flat_metrics, reproduce  # noqa: E402
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 BASE = "fashion_metric_triplet_anchors"
 
@@ -87,7 +89,7 @@ NOTES = [
 
 def main(argv=None):
     return reproduce(
-        argv, name="metric_learning",
+        argv, name="metric_learning", results_dir=RESULTS,
         description="Softmax vs triplet variants vs anchors learned, 64-d embedding, "
                     "Fashion-MNIST.",
         paper="Cui et al., Fine-grained categorization and dataset bootstrapping, CVPR 2016 "

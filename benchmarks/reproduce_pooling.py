@@ -16,9 +16,11 @@ about 1-3 points over CBP.
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from _reproduce import Method, reproduce  # noqa: E402
+from keras_fgvc.training.sweep import Method, reproduce  # noqa: E402
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 METHODS = [
     Method("GAP", "fashion_pool_gap"),
@@ -53,7 +55,7 @@ NOTES = [
 
 def main(argv=None):
     return reproduce(
-        argv, name="pooling",
+        argv, name="pooling", results_dir=RESULTS,
         description="GAP vs compact bilinear vs kernel pooling (learned coefficients), same "
                     "backbone, Fashion-MNIST.",
         paper="Cui et al., Kernel Pooling, CVPR 2017 (dissertation Ch. 3, Table 3.2)",

@@ -17,9 +17,11 @@ tail (top-1: head -1.95, tail -5.74 points).
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from _reproduce import Method, flat_metrics, reproduce  # noqa: E402
+from keras_fgvc.training.sweep import Method, flat_metrics, reproduce  # noqa: E402
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 KEYS = ("top1_error", "top5_error", "head.top1_error", "tail.top1_error", "head.top5_error",
         "tail.top5_error")
@@ -42,7 +44,7 @@ GRID = tuple((f"finetune_max_per_class={cap}", f"finetune_learning_rate={lr}")
              for cap in (100, 500) for lr in (1e-3, 1e-2, 1e-4))
 
 # Act only from stage 2 on (stage 1's BatchNorm data is the training set either way), so every
-# candidate and both rows share each seed's stage 1 (`_reproduce.share_stage1`).
+# candidate and both rows share each seed's stage 1 (`keras_fgvc.training.sweep.share_stage1`).
 STAGE2_ONLY = ("finetune_max_per_class", "finetune_learning_rate", "bn_reestimate_data")
 
 METHODS = [
@@ -81,7 +83,7 @@ NOTES = [
 
 def main(argv=None):
     return reproduce(
-        argv, name="two_stage",
+        argv, name="two_stage", results_dir=RESULTS,
         description="Head vs tail error before / after balanced stage-2 fine-tuning, "
                     "long-tailed Fashion-MNIST.",
         paper="Cui et al., Large Scale Fine-Grained Categorization and Domain-Specific "

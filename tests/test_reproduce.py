@@ -11,15 +11,13 @@ import importlib.util
 import json
 import math
 import os
-import sys
 
 import pytest
 
+from keras_fgvc.training import checkpointing, sweep
+
 BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           "benchmarks")
-sys.path.insert(0, BENCHMARKS)
-
-import _reproduce  # noqa: E402
 
 # script -> (settings run by --quick, methods every such setting must hold)
 EXPECTED = {
@@ -104,56 +102,56 @@ def test_quick_run_writes_complete_json(name, tmp_path):
 def _candidate(overrides, val, test):
     runs = [{"seed": i, "val": {"mAP": v}, "test": {"mAP": t}} for i, (v, t) in
             enumerate(zip(val, test))]
-    return {"overrides": overrides, "val": _reproduce.aggregate(runs, "val"),
-            "test": _reproduce.aggregate(runs, "test")}
+    return {"overrides": overrides, "val": sweep.aggregate(runs, "val"),
+            "test": sweep.aggregate(runs, "test")}
 
 
 def test_select_uses_validation_never_test():
     candidates = [_candidate(["lr=1"], [0.5, 0.7], [0.9, 0.9]),   # best on test
                   _candidate(["lr=2"], [0.8, 0.6], [0.1, 0.1])]   # best on val (mean 0.7 > 0.6)
-    assert _reproduce.select(candidates, "mAP", "max") == 1
-    assert _reproduce.select(candidates, "mAP", "min") == 0
+    assert sweep.select(candidates, "mAP", "max") == 1
+    assert sweep.select(candidates, "mAP", "min") == 0
 
 
 def test_select_skips_undefined_scores():
     candidates = [_candidate(["a"], [float("nan")], [1.0]), _candidate(["b"], [0.2], [0.0])]
-    assert _reproduce.select(candidates, "mAP", "max") == 1
-    assert _reproduce.select(candidates, "mAP", "min") == 1
+    assert sweep.select(candidates, "mAP", "max") == 1
+    assert sweep.select(candidates, "mAP", "min") == 1
     with pytest.raises(ValueError, match="mode"):
-        _reproduce.select(candidates, "mAP", "best")
+        sweep.select(candidates, "mAP", "best")
 
 
 def test_aggregate_mean_and_sample_std():
     runs = [{"test": {"m": 0.1}}, {"test": {"m": 0.3}}, {"test": {"m": 0.5}}]
-    stats = _reproduce.aggregate(runs, "test")["m"]
+    stats = sweep.aggregate(runs, "test")["m"]
     assert stats["mean"] == pytest.approx(0.3)
     assert stats["std"] == pytest.approx(0.2)  # sample std (ddof = 1)
     assert stats["values"] == [0.1, 0.3, 0.5]
-    one = _reproduce.aggregate(runs[:1], "test")["m"]
+    one = sweep.aggregate(runs[:1], "test")["m"]
     assert one["std"] == 0.0 and one["mean"] == pytest.approx(0.1)
 
 
 def test_flat_metrics_nested_and_non_numeric():
-    flat = _reproduce.flat_metrics({"top1_error": 0.25, "head": {"top1_error": 0.5,
+    flat = sweep.flat_metrics({"top1_error": 0.25, "head": {"top1_error": 0.5,
                                                                  "num_examples": 3},
                                     "f1": [0.1, 0.2], "name": "x", "flag": True})
     assert flat == {"top1_error": 0.25, "head.top1_error": 0.5, "head.num_examples": 3.0}
 
 
 def test_parse_args_quick_forces_one_seed_and_rejects_bad_seeds():
-    args = _reproduce.parse_args(["--quick", "--seeds", "5"], "d", "x")
+    args = sweep.parse_args(["--quick", "--seeds", "5"], "d", "x")
     assert args.quick and args.seeds == 1
     assert args.output.endswith(os.path.join("results", "reproduce_x.json"))
     with pytest.raises(SystemExit):
-        _reproduce.parse_args(["--seeds", "0"], "d", "x")
+        sweep.parse_args(["--seeds", "0"], "d", "x")
 
 
 def test_format_table_shows_percent_mean_and_std():
     report = {"benchmark": "reproduce_x", "settings": ["s"], "metrics": ["mAP"], "seeds": [0, 1],
               "results": {"s": {"FT": {"test": {"mAP": {"mean": 0.4, "std": 0.05}}}}}}
-    table = _reproduce.format_table(report)
+    table = sweep.format_table(report)
     assert "s:mAP" in table and "40.0±5.0" in table and "FT" in table
-    markdown = _reproduce.format_table(report, markdown=True).splitlines()
+    markdown = sweep.format_table(report, markdown=True).splitlines()
     assert markdown[2:] == ["| method | s:mAP |", "| --- | --- |", "| FT | 40.0±5.0 |"]
 
 
@@ -161,7 +159,7 @@ def test_format_table_shows_percent_mean_and_std():
 
 
 def _flat_close(a, b):
-    a, b = _reproduce.flat_metrics(a), _reproduce.flat_metrics(b)
+    a, b = sweep.flat_metrics(a), sweep.flat_metrics(b)
     assert a and a.keys() == b.keys()
     for key in a:
         assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-7, nan_ok=True), key
@@ -230,14 +228,14 @@ def test_share_stage1_resumes_a_sibling_and_matches_a_fresh_run(tmp_path, toy_mo
     root = str(tmp_path / "runs")
     source = os.path.join(root, "s", "m", "lr-0.5", "seed0")
     Trainer(first, workdir=source, task=task, verbose=0).run()
-    assert _reproduce._checkpoint_steps(source) == [2, 4, 6]
+    assert checkpointing.checkpoint_steps(source) == [2, 4, 6]
 
     # A sibling: same stage 1, another stage-2 learning rate (and another printed description).
     second = dataclasses.replace(first, finetune_learning_rate=0.05, description="other")
     fields = ("finetune_learning_rate",)
     target = os.path.join(root, "s", "m2", "lr-0.05", "seed0")
-    assert _reproduce.share_stage1(target, second, fields, root, "s") == source
-    assert _reproduce._checkpoint_steps(target) == [2]
+    assert sweep.share_stage1(target, second, fields, root, "s") == source
+    assert checkpointing.checkpoint_steps(target) == [2]
     shared = Trainer(second, workdir=target, task=task, verbose=0).run()
     assert shared["resumed_from_step"] == 2
     fresh = Trainer(second, task=task, verbose=0).run()
@@ -246,20 +244,20 @@ def test_share_stage1_resumes_a_sibling_and_matches_a_fresh_run(tmp_path, toy_mo
         _flat_close(shared[split], fresh[split])
     # The stage-2 learning rate did change the outcome (so the check above can fail).
     with open(os.path.join(source, "metrics.json")) as f:
-        first_test = _reproduce.flat_metrics(json.load(f)["test"])
-    assert first_test != pytest.approx(_reproduce.flat_metrics(fresh["test"]))
+        first_test = sweep.flat_metrics(json.load(f)["test"])
+    assert first_test != pytest.approx(sweep.flat_metrics(fresh["test"]))
 
     # Never across another seed, a field outside `fields`, or into a started run.
     other_seed = os.path.join(root, "s", "m2", "lr-0.05", "seed1")
-    assert _reproduce.share_stage1(other_seed, dataclasses.replace(second, seed=1), fields,
+    assert sweep.share_stage1(other_seed, dataclasses.replace(second, seed=1), fields,
                                    root, "s") is None
     other_lr = os.path.join(root, "s", "m3", "x", "seed0")
-    assert _reproduce.share_stage1(other_lr, dataclasses.replace(second, learning_rate=0.2),
+    assert sweep.share_stage1(other_lr, dataclasses.replace(second, learning_rate=0.2),
                                    fields, root, "s") is None
     assert not os.path.exists(os.path.join(other_lr, "checkpoints"))
-    assert _reproduce.share_stage1(target, second, fields, root, "s") is None
+    assert sweep.share_stage1(target, second, fields, root, "s") is None
     # Another setting's runs are not looked at.
-    assert _reproduce.share_stage1(os.path.join(root, "t", "m", "y", "seed0"), second, fields,
+    assert sweep.share_stage1(os.path.join(root, "t", "m", "y", "seed0"), second, fields,
                                    root, "t") is None
 
 
@@ -333,7 +331,7 @@ def test_feature_generalisation_s1_teacher_never_sees_s2():
 
 def _fake_run(seen):
     def run_one(method, setting, seed, args, candidate=()):
-        seen.append((_reproduce.budget_for(args, setting), tuple(args.set)))
+        seen.append((sweep.budget_for(args, setting), tuple(args.set)))
         return {"seed": seed, "overrides": [], "steps": 1, "val": {"acc": 0.5},
                 "test": {"acc": 0.5}}
 
@@ -344,12 +342,12 @@ def _fake_run(seen):
                                           (["--quick"], [])])
 def test_budget_overrides_apply_to_full_runs_only(extra, budget, tmp_path, monkeypatch):
     seen = []
-    monkeypatch.setattr(_reproduce, "run_one", _fake_run(seen))
-    monkeypatch.setattr(_reproduce, "plot", lambda report, png: None)
-    report = _reproduce.reproduce(
+    monkeypatch.setattr(sweep, "run_one", _fake_run(seen))
+    monkeypatch.setattr(sweep, "plot", lambda report, png: None)
+    report = sweep.reproduce(
         ["--seeds", "1", "--output", str(tmp_path / "r.json"), "--set", "b=2", *extra],
         name="x", description="d", paper="p", settings=("s",),
-        methods=[_reproduce.Method("m", "fashion_bg_ft")], metrics=("acc",),
+        methods=[sweep.Method("m", "fashion_bg_ft")], metrics=("acc",),
         select_metric="acc", mode="max", budget=("a=1",))
     assert report["budget_overrides"] == budget and report["extra_overrides"] == ["b=2"]
     assert seen == [(tuple(budget), ("b=2",))]
@@ -358,12 +356,12 @@ def test_budget_overrides_apply_to_full_runs_only(extra, budget, tmp_path, monke
 
 def test_budget_per_setting(tmp_path, monkeypatch, capsys):
     seen = []
-    monkeypatch.setattr(_reproduce, "run_one", _fake_run(seen))
-    monkeypatch.setattr(_reproduce, "plot", lambda report, png: None)
-    report = _reproduce.reproduce(
+    monkeypatch.setattr(sweep, "run_one", _fake_run(seen))
+    monkeypatch.setattr(sweep, "plot", lambda report, png: None)
+    report = sweep.reproduce(
         ["--seeds", "1", "--output", str(tmp_path / "r.json")],
         name="x", description="d", paper="p", settings=("b128", "b256", "b512"),
-        methods=[_reproduce.Method("m", "fashion_bg_ft")], metrics=("acc",),
+        methods=[sweep.Method("m", "fashion_bg_ft")], metrics=("acc",),
         select_metric="acc", mode="max",
         budget={"b128": ("steps_per_epoch=100",), "b256": ("steps_per_epoch=50",)})
     assert seen == [(("steps_per_epoch=100",), ()), (("steps_per_epoch=50",), ()), ((), ())]
@@ -374,7 +372,7 @@ def test_budget_per_setting(tmp_path, monkeypatch, capsys):
 
 def test_set_needs_key_value():
     with pytest.raises(SystemExit):
-        _reproduce.parse_args(["--set", "novalue"], "d", "x")
+        sweep.parse_args(["--set", "novalue"], "d", "x")
 
 
 def test_run_one_orders_budget_method_candidate_then_set(tmp_path, monkeypatch):
@@ -387,32 +385,32 @@ def test_run_one_orders_budget_method_candidate_then_set(tmp_path, monkeypatch):
         captured["overrides"] = overrides
         raise Stop
 
-    monkeypatch.setattr(_reproduce, "resolve", resolve)
-    args = _reproduce.parse_args(["--set", "d=4"], "d", "x")
+    monkeypatch.setattr(sweep, "resolve", resolve)
+    args = sweep.parse_args(["--set", "d=4"], "d", "x")
     args.budget = ("a=1",)
     with pytest.raises(Stop):
-        _reproduce.run_one(_reproduce.Method("m", "fashion_bg_ft", ("b=2",)), "s", 0, args,
+        sweep.run_one(sweep.Method("m", "fashion_bg_ft", ("b=2",)), "s", 0, args,
                            ("c=3",))
-    assert captured["overrides"] == [_reproduce.EVAL_AT_END, "a=1", "b=2", "c=3", "d=4"]
+    assert captured["overrides"] == [sweep.EVAL_AT_END, "a=1", "b=2", "c=3", "d=4"]
 
 
 def test_resuming_a_workdir_of_another_config_is_refused(tmp_path):
     from keras_fgvc.training import resolve_config
 
     config = resolve_config("fashion_bg_ft")
-    _reproduce._check_same_config(str(tmp_path), config)  # no config.json yet: fine
+    sweep._check_same_config(str(tmp_path), config)  # no config.json yet: fine
     (tmp_path / "config.json").write_text(config.to_json())
-    _reproduce._check_same_config(str(tmp_path), config)
+    sweep._check_same_config(str(tmp_path), config)
     other = resolve_config("fashion_bg_ft", ["task_kwargs.num_background=5000"])
     with pytest.raises(ValueError, match="task_kwargs.*another --workdir"):
-        _reproduce._check_same_config(str(tmp_path), other)
+        sweep._check_same_config(str(tmp_path), other)
     # A config.json written before a field existed: the field takes its default there.
     older = json.loads(config.to_json())
     older.pop("bn_reestimate_data")
     (tmp_path / "config.json").write_text(json.dumps(older))
-    _reproduce._check_same_config(str(tmp_path), config)
+    sweep._check_same_config(str(tmp_path), config)
     with pytest.raises(ValueError, match="bn_reestimate_data"):
-        _reproduce._check_same_config(
+        sweep._check_same_config(
             str(tmp_path), resolve_config("fashion_bg_ft", ["bn_reestimate_data=train"]))
 
 
@@ -429,9 +427,9 @@ def test_batch_size_budget_keeps_the_examples_per_epoch():
 def test_quick_keeps_bn_reestimation_but_cheap():
     # The smoke run still exercises re-estimation (2 batches instead of the configs' 100);
     # a config without it is left without it, and full runs keep the registered count.
-    assert _reproduce.resolve("fashion_bg_ft", [], 0, quick=True).bn_reestimate_batches == 2
-    assert _reproduce.resolve("fashion_bg_ft", [], 0, quick=False).bn_reestimate_batches == 100
-    assert _reproduce.resolve("inat_bg_n5089_ft", [], 0, quick=True).bn_reestimate_batches == 0
+    assert sweep.resolve("fashion_bg_ft", [], 0, quick=True).bn_reestimate_batches == 2
+    assert sweep.resolve("fashion_bg_ft", [], 0, quick=False).bn_reestimate_batches == 100
+    assert sweep.resolve("inat_bg_n5089_ft", [], 0, quick=True).bn_reestimate_batches == 0
 
 
 def test_grid_with_runs_only_the_matching_sub_grid_and_selects_on_val(monkeypatch):
@@ -446,9 +444,9 @@ def test_grid_with_runs_only_the_matching_sub_grid_and_selects_on_val(monkeypatc
         # val prefers beta 0.99, test would prefer 0.9: selection must follow val.
         return {"val": {"top1_error": abs(beta - 0.99)}, "test": {"top1_error": beta}}
 
-    monkeypatch.setattr(_reproduce, "run_one", run_one)
-    args = _reproduce.parse_args(["--grid-with", "loss=cb_focal"], "d", "x")
-    summary = _reproduce.evaluate_method(method, "imb100", [0, 1], args, "top1_error", "min")
+    monkeypatch.setattr(sweep, "run_one", run_one)
+    args = sweep.parse_args(["--grid-with", "loss=cb_focal"], "d", "x")
+    summary = sweep.evaluate_method(method, "imb100", [0, 1], args, "top1_error", "min")
     assert len(ran) == 4 * 2 and all("loss=cb_focal" in c for c in ran)
     assert sorted({c[-1] for c in ran}) == [f"loss_kwargs.beta={b}" for b in module.BETAS]
     assert "loss_kwargs.beta=0.99" in summary["selected_overrides"]
@@ -462,23 +460,23 @@ def test_grid_with_runs_only_the_matching_sub_grid_and_selects_on_val(monkeypatc
         ran.append(candidate)
         return {"val": {"top1_error": 0.1}, "test": {"top1_error": 0.2}}
 
-    monkeypatch.setattr(_reproduce, "run_one", run_plain)
-    summary = _reproduce.evaluate_method(plain, "imb100", [0], args, "top1_error", "min")
+    monkeypatch.setattr(sweep, "run_one", run_plain)
+    summary = sweep.evaluate_method(plain, "imb100", [0], args, "top1_error", "min")
     assert ran == [()] and summary["selected_overrides"] == []
 
-    bad = _reproduce.parse_args(["--grid-with", "loss=nothing"], "d", "x")
+    bad = sweep.parse_args(["--grid-with", "loss=nothing"], "d", "x")
     with pytest.raises(ValueError, match="matches no grid candidate of 'class-balanced'"):
-        _reproduce.evaluate_method(method, "imb100", [0], bad, "top1_error", "min")
+        sweep.evaluate_method(method, "imb100", [0], bad, "top1_error", "min")
     for argv in (["--grid-with", "novalue"], ["--grid-with", "a=1", "--no-grid"],
                  ["--grid-with", "a=1", "--quick"]):
         with pytest.raises(SystemExit):
-            _reproduce.parse_args(argv, "d", "x")
+            sweep.parse_args(argv, "d", "x")
 
 
 def test_grid_with_on_methods_without_a_grid_is_refused_before_any_training(monkeypatch):
     def run_one(*args):
         raise AssertionError("nothing may train")
 
-    monkeypatch.setattr(_reproduce, "run_one", run_one)
+    monkeypatch.setattr(sweep, "run_one", run_one)
     with pytest.raises(ValueError, match="none of the methods run has a grid"):
         _load("class_balanced").main(["--methods", "softmax", "--grid-with", "loss=cb_focal"])

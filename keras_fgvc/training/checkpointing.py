@@ -12,6 +12,7 @@ only the chief writes to ``W/checkpoints``, the others to a scratch folder
 that is deleted afterwards (the TensorFlow multi-worker recipe).
 """
 
+import glob
 import os
 import re
 import shutil
@@ -35,6 +36,40 @@ def latest_step(workdir):
         return 0
     match = re.search(r"ckpt-(\d+)$", path)
     return int(match.group(1)) if match else 0
+
+
+def checkpoint_steps(workdir):
+    """Steps of the checkpoints in ``W/checkpoints`` (``ckpt-N.index`` files), ascending."""
+    names = glob.glob(os.path.join(glob.escape(workdir), CHECKPOINT_DIR, "ckpt-*.index"))
+    steps = (re.fullmatch(r"ckpt-(\d+)\.index", os.path.basename(n)) for n in names)
+    return sorted(int(m.group(1)) for m in steps if m)
+
+
+def copy_checkpoint(source, step, workdir):
+    """Make ``source``'s checkpoint at `step` the only one in ``workdir/checkpoints``.
+
+    Copied aside and then moved in whole, so an interrupted copy leaves no half
+    checkpoint; the state file names it, so the trainer resumes from `step`.
+    Refuses a `workdir` that already holds a checkpoint.
+    """
+    if checkpoint_steps(workdir):
+        raise ValueError(f"{workdir} already holds checkpoints; not replacing them.")
+    prefix = f"ckpt-{step}"
+    files = glob.glob(os.path.join(glob.escape(os.path.join(source, CHECKPOINT_DIR)),
+                                   prefix + ".*"))
+    if not any(f.endswith(".index") for f in files):
+        raise ValueError(f"{source} has no checkpoint at step {step}.")
+    target = os.path.join(workdir, CHECKPOINT_DIR)
+    partial = target + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    os.makedirs(partial)
+    for name in files:
+        shutil.copy(name, partial)
+    with open(os.path.join(partial, "checkpoint"), "w") as f:
+        f.write(f'model_checkpoint_path: "{prefix}"\nall_model_checkpoint_paths: "{prefix}"\n')
+    shutil.rmtree(target, ignore_errors=True)  # holds no checkpoint (checked above)
+    os.replace(partial, target)
+    return target
 
 
 class Checkpointer:

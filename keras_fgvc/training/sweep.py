@@ -1,4 +1,4 @@
-"""Shared machinery of the ``benchmarks/reproduce_*.py`` paper reproductions.
+"""The sweep engine behind the ``benchmarks/reproduce_*.py`` paper reproductions.
 
 Every reproduction is a list of `Method`s (a registered config + ``key=value``
 overrides + an optional grid of candidate overrides) evaluated in one or more
@@ -44,15 +44,11 @@ import json
 import math
 import os
 import platform
-import re
-import shutil
 import sys
 import tempfile
 import time
 
 import numpy as np
-
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 SELECTION_NOTE = (
     "Hyperparameters (grid candidates) are chosen on the validation split by the mean over "
@@ -115,12 +111,12 @@ class Method:
 # === Command line ===
 
 
-def parse_args(argv, description, name):
+def parse_args(argv, description, name, results_dir="benchmarks/results"):
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--seeds", type=int, default=3, help="seeds per configuration")
     parser.add_argument("--quick", action="store_true",
                         help="one seed, few steps, small subsets (CI smoke run)")
-    parser.add_argument("--output", default=os.path.join(RESULTS, f"reproduce_{name}.json"),
+    parser.add_argument("--output", default=os.path.join(results_dir, f"reproduce_{name}.json"),
                         help="JSON path (the PNG is written beside it)")
     parser.add_argument("--workdir", default=None,
                         help="keep each run's trainer workdir under this folder")
@@ -224,13 +220,6 @@ def _check_same_config(workdir, config):
             "use another --workdir (or the same --set / --full-scale as before).")
 
 
-def _checkpoint_steps(workdir):
-    """Steps of the checkpoints in ``W/checkpoints`` (``ckpt-N.index`` files), ascending."""
-    names = glob.glob(os.path.join(glob.escape(workdir), "checkpoints", "ckpt-*.index"))
-    steps = (re.fullmatch(r"ckpt-(\d+)\.index", os.path.basename(n)) for n in names)
-    return sorted(int(m.group(1)) for m in steps if m)
-
-
 def share_stage1(workdir, config, fields, root, setting):
     """Start `workdir` from a finished sibling run's stage 1; its path, or None.
 
@@ -242,9 +231,10 @@ def share_stage1(workdir, config, fields, root, setting):
     computation as training stage 1 again, since nothing that acts in stage 1
     differs. Does nothing when `workdir` already holds a checkpoint.
     """
+    from keras_fgvc.training.checkpointing import checkpoint_steps, copy_checkpoint
     from keras_fgvc.training.config import RESUME_SAFE_FIELDS, config_changes, with_defaults
 
-    if _checkpoint_steps(workdir):
+    if checkpoint_steps(workdir):
         return None
     ignore = set(fields) | set(RESUME_SAFE_FIELDS)
     pattern = os.path.join(glob.escape(os.path.join(root, str(setting))), "*", "*",
@@ -263,23 +253,10 @@ def share_stage1(workdir, config, fields, root, setting):
         if len(stages) < 2 or config_changes(old, config, ignore=ignore):
             continue
         end = int(stages[0]["end_step"])
-        steps = [s for s in _checkpoint_steps(source) if s <= end]
+        steps = [s for s in checkpoint_steps(source) if s <= end]
         if not steps:
             continue
-        # Copied aside, then moved in whole: an interrupted copy leaves no half checkpoint.
-        target = os.path.join(workdir, "checkpoints")
-        partial = target + ".partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        os.makedirs(partial)
-        prefix = f"ckpt-{steps[-1]}"
-        for name in glob.glob(os.path.join(glob.escape(os.path.join(source, "checkpoints")),
-                                           prefix + ".*")):
-            shutil.copy(name, partial)
-        with open(os.path.join(partial, "checkpoint"), "w") as f:
-            f.write(f'model_checkpoint_path: "{prefix}"\n'
-                    f'all_model_checkpoint_paths: "{prefix}"\n')
-        shutil.rmtree(target, ignore_errors=True)  # empty: no checkpoint in it (checked above)
-        os.replace(partial, target)
+        copy_checkpoint(source, steps[-1], workdir)
         print(f"Stage 1 shared: starting from step {steps[-1]} of {source} (stage 1 ends at "
               f"step {end}; the configs differ at most in {', '.join(sorted(fields))}).",
               flush=True)
@@ -418,7 +395,7 @@ def _environment():
 
 def reproduce(argv, *, name, description, paper, settings, methods, metrics,
               select_metric, mode, quick_settings=None, setting_label="setting",
-              paper_results=None, notes=(), budget=()):
+              paper_results=None, notes=(), budget=(), results_dir="benchmarks/results"):
     """Run every (setting, method), write JSON + PNG, print the table; returns the JSON dict.
 
     Args:
@@ -435,8 +412,9 @@ def reproduce(argv, *, name, description, paper, settings, methods, metrics,
         budget: overrides applied to every full (not ``--quick``) run unless
             ``--full-scale``, so that 3 seeds fit 2 CPU cores; stored in the JSON.
             A tuple (every setting) or a dict ``{setting: tuple}``.
+        results_dir: where ``--output`` defaults to (``reproduce_<name>.json``).
     """
-    args = parse_args(argv, description, name)
+    args = parse_args(argv, description, name, results_dir)
     if not args.quick and not args.full_scale:
         args.budget = ({str(k): tuple(v) for k, v in budget.items()}
                        if isinstance(budget, dict) else tuple(budget))
@@ -623,7 +601,7 @@ def plot(report, path, scale=100.0):
 
 
 if __name__ == "__main__":
-    # python benchmarks/_reproduce.py results/reproduce_<name>.json [--markdown]
+    # python -m keras_fgvc.training.sweep benchmarks/results/reproduce_<name>.json [--markdown]
     table = argparse.ArgumentParser(description="Print the table of a reproduce_*.json.")
     table.add_argument("json", help="a reproduce_<name>.json written by a script")
     table.add_argument("--markdown", action="store_true", help="a Markdown table")
