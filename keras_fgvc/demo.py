@@ -100,11 +100,9 @@ def _cpu_seconds():
 
 
 def _write_json(path, value):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    from keras_fgvc.files import write_json
+
+    write_json(path, value)
 
 
 def _prepare_workdir(workdir, config):

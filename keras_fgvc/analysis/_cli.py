@@ -1,8 +1,8 @@
 """Shared output of the analysis command lines: JSON results and PNG bar charts."""
 
 import json
-import os
-import tempfile
+
+from keras_fgvc.files import atomic_write, write_text
 
 
 def emit_json(result, output=None):
@@ -10,17 +10,7 @@ def emit_json(result, output=None):
     text = json.dumps(result, indent=2)
     print(text)
     if output:
-        directory = os.path.dirname(os.path.abspath(output))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text + "\n")
-            os.replace(tmp, output)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        write_text(output, text + "\n")
 
 
 def save_bar_plots(path, panels, ylabel):
@@ -53,14 +43,5 @@ def save_bar_plots(path, panels, ylabel):
         ax.set_title(title)
         ax.set_ylabel(ylabel)
     fig.tight_layout()
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100), suffix=".png")
     return path

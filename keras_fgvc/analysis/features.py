@@ -23,11 +23,11 @@ Command line::
 import argparse
 import os
 import sys
-import tempfile
 
 import numpy as np
 
 from keras_fgvc.analysis import _validation
+from keras_fgvc.files import atomic_write
 
 # ------------------------------------------------------------------ files ---
 
@@ -36,16 +36,8 @@ def save_features(path, features, labels, **extra):
     """Write ``features`` and ``labels`` (plus any extra arrays) to `path` atomically."""
     features = _validation.check_features(features)
     labels = _validation.check_labels(labels, len(features))
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=directory)
-    os.close(fd)
-    try:
-        np.savez(tmp, features=features, labels=labels, **extra)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: np.savez(tmp, features=features, labels=labels, **extra),
+                 suffix=".npz")
 
 
 def load_features(path):
@@ -215,12 +207,8 @@ def train_and_extract(model_name="small_cnn", dataset="fashion_mnist", epochs=1,
     test_images, test_labels = load_dataset(dataset, "test", limit=test_limit, seed=seed)
     features = extract_features(model, test_images, layer=layer)
     if cache:
-        directory = os.path.dirname(os.path.abspath(cache))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".npz", dir=directory)
-        os.close(fd)
-        np.savez(tmp, features=features, labels=test_labels)
-        os.replace(tmp, cache)
+        atomic_write(cache, lambda tmp: np.savez(tmp, features=features, labels=test_labels),
+                     suffix=".npz")
     return features, test_labels
 
 

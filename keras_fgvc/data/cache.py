@@ -8,10 +8,11 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import zipfile
 
 import numpy as np
+
+from keras_fgvc.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -39,34 +40,12 @@ def save_npz(path, **arrays):
 
     A crash mid-write leaves either the old file or none, never half of one.
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda tmp: np.savez(tmp, **arrays), suffix=".npz")
 
 
 def save_model(path, model):
     """Saves a Keras model as a ``.keras`` file atomically (temporary file, then rename)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".keras")
-    os.close(fd)
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, model.save, suffix=".keras")
 
 
 def load_npz(path):

@@ -9,13 +9,13 @@ file, or PNG/JPEG for in-memory images), ``image/class/label`` (int64),
 """
 
 import os
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 
 from keras_fgvc.data import pipeline as pipeline_lib
 from keras_fgvc.data.splits import require_path
+from keras_fgvc.files import atomic_write
 
 KEYS = {
     "image": "image/encoded",
@@ -113,19 +113,12 @@ def write_tfrecord_shard(split, path, image_format="png"):
     renamed to `path` when complete: `path` exists only whole, and processes
     writing the same shard at once (workers sharing a folder) do not collide.
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".tfrecord")
-    os.close(fd)
-    try:
+    def write(tmp):
         with tf.io.TFRecordWriter(tmp) as writer:
             for i in range(len(split)):
                 writer.write(_example(split, i, image_format))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+    atomic_write(path, write, suffix=".tfrecord")
     return path
 
 

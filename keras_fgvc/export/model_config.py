@@ -12,9 +12,10 @@ Example file::
 """
 
 import os
-import tempfile
 
 from google.protobuf import text_format
+
+from keras_fgvc.files import write_text
 
 MODEL_CONFIG_FILE = "models.config"
 
@@ -66,7 +67,7 @@ def write_model_config(path, models):
         entry.name = name
         entry.base_path = base_path
         entry.model_platform = "tensorflow"
-    _atomic_write_text(path, text_format.MessageToString(config))
+    write_text(path, text_format.MessageToString(config))
     return config
 
 
@@ -91,22 +92,5 @@ def add_to_model_config(path, name, base_path):
         entry.name = name
         entry.base_path = base_path
         entry.model_platform = "tensorflow"
-    _atomic_write_text(path, text_format.MessageToString(config))
+    write_text(path, text_format.MessageToString(config))
     return config
-
-
-def _atomic_write_text(path, text):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(temp, 0o644)  # mkstemp makes it 0600: a server running as another user reads it
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise

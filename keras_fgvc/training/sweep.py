@@ -501,12 +501,9 @@ def reproduce(argv, *, name, description, paper, settings, methods, metrics,
 
 def write_json(path, report):
     """Atomically write `report` (NaN -> null)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    text = json.dumps(_json_safe(report), indent=2, sort_keys=False, allow_nan=False)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text + "\n")
-    os.replace(tmp, path)
+    from keras_fgvc.files import write_json as write
+
+    write(path, _json_safe(report), sort_keys=False, allow_nan=False)
 
 
 def _json_safe(value):

@@ -238,8 +238,9 @@ def test_cache_write_is_atomic(tmp_path, monkeypatch):
     path = os.fspath(tmp_path / "entry.npz")
     cache.save_npz(path, a=np.arange(3))
 
-    def broken_savez(f, **arrays):
-        f.write(b"PK\x03\x04 half a zip")
+    def broken_savez(file, **arrays):
+        with open(file, "wb") as f:
+            f.write(b"PK\x03\x04 half a zip")
         raise OSError("disk full")
 
     monkeypatch.setattr(cache.np, "savez", broken_savez)
