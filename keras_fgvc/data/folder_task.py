@@ -41,6 +41,11 @@ DEFAULT_FRACTIONS = {"val": 0.1, "test": 0.1}
 UNREADABLE = "unreadable or not a decodable image"
 
 
+def walk_images(folder, extensions=FOLDER_EXTENSIONS):
+    """Image files (by extension) under `folder` at any depth, sorted; hidden ones skipped."""
+    return _walk(folder, extensions)
+
+
 def _walk(folder, extensions):
     """Image files under `folder` at any depth, sorted; hidden files and folders skipped."""
     found = []

@@ -4,8 +4,10 @@ Each element is ``(images, targets)``:
 
 - ``images``: float32 [B, H, W, C] in [0, 255] (models normalise inside);
 - ``targets``: dict with ``"label"`` int32 [B], ``"teacher_label"`` int32 [B]
-  (-1 where the split has no teacher label) and, with
-  ``teacher_probabilities=True``, ``"teacher_probabilities"`` float32 [B, K].
+  (-1 where the split has no teacher label), with
+  ``teacher_probabilities=True``, ``"teacher_probabilities"`` float32 [B, K],
+  and, for a split with `Split.hard_negative_for`, ``"hard_negative_for"``
+  int32 [B] (-1 = not a hard negative; the label of a hard negative may be -1).
 
 Training: shuffle, random-resized crop (``scale``, ``ratio``), horizontal
 flip. Evaluation: `keras_fgvc.data.preprocessing.prepare_image` with a
@@ -71,12 +73,14 @@ class SkipCounter:
             return self._reported.assign(skipped)
 
 
-def _targets(labels, teacher_labels, teacher_probabilities):
+def _targets(labels, teacher_labels, teacher_probabilities, hard_negative_for=None):
     out = {"label": labels.astype(np.int32),
            "teacher_label": (np.full(len(labels), -1, np.int32) if teacher_labels is None
                              else teacher_labels.astype(np.int32))}
     if teacher_probabilities is not None:
         out["teacher_probabilities"] = teacher_probabilities.astype(np.float32)
+    if hard_negative_for is not None:
+        out["hard_negative_for"] = hard_negative_for.astype(np.int32)
     return out
 
 
@@ -84,7 +88,8 @@ def _check_split(split, num_classes):
     if len(split) == 0:
         raise ValueError("Cannot build a pipeline from an empty split.")
     if num_classes is not None:
-        bad = split.labels[(split.labels < 0) | (split.labels >= num_classes)]
+        lowest = 0 if split.hard_negative_for is None else -1  # -1: a hard negative
+        bad = split.labels[(split.labels < lowest) | (split.labels >= num_classes)]
         if len(bad):
             raise ValueError(
                 f"label {int(bad[0])} is outside the class range [0, {num_classes - 1}]."
@@ -159,7 +164,8 @@ def make_pipeline(split, image_size, *, training, batch_size, counter=None, **kw
     if want_probs and split.teacher_probabilities is None:
         raise ValueError("teacher_probabilities=True but the split has no teacher_probabilities.")
     targets = _targets(split.labels, split.teacher_labels,
-                       split.teacher_probabilities if want_probs else None)
+                       split.teacher_probabilities if want_probs else None,
+                       split.hard_negative_for)
     if split.images is not None:
         source, encoded = np.asarray(split.images), False
     else:

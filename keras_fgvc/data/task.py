@@ -26,6 +26,12 @@ class Split:
             streams them instead of reading `paths`. `subset` drops them (a
             subset reads its files by path); a split changed any other way must
             drop them too (``dataclasses.replace(split, ..., records=None)``).
+        hard_negative_for: int64 [n] or None: the class each example is a
+            human-marked hard negative for (a false positive a labeler rejected
+            for that class, dissertation Sec. 2.4.3); -1 = none. A hard negative
+            with no class of its own has label -1 (metric learning: a negative
+            for anchors of that class only); softmax baselines give it a class
+            of its own (`keras_fgvc.data.bootstrap_manifest`).
     """
 
     labels: np.ndarray
@@ -34,6 +40,7 @@ class Split:
     teacher_labels: np.ndarray | None = None
     teacher_probabilities: np.ndarray | None = None
     records: tuple | None = None
+    hard_negative_for: np.ndarray | None = None
 
     def __post_init__(self):
         self.labels = np.asarray(self.labels, dtype=np.int64)
@@ -44,7 +51,8 @@ class Split:
             raise ValueError("A split needs `images` or `paths`.")
         if self.paths is not None:
             self.paths = np.asarray(self.paths, dtype=object)
-        for field in ("images", "paths", "teacher_labels", "teacher_probabilities"):
+        for field in ("images", "paths", "teacher_labels", "teacher_probabilities",
+                      "hard_negative_for"):
             value = getattr(self, field)
             if value is not None and len(value) != n:
                 raise ValueError(f"{field} has {len(value)} entries but labels has {n}.")
@@ -54,6 +62,17 @@ class Split:
             self.teacher_probabilities = np.asarray(self.teacher_probabilities, np.float32)
         if self.records is not None:
             self.records = tuple(str(f) for f in self.records)
+        if self.hard_negative_for is not None:
+            self.hard_negative_for = np.asarray(self.hard_negative_for, dtype=np.int64)
+            unmarked = (self.labels < 0) & (self.hard_negative_for < 0)
+            if unmarked.any():
+                raise ValueError(f"example {int(np.flatnonzero(unmarked)[0])} has label -1 but "
+                                 "is no hard negative (hard_negative_for -1).")
+
+    @property
+    def num_hard_negatives(self):
+        """Examples marked as a hard negative of some class (0 without `hard_negative_for`)."""
+        return 0 if self.hard_negative_for is None else int((self.hard_negative_for >= 0).sum())
 
     def __len__(self):
         return len(self.labels)
@@ -68,6 +87,7 @@ class Split:
             paths=take(self.paths),
             teacher_labels=take(self.teacher_labels),
             teacher_probabilities=take(self.teacher_probabilities),
+            hard_negative_for=take(self.hard_negative_for),
         )
 
 
@@ -106,12 +126,18 @@ class Task:
         c = len(self.class_names)
         for split_name in ("train", "val", "test"):
             split = getattr(self, split_name)
-            if len(split) and (split.labels.min() < 0 or split.labels.max() >= c):
-                bad = split.labels[(split.labels < 0) | (split.labels >= c)][0]
+            # Label -1 is allowed only for hard negatives (`Split.__post_init__` checks that).
+            lowest = -1 if split.hard_negative_for is not None else 0
+            if len(split) and (split.labels.min() < lowest or split.labels.max() >= c):
+                bad = split.labels[(split.labels < lowest) | (split.labels >= c)][0]
                 raise ValueError(
                     f"Task {self.name!r}: {split_name} label {int(bad)} is outside "
                     f"the class range [0, {c - 1}]."
                 )
+            marks = split.hard_negative_for
+            if marks is not None and len(marks) and marks.max() >= c:
+                raise ValueError(f"Task {self.name!r}: {split_name} hard_negative_for "
+                                 f"{int(marks.max())} is outside the class range [0, {c - 1}].")
 
     @property
     def num_classes(self):
@@ -124,9 +150,9 @@ class Task:
         return self.num_classes - 1 if self.has_background else self.num_classes
 
     def class_counts(self, split="train"):
-        """Examples per class in `split`, int64 [num_classes]."""
+        """Examples per class in `split`, int64 [num_classes] (label -1 rows not counted)."""
         labels = getattr(self, split).labels
-        return np.bincount(labels, minlength=self.num_classes).astype(np.int64)
+        return np.bincount(labels[labels >= 0], minlength=self.num_classes).astype(np.int64)
 
     def background_fraction(self, split="train"):
         """Fraction of `split` labelled background (0.0 for tasks without one)."""

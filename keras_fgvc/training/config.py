@@ -214,6 +214,7 @@ def register_config(config):
 def _ensure_registered():
     # The experiment modules register on import.
     from keras_fgvc.training import (  # noqa: F401
+        experiments_bootstrap,
         experiments_fashion,
         experiments_folder,
         experiments_paper,

@@ -22,6 +22,12 @@ Built-in hooks (chosen from the config by `default_hooks`):
   steps. The anchors are initialised by k-means once, before the first step
   (Sec. 2.3.4), and then learned by gradient (Sec. 2.3.5); re-initialising
   them at every refresh is an option (`Config.refresh_anchors`), off by default.
+  On a training split with human hard negatives (dataset bootstrapping, Sec.
+  2.4.3) each mined triplet carries one of them
+  (`mining.mine_triplet_order_with_hard_negatives`).
+- `hard_negatives.HardNegativeShareHook` (task ``bootstrap``, softmax + HNS /
+  HNM): each epoch sees at most ``hard_negative_ratio`` hard negatives per
+  image of S, a fresh seeded sample of them every epoch.
 """
 
 import os
@@ -214,13 +220,22 @@ class AnchorRefreshHook(Hook):
         # mined triplets cover the whole training set (Sec. 2.4.1 extracts features "on the
         # training set"); the subset only bounds the n x n distances of one mining.
         rng = np.random.default_rng([trainer.config.seed, 7, trainer.global_step])
-        self.subset = np.sort(rng.permutation(len(split))[: self.max_examples])
+        if split.num_hard_negatives:  # up to max_examples of S and of H each (Sec. 2.4.3)
+            human = split.hard_negative_for >= 0
+            self.subset = np.sort(np.concatenate([
+                rows[rng.permutation(len(rows))[: self.max_examples]]
+                for rows in (np.flatnonzero(~human), np.flatnonzero(human))]))
+        else:
+            self.subset = np.sort(rng.permutation(len(split))[: self.max_examples])
         self.embeddings = trainer.predict(split.subset(self.subset), output="embedding")
         self.labels = split.labels[self.subset]
+        self.hard_negative_for = (None if not split.num_hard_negatives
+                                  else split.hard_negative_for[self.subset])
         initialise = self.reinit_anchors or trainer.global_step == 0
         if initialise:
+            labelled = self.labels >= 0  # a hard negative of label -1 has no class
             for layer in _anchor_layers(trainer.model):
-                layer.init_from_embeddings(self.embeddings, self.labels,
+                layer.init_from_embeddings(self.embeddings[labelled], self.labels[labelled],
                                            seed=trainer.config.seed)
             self.anchor_inits += 1
         self.remine(trainer)
@@ -233,15 +248,18 @@ class AnchorRefreshHook(Hook):
     def remine(self, trainer):
         """Triplets for the rest of the current epoch from the last embeddings."""
         remaining = trainer.stage.steps_per_epoch - trainer.step_in_epoch
-        order = mining.mine_triplet_order(
-            self.embeddings, self.labels, remaining * trainer.config.batch_size,
-            margin=self.margin, positive_fraction=self.positive_fraction,
-            seed=(trainer.config.seed, trainer.global_step),
-        )
+        kwargs = dict(margin=self.margin, positive_fraction=self.positive_fraction,
+                      seed=(trainer.config.seed, trainer.global_step))
+        count = remaining * trainer.config.batch_size
+        if self.hard_negative_for is not None:  # + a human hard negative per triplet
+            order = mining.mine_triplet_order_with_hard_negatives(
+                self.embeddings, self.labels, self.hard_negative_for, count, **kwargs)
+        else:
+            order = mining.mine_triplet_order(self.embeddings, self.labels, count, **kwargs)
         trainer.replace_order(self.subset[order])
 
     def on_train_begin(self, trainer):
-        self.embeddings = None
+        self.embeddings = self.hard_negative_for = None
 
     def on_epoch_begin(self, trainer, epoch):
         # First epoch of this process (fresh or resumed): refresh; later epochs
@@ -272,4 +290,8 @@ def default_hooks(config, verbose=1):
         from keras_fgvc.training.folder_report import FolderReportHook
 
         hooks.append(FolderReportHook())
+    if config.task == "bootstrap" and config.refresh_every_steps <= 0:
+        from keras_fgvc.training.hard_negatives import HardNegativeShareHook
+
+        hooks.append(HardNegativeShareHook())
     return hooks

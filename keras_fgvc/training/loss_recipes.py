@@ -20,6 +20,13 @@ ones to class-balanced weights at `Config.drw_epoch`.
 | triplet | triplet loss (Eq. 2.1) on the embedding (`margin`, `positive_fraction`, `mining`) |
 | triplet_anchor | (1 - omega) * softmax on soft-vote log-probs + omega * triplet (Eq. 2.5) |
 
+Human hard negatives (dataset bootstrapping, Sec. 2.4.3): on a task whose
+training split carries `Split.hard_negative_for`, the triplet terms read the
+``(label, hard_negative_for)`` rows `TripletLoss` takes (target
+``("labels", "hard_negative_for")``), so a rejected candidate is a negative for
+the anchors of the class it was rejected for. Such a hard negative has label
+-1: every term that reads ``labels`` gives it 0 (it has no class to classify).
+
 More recipes can be added with `register_loss_recipe`.
 
 Example:
@@ -39,6 +46,9 @@ from keras import ops
 class Term:
     """One loss term: ``weight * loss(batch[target], outputs[output])``.
 
+    ``target``: a batch key, or a tuple of keys whose int values are stacked as the
+    columns of ``y_true`` (``("labels", "hard_negative_for")``: `TripletLoss` rows).
+
     ``class_weighted``: multiplied by the per-class weight w_y of each example (DRW);
     ``weighted_mean``: and then averaged as ``sum_i w_i l_i / sum_i w_i`` over the global
     batch instead of ``/ B`` (PyTorch's ``cross_entropy(weight=w)``, what LDAM-DRW's
@@ -47,7 +57,7 @@ class Term:
 
     loss: object
     output: str = "logits"
-    target: str = "labels"
+    target: str | tuple = "labels"
     weight: float = 1.0
     class_weighted: bool = False
     one_hot: bool = False
@@ -70,29 +80,48 @@ class LossRecipe:
         terms: list of `Term`.
         num_classes: classes of the main head (for one-hot targets).
         class_weights: optional ``[num_classes]`` variable multiplying class-weighted terms.
+        unlabelled_rows: the batches may hold rows of label -1 (human hard negatives
+            with no class): terms that read ``labels`` see label 0 there and are
+            multiplied by 0 (no classification loss for them).
     """
 
-    def __init__(self, terms, num_classes, class_weights=None):
+    def __init__(self, terms, num_classes, class_weights=None, unlabelled_rows=False):
         self.terms = list(terms)
         self.num_classes = int(num_classes)
         self.class_weights = class_weights
+        self.unlabelled_rows = bool(unlabelled_rows)
 
     @property
     def targets(self):
         """Batch keys the recipe reads."""
-        return sorted({t.target for t in self.terms})
+        keys = set()
+        for term in self.terms:
+            keys.update(term.target if isinstance(term.target, tuple) else (term.target,))
+        return sorted(keys)
+
+    def _target(self, batch, term):
+        if isinstance(term.target, tuple):
+            return ops.stack([ops.cast(batch[k], "int32") for k in term.target], axis=-1), None
+        target = batch[term.target]
+        if term.target != "labels" or not self.unlabelled_rows:
+            return target, None
+        labelled = ops.greater_equal(ops.cast(target, "int32"), 0)
+        return ops.where(labelled, target, ops.zeros_like(target)), ops.cast(labelled, "float32")
 
     def __call__(self, batch, outputs):
         total = 0.0
         for term in self.terms:
-            target = batch[term.target]
+            labels, labelled = self._target(batch, term)
+            target = labels
             if term.one_hot:
                 target = ops.one_hot(ops.cast(target, "int32"), self.num_classes)
             value = ops.cast(term.loss(target, ops.cast(outputs[term.output], "float32")),
                              "float32")
+            if labelled is not None:
+                value = value * labelled
             if term.class_weighted and self.class_weights is not None:
                 weights = ops.take(ops.cast(self.class_weights, "float32"),
-                                   ops.cast(batch[term.target], "int32"))
+                                   ops.cast(labels, "int32"))
                 value = value * weights
                 if term.weighted_mean:
                     # The trainer divides the per-example sum by the global batch size B;
@@ -153,19 +182,25 @@ def _bg_split(config, task, num_classes):
     ]
 
 
-def _triplet_term(config, weight=1.0):
+def _triplet_target(task):
+    """``("labels", "hard_negative_for")`` rows when the task carries human hard negatives."""
+    return ("labels", "hard_negative_for") if task.train.hard_negative_for is not None \
+        else "labels"
+
+
+def _triplet_term(config, task, weight=1.0):
     triplet = _losses().TripletLoss(
         margin=float(config.loss_kwargs.get("margin", 0.2)),
         positive_fraction=float(config.loss_kwargs.get("positive_fraction", 0.6)),
         mining=str(config.loss_kwargs.get("mining", "hard")),
         reduction=None,
     )
-    return Term(triplet, output="embedding", weight=weight)
+    return Term(triplet, output="embedding", target=_triplet_target(task), weight=weight)
 
 
 def _triplet(config, task, num_classes):
     # Eq. 2.1 alone on the "embedding" output (Triplet-Naive / -HN / -M, Fig. 2.4).
-    return [_triplet_term(config)]
+    return [_triplet_term(config, task)]
 
 
 def _triplet_anchor(config, task, num_classes):
@@ -176,7 +211,7 @@ def _triplet_anchor(config, task, num_classes):
     # softmax cross-entropy on the soft vote's log-probabilities is exactly -log p_y).
     (classification,) = _softmax(config, task, num_classes)
     classification.weight = 1.0 - omega
-    return [classification, _triplet_term(config, weight=omega)]
+    return [classification, _triplet_term(config, task, weight=omega)]
 
 
 _RECIPES = {
@@ -244,4 +279,11 @@ def build_loss(config, task, class_weights=None):
     if config.loss not in _RECIPES:
         raise ValueError(f"Unknown loss {config.loss!r}; choose one of {', '.join(list_losses())}.")
     terms = _RECIPES[config.loss](config, task, task.num_classes)
-    return LossRecipe(terms, task.num_classes, class_weights)
+    unlabelled = bool(len(task.train) and task.train.labels.min() < 0)
+    if unlabelled and not any(isinstance(t.target, tuple) for t in terms):
+        raise ValueError(
+            f"Task {task.name!r} has {int((task.train.labels < 0).sum())} human hard negatives "
+            f"with no class (label -1), which only a triplet loss can use; loss "
+            f"{config.loss!r} would ignore them. Use loss=triplet_anchor, or give them a class "
+            "of their own (task_kwargs.hard_negatives=one_class or per_class).")
+    return LossRecipe(terms, task.num_classes, class_weights, unlabelled_rows=unlabelled)

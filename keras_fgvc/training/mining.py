@@ -10,6 +10,15 @@ Sec. 2.3.2); when none violates, the nearest negative is used. Consecutive
 triplets fill the training batches, where the in-batch `TripletLoss` sees
 them.
 
+Human hard negatives (dataset bootstrapping, Sec. 2.4.3: "we combined these
+human labeled hard negatives with negatives from other categories that violate
+triplet constraint during triplet sampling. We sampled same number of
+human-labeled hard negatives as the hard negatives from other categories"):
+`mine_triplet_order_with_hard_negatives` adds to every triplet one candidate
+a labeler rejected for the reference's category, chosen by the same rule
+(violating the margin, else the nearest), so every batch holds as many human
+hard negatives as negatives mined from other categories.
+
 Example:
 
 >>> order = mine_triplet_order(embeddings, labels, count=384, seed=0)
@@ -46,29 +55,87 @@ def mine_triplet_order(embeddings, labels, count, margin=0.2, positive_fraction=
     """
     labels = np.asarray(labels)
     distances = _squared_distances(embeddings)
-    classes, counts = np.unique(labels, return_counts=True)
+    rng = np.random.default_rng(seed)
+    out = []
+    for r, p, n in _triplets(distances, labels, np.ones(len(labels), bool), margin,
+                             positive_fraction, rng):
+        out.extend((r, p, n))
+        if len(out) >= count:
+            return np.asarray(out[:count], np.int64)
+    return np.zeros(0, np.int64)
+
+
+def _hard(distances, r, p, candidates, margin, rng):
+    """A candidate violating the margin for (r, p) at random, else the nearest one."""
+    violating = candidates[distances[r, candidates] < distances[r, p] + margin]
+    if len(violating):
+        return int(rng.choice(violating))
+    return int(candidates[np.argmin(distances[r, candidates])])
+
+
+def _triplets(distances, labels, usable, margin, positive_fraction, rng):
+    """Endless (reference, positive, negative) index triplets over the `usable` rows."""
+    classes, counts = np.unique(labels[usable], return_counts=True)
     if len(classes) < 2:
         raise ValueError("Triplet mining needs at least two classes.")
-    eligible = np.flatnonzero(np.isin(labels, classes[counts >= 2]))
+    eligible = np.flatnonzero(usable & np.isin(labels, classes[counts >= 2]))
     if not len(eligible):
         raise ValueError("Triplet mining needs a class with at least two examples.")
     # Local positives per reference: the same rule as the in-batch miner, on the
     # n = count - 1 other samples of the reference's class.
     num_positives = dict(zip(classes.tolist(), ops.convert_to_numpy(
         num_local_positives(counts - 1, positive_fraction)).tolist()))
-    rng = np.random.default_rng(seed)
-    out = []
-    while len(out) < count:
+    while True:
         r = int(rng.choice(eligible))
-        same = np.flatnonzero(labels == labels[r])
+        same = np.flatnonzero(usable & (labels == labels[r]))
         same = same[same != r]
         near = same[np.argsort(distances[r, same], kind="stable")]
         p = int(rng.choice(near[: num_positives[labels[r].item()]]))
-        others = np.flatnonzero(labels != labels[r])
-        violating = others[distances[r, others] < distances[r, p] + margin]
-        if len(violating):
-            n = int(rng.choice(violating))
-        else:
-            n = int(others[np.argmin(distances[r, others])])
-        out.extend((r, p, n))
-    return np.asarray(out[:count], np.int64)
+        others = np.flatnonzero(usable & (labels != labels[r]))
+        yield r, p, _hard(distances, r, p, others, margin, rng)
+
+
+def mine_triplet_order_with_hard_negatives(embeddings, labels, hard_negative_for, count,
+                                           margin=0.2, positive_fraction=0.6, seed=0):
+    """`count` indices grouped as (reference, positive, negative, human hard negative).
+
+    The triplet (reference, positive, negative) is mined as `mine_triplet_order`
+    does over the rows that are no hard negative; the fourth index is a row
+    marked as a hard negative for the reference's class (``hard_negative_for
+    == labels[reference]``) that violates the margin for (reference,
+    positive), else the nearest such row. When the reference's class has no
+    hard negative among the rows, one of another class is drawn at random (a
+    negative for that class's anchors in the batch), so the count of human
+    hard negatives always equals the count of mined negatives.
+
+    Args:
+        embeddings: float [n, D].
+        labels: int [n] (-1 for hard negatives with no class of their own).
+        hard_negative_for: int [n], the class each row is a hard negative for, -1 = none.
+        count, margin, positive_fraction, seed: as `mine_triplet_order`.
+
+    Returns:
+        int64 [count].
+
+    Raises:
+        ValueError: no row is a hard negative, or the triplet rules cannot be met.
+    """
+    labels = np.asarray(labels)
+    marks = np.asarray(hard_negative_for)
+    human = marks >= 0
+    if not human.any():
+        raise ValueError("No row is a human hard negative; use mine_triplet_order.")
+    distances = _squared_distances(embeddings)
+    rng = np.random.default_rng(seed)
+    by_class = {int(c): np.flatnonzero(marks == c) for c in np.unique(marks[human])}
+    everyone = np.flatnonzero(human)
+    out = []
+    for r, p, n in _triplets(distances, labels, ~human & (labels >= 0), margin,
+                             positive_fraction, rng):
+        own = by_class.get(int(labels[r]))
+        h = (_hard(distances, r, p, own, margin, rng) if own is not None
+             else int(rng.choice(everyone)))
+        out.extend((r, p, n, h))
+        if len(out) >= count:
+            return np.asarray(out[:count], np.int64)
+    return np.zeros(0, np.int64)

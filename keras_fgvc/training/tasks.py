@@ -24,6 +24,7 @@ chosen on val are then chosen on test.
 | places_bg | Places365 file lists + images | as inat_bg (places_bg_tasks args) |
 | cub | CUB_200_2011 (images.txt, ...) | val_fraction |
 | image_folder_bg | rare/<class>/..., background/... [val/, test/] | see `_image_folder_bg` |
+| bootstrap | a round's manifest CSV (or data_dir/manifest.csv) | see `_bootstrap` |
 
 ``task_kwargs.teacher_labels=/path/teacher.npz`` attaches a teacher's pseudo-labels
 to a background task (background splitting at paper scale, where the teacher is a
@@ -310,6 +311,24 @@ def _image_folder_bg(config, kwargs):
     return task
 
 
+def _bootstrap(config, kwargs):
+    """A bootstrapping round's training set (`keras_fgvc.data.bootstrap_manifest`): task_kwargs
+    ``manifest``, ``hard_negatives``, ``background``, ``val_fraction``, ``hard_negative_ratio``."""
+    from keras_fgvc.data.bootstrap_manifest import load_bootstrap_task
+
+    manifest = kwargs.pop("manifest", "") or (
+        os.path.join(config.data_dir, "manifest.csv") if config.data_dir else "")
+    if not manifest:
+        raise FileNotFoundError(
+            f"Config {config.name!r} trains a bootstrapping round: pass "
+            "--set task_kwargs.manifest=FILE.csv (columns path,label,hard_negative_for,split; "
+            "`python -m keras_fgvc.bootstrap round` writes it into the round's workdir).")
+    options = _pop(kwargs, "hard_negatives", "background", "val_fraction",
+                   "hard_negative_ratio")
+    _check_unused(config, kwargs)
+    return load_bootstrap_task(manifest, channels=config.channels, seed=config.seed, **options)
+
+
 _TASKS = {
     "fashion_mnist": _fashion_mnist,
     "fashion_lt": _fashion_lt,
@@ -319,6 +338,7 @@ _TASKS = {
     "places_bg": _background(_places365, _places_specs),
     "cub": _cub,
     "image_folder_bg": _image_folder_bg,
+    "bootstrap": _bootstrap,
 }
 
 
@@ -330,14 +350,18 @@ def list_tasks():
 def check_task(task):
     """Bad input before training: labels in range, no empty class in train.
 
-    The background class may be empty (iNat-BG N = 5089 labels every category).
+    The background class may be empty (iNat-BG N = 5089 labels every category), and
+    so may the classes listed in ``task.metadata["optional_classes"]`` (the
+    hard-negative classes of a bootstrapping round before any rejection).
 
     Raises:
         ValueError: naming the split and label / class at fault.
     """
     for split_name in ("train", "val", "test"):
-        labels = getattr(task, split_name).labels
-        bad = labels[(labels < 0) | (labels >= task.num_classes)]
+        split = getattr(task, split_name)
+        labels = split.labels
+        lowest = 0 if split.hard_negative_for is None else -1  # -1: a human hard negative
+        bad = labels[(labels < lowest) | (labels >= task.num_classes)]
         if len(bad):
             raise ValueError(
                 f"Task {task.name!r}: {split_name} label {int(bad[0])} is outside the class "
@@ -345,9 +369,12 @@ def check_task(task):
             )
     if len(task.train) == 0:
         raise ValueError(f"Task {task.name!r} has an empty training split.")
-    labels = task.train.labels
+    labels = task.train.labels[task.train.labels >= 0]
     if task.has_background:
         labels = np.concatenate([labels, [0]])  # background may be empty
+    # A bootstrapping round's hard-negative classes may be empty (no rejection yet).
+    optional = (task.metadata or {}).get("optional_classes", ())
+    labels = np.concatenate([labels, np.asarray(optional, np.int64)])
     check_no_empty_class(labels, task.num_classes, f"task {task.name!r} train split",
                          task.class_names)
 

@@ -15,7 +15,8 @@ from keras_fgvc.training.strategy import make_strategy
 
 FASHION = [n for n in list_configs() if n.startswith("fashion_")]
 FOLDER = [n for n in list_configs() if n.startswith("folder_")]
-PAPER = [n for n in list_configs() if not n.startswith(("fashion_", "folder_"))]
+# Bootstrapping configs train on a round's manifest: tests/bootstrap/test_hard_negatives.py.
+PAPER = [n for n in list_configs() if not n.startswith(("fashion_", "folder_", "bootstrap_"))]
 
 # Small settings of the builders (a smaller teacher, fewer images): same code paths.
 _SHRINK = {

@@ -1,0 +1,67 @@
+"""benchmarks/reproduce_bootstrapping.py --quick and bootstrap_scoring.py --quick run end to end."""
+
+import importlib.util
+import json
+import math
+import os
+
+import pytest
+
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "benchmarks")
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}",
+                                                  os.path.join(BENCHMARKS, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fraction(value):
+    return isinstance(value, float) and 0.0 <= value <= 1.0
+
+
+@pytest.mark.slow
+def test_quick_reproduction_writes_table_2_3(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_FGVC_CACHE", str(tmp_path / "cache"))
+    output = tmp_path / "repro.json"
+    workdir = tmp_path / "work"
+    module = _load("reproduce_bootstrapping")
+    module.main(["--quick", "--quiet", "--workdir", str(workdir), "--output", str(output)])
+    report = json.loads(output.read_text())
+    assert report["settings"]["rounds"] == 2 and report["settings"]["test_images"] == 400
+    (run,) = report["runs"]
+    assert set(run["accuracy"]) == _load_methods()
+    assert all(_fraction(v) for v in run["accuracy"].values())
+    assert [r["round"] for r in run["rounds"]] == [1, 2]
+    for entry in run["rounds"]:  # threshold 0: every candidate is a task, labelled once
+        assert entry["tasks"] == entry["candidates"] == entry["selected"] == entry["decisions"]
+        assert _fraction(entry["precision"]) and entry["hard_negatives"] > 0
+        assert entry["decisions_per_accepted"] == entry["decisions"] / entry["accepted"]
+    summary = report["summary"]["0.05"]
+    gain = summary["gain_triplet_a"]
+    assert math.isclose(gain["hard_negatives"]["mean"],
+                        run["accuracy"]["Triplet-A + HN"] - run["accuracy"]["Triplet-A (Sk)"])
+    assert set(summary["rounds"]) == {"1", "2"}
+    # resumable: a second run reuses every result (and rewrites the same table)
+    again = module.main(["--quick", "--quiet", "--workdir", str(workdir), "--output",
+                         str(output)])
+    assert again["runs"] == report["runs"]
+
+
+def _load_methods():
+    from keras_fgvc.bootstrap.experiment import METHODS
+
+    return set(METHODS)
+
+
+@pytest.mark.slow
+def test_quick_scoring_benchmark(tmp_path):
+    output = tmp_path / "scoring.json"
+    report = _load("bootstrap_scoring").main(["--quick", "--output", str(output)])
+    assert json.loads(output.read_text())["images"] == 256
+    for key in ("scoring", "predict", "predict_memory"):
+        assert report["images_per_s"][key] > 0 and report["images_per_cpu_s"][key] > 0
+    assert report["ratio_scoring_vs_predict"] > 0 and report["goal"] == 0.9
