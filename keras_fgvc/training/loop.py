@@ -67,6 +67,7 @@ _TRANSFORMS = {"": lambda model: model, "lws": _lws}
 # Epoch number (offset by the stage index) that seeds the order of the BN re-estimation
 # batches: far from any training epoch, so they are drawn independently of training.
 _BN_ORDER_EPOCH = 1_000_000
+_KEEP_VAL_BYTES = 256 * 2**20  # the last val predictions kept for the final evaluation
 
 
 class Trainer:
@@ -96,6 +97,7 @@ class Trainer:
         self.step_in_epoch = 0
         self._is_setup = False
         self._predict_fns = {}
+        self._last_val = None  # (weights fingerprint, probabilities, labels) of the last val
 
     # === Setup ===
 
@@ -329,8 +331,10 @@ class Trainer:
         self.epoch_var.assign(self.epoch)
         self._call_hooks("on_epoch_begin", self.epoch)
         iterator = None
+        started = time.perf_counter()
         while self.step_in_epoch < stage.steps_per_epoch:
             if max_steps is not None and self.global_step >= max_steps:
+                self.train_seconds += time.perf_counter() - started
                 return False
             if self._reset:
                 iterator = iter(inputs.distributed_dataset(
@@ -355,6 +359,7 @@ class Trainer:
             self.step_var.assign(self.global_step)
             if self.checkpointer is not None:
                 self.checkpointer.maybe_save(self.global_step)
+        self.train_seconds += time.perf_counter() - started
         logs = {}
         last_of_stage = self.global_step == stage.end_step
         if (self.epoch + 1) % config.eval_every_epochs == 0 or last_of_stage:
@@ -387,7 +392,23 @@ class Trainer:
         if not len(split):
             return {}
         probabilities, labels = self.predict_with_labels(split)
+        if split_name == "val" and probabilities.nbytes <= _KEEP_VAL_BYTES:
+            # The final evaluation reuses it while the weights are the same.
+            self._last_val = (self._weights_fingerprint(), probabilities, labels)
         return evaluation.evaluate(self.task, labels, probabilities, full=full)
+
+    def _weights_fingerprint(self):
+        """The model and the sum of each of its variables: changes when any weight changes."""
+        sums = tf.nest.map_structure(lambda v: tf.reduce_sum(tf.cast(v, tf.float64)),
+                                     [v.value for v in self.model.variables])
+        return id(self.model), tuple(float(x) for x in sums)
+
+    def _final_val_predictions(self):
+        """``(probabilities, labels)`` on val: the last epoch's, if the model has not changed."""
+        last, self._last_val = self._last_val, None
+        if last is not None and last[0] == self._weights_fingerprint():
+            return last[1], last[2]
+        return self.predict_with_labels(self.task.val)
 
     def run(self, max_steps=None):
         """Train (resuming from ``W/checkpoints``), evaluate, write the workdir; returns metrics.
@@ -414,6 +435,7 @@ class Trainer:
             artifacts.write_text(os.path.join(self.workdir, "config.json"),
                                  self.config.to_json() + "\n")
         self.global_step = resume
+        self.train_seconds = 0.0  # in the step loop (this process): steps, hooks, checkpoints
         self.stage_metrics = {}
         self._call_hooks("on_train_begin")
         for current in self.stages[stage.index:]:
@@ -483,7 +505,7 @@ class Trainer:
         if self.checkpointer is not None:
             self.checkpointer.maybe_save(self.global_step, force=True)
         self._reestimate_batchnorm(self.stages[-1])
-        val_probs, val_labels = self.predict_with_labels(self.task.val)
+        val_probs, val_labels = self._final_val_predictions()
         test_probs, test_labels = (self.predict_with_labels(self.task.test)
                                    if len(self.task.test) else (None, None))
         # The final model's outputs, for hooks that report on them (no second predict).
@@ -500,6 +522,7 @@ class Trainer:
             "test": (evaluation.evaluate(self.task, test_labels, test_probs, full=True)
                      if test_probs is not None else {}),
             "history": self.history,
+            "train_seconds": round(self.train_seconds, 3),
         }
         # metrics["stages"][i]: the model at the end of stage i (the last one = val / test).
         result["stages"] = [

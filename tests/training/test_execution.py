@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from keras_fgvc.training import hooks
+from keras_fgvc.training import evaluation, hooks, inputs
 from keras_fgvc.training.loop import Trainer
 from keras_fgvc.training.strategy import make_strategy
 from tests.training.conftest import make_toy_task, toy_config
@@ -107,3 +107,54 @@ def test_jit_compile_under_several_replicas_is_refused_clearly():
     trainer = Trainer(config, strategy=make_strategy("mirrored"), task=make_toy_task(), verbose=0)
     with pytest.raises(ValueError, match="jit_compile=true needs one replica"):
         trainer.setup()
+
+
+class _CountVal(Trainer):
+    """Counts predictions over the validation split."""
+
+    val_predictions = 0
+
+    def predict_with_labels(self, split, output="probabilities"):
+        if split is self.task.val:
+            self.val_predictions += 1
+        return super().predict_with_labels(split, output)
+
+
+class _Nudge(hooks.Hook):
+    """Changes a weight after the last epoch's evaluation."""
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        variable = trainer.model.trainable_variables[0]
+        variable.assign(variable + 1.0)
+
+
+@pytest.mark.parametrize("nudge", [False, True])
+def test_final_evaluation_reuses_the_last_val_prediction_only_for_the_same_weights(nudge):
+    config = toy_config(epochs=1, steps_per_epoch=6, bn_reestimate_batches=0)
+    plain = _CountVal(config, task=make_toy_task(), verbose=0,
+                      hooks=[_Nudge()] if nudge else [])
+    result = plain.run()
+    assert plain.val_predictions == (2 if nudge else 1)
+    # What it reports is what a fresh prediction of the final model gives.
+    probabilities, labels = Trainer.predict_with_labels(plain, plain.task.val)
+    np.testing.assert_array_equal(plain.final_predictions["val"][0], probabilities)
+    fresh = evaluation.evaluate(plain.task, labels, probabilities, full=True)
+    assert result["val"]["mAP"] == pytest.approx(fresh["mAP"], abs=1e-12)
+
+
+def test_one_cpu_device_iterates_the_plain_dataset_with_the_same_batches():
+    import tensorflow as tf
+
+    task = make_toy_task()
+    order = inputs.epoch_order(task.train.labels, 0, 4, 32, 0, "instance")
+    one = inputs.distributed_dataset(make_strategy("one_device"), task.train, order, 32, 8, 1,
+                                     augment=False)
+    assert isinstance(one, tf.data.Dataset)  # not a distributed dataset
+    mirrored = make_strategy("mirrored")
+    spread = inputs.distributed_dataset(mirrored, task.train, order, 32, 8, 1, augment=False)
+    assert not isinstance(spread, tf.data.Dataset)
+    first = [b["labels"].numpy() for b in one]
+    gathered = [np.concatenate([t.numpy() for t in mirrored.experimental_local_results(
+        b["labels"])]) for b in spread]
+    np.testing.assert_array_equal(np.concatenate(first), np.concatenate(gathered))
+    np.testing.assert_array_equal(np.concatenate(first), task.train.labels[order])
