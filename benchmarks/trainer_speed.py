@@ -122,7 +122,7 @@ def _summary(rows, steps):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--steps", type=int, default=None, help="150 (--quick: 20)")
     parser.add_argument("--variants", default=",".join(["plain", *VARIANTS]))
     parser.add_argument("--quick", action="store_true", help="20 steps, 1 round, ours + plain.")
     parser.add_argument("--mixed_float16", action="store_true",
@@ -130,7 +130,8 @@ def main():
     parser.add_argument("--output", default=os.path.join(HERE, "results", "trainer_speed.json"))
     args = parser.parse_args()
     if args.quick:
-        args.rounds, args.steps, args.variants = 1, 20, "plain,ours"
+        args.rounds, args.variants = 1, "plain,ours"
+    args.steps = args.steps or (20 if args.quick else 150)
     variants = args.variants.split(",")
     unknown = [v for v in variants if v != "plain" and v not in VARIANTS]
     if unknown or "plain" not in variants:
