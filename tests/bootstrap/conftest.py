@@ -7,12 +7,14 @@ refuses root). `db` is parametrized over SQLite and PostgreSQL: each test gets
 a fresh database on both backends.
 """
 
+import contextlib
 import os
 import pwd
 import shutil
 import struct
 import subprocess
 import tempfile
+import threading
 import uuid
 import zlib
 
@@ -164,3 +166,19 @@ def project(db, tmp_path):
     store, info = make_project(db, str(tmp_path))
     yield store, info
     store.close()
+
+
+@contextlib.contextmanager
+def running_server(db, auth_token=None):
+    """The page and API on a free loopback port in a thread: yields its base URL."""
+    from keras_fgvc.bootstrap import web
+
+    server = web.make_server(db, port=0, auth_token=auth_token)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        server.app.extensions["bootstrap_store"].close()

@@ -6,17 +6,14 @@ the test's tmp_path (and $BOOTSTRAP_SCREENSHOT_DIR when set); their paths are
 printed.
 """
 
-import contextlib
 import os
 import shutil
-import threading
 
 import pytest
 from sqlalchemy import select
 
 from keras_fgvc.bootstrap import db as schema
-from keras_fgvc.bootstrap import web
-from tests.bootstrap.conftest import make_project
+from tests.bootstrap.conftest import make_project, running_server
 
 CHROMIUM = os.environ.get("BOOTSTRAP_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("BOOTSTRAP_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -52,24 +49,11 @@ def browsers():
         driver.quit()
 
 
-@contextlib.contextmanager
-def served(db):
-    server = web.make_server(db, port=0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        server.app.extensions["bootstrap_store"].close()
-
-
 @pytest.fixture
 def site(tmp_path):
     db = str(tmp_path / "project.db")
     store, info = make_project(db, str(tmp_path), n_pool=30)
-    with served(db) as url:
+    with running_server(db) as url:
         yield url, store, info
     store.close()
 

@@ -1,28 +1,11 @@
 """The simulated labeler, through a real server over HTTP."""
 
-import contextlib
-import threading
-
 import pytest
 from sqlalchemy import select, update
 
 from keras_fgvc.bootstrap import db as schema
 from keras_fgvc.bootstrap import simulate as sim
-from keras_fgvc.bootstrap import web
-from tests.bootstrap.conftest import make_project
-
-
-@contextlib.contextmanager
-def running_server(db, auth_token=None):
-    server = web.make_server(db, port=0, auth_token=auth_token)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        server.app.extensions["bootstrap_store"].close()
+from tests.bootstrap.conftest import make_project, running_server
 
 
 def _decisions(store):
