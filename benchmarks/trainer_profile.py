@@ -83,11 +83,14 @@ def _distributed_iterator(trainer, split, order):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--eval_limit", type=int, default=0,
+                        help="val / test images (0 = all; smoke runs)")
     parser.add_argument("--output", default=os.path.join(HERE, "results", "trainer_profile.json"))
     args = parser.parse_args()
     steps = args.steps
     config = resolve_config(CONFIG, ["epochs=1", f"steps_per_epoch={steps}",
-                                     "bn_reestimate_batches=0"])
+                                     "bn_reestimate_batches=0",
+                                     f"max_eval_examples={args.eval_limit}"])
     parts = {}
     with tempfile.TemporaryDirectory() as workdir:
         trainer = Trainer(config, workdir=workdir, verbose=1)

@@ -47,6 +47,7 @@ VARIANTS = {
 _PLAIN = r"""
 import json, sys, time
 steps, precision, name = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+eval_limit = int(sys.argv[4])
 import keras
 from keras_fgvc.models import create_model
 from keras_fgvc.training.config import get_config
@@ -65,7 +66,8 @@ y = {"logits": task.train.labels}
 started = time.perf_counter()
 model.fit(x, y, batch_size=config.batch_size, epochs=1, steps_per_epoch=steps, verbose=0)
 train_seconds = time.perf_counter() - started
-probabilities = model.predict(task.test.images.astype("float32") / 255.0,
+test = task.test.images[:eval_limit] if eval_limit else task.test.images
+probabilities = model.predict(test.astype("float32") / 255.0,
                               batch_size=config.eval_batch_size, verbose=0)
 n = len(probabilities["probabilities"])
 print(json.dumps({"train_seconds": train_seconds, "test_predictions": n}))
@@ -91,9 +93,10 @@ def _run(cmd, env):
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_stime, stdout
 
 
-def _ours(variant, steps, precision, env, workdir):
+def _ours(variant, steps, precision, env, workdir, eval_limit):
     sets = ["epochs=1", f"steps_per_epoch={steps}", "bn_reestimate_batches=0",
-            f"mixed_precision={precision}", *VARIANTS[variant]]
+            f"mixed_precision={precision}", f"max_eval_examples={eval_limit}",
+            *VARIANTS[variant]]
     cmd = [sys.executable, os.path.join(REPO, "train", "fit.py"), f"--config={CONFIG}",
            f"--workdir={workdir}", *[f"--set={s}" for s in sets]]
     wall, cpu, system, _ = _run(cmd, env)
@@ -102,8 +105,8 @@ def _ours(variant, steps, precision, env, workdir):
     return wall, cpu, system, metrics.get("train_seconds")
 
 
-def _plain(steps, precision, env):
-    cmd = [sys.executable, "-c", _PLAIN, str(steps), precision, CONFIG]
+def _plain(steps, precision, env, eval_limit):
+    cmd = [sys.executable, "-c", _PLAIN, str(steps), precision, CONFIG, str(eval_limit)]
     wall, cpu, system, out = _run(cmd, env)
     report = json.loads(out.strip().splitlines()[-1])
     return wall, cpu, system, report["train_seconds"]
@@ -124,6 +127,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=None, help="150 (--quick: 20)")
     parser.add_argument("--variants", default=",".join(["plain", *VARIANTS]))
+    parser.add_argument("--eval_limit", type=int, default=0,
+                        help="evaluate on this many val / test images (0 = all; smoke runs)")
     parser.add_argument("--quick", action="store_true", help="20 steps, 1 round, ours + plain.")
     parser.add_argument("--mixed_float16", action="store_true",
                         help="mixed_float16 for both sides (a GPU machine).")
@@ -145,10 +150,11 @@ def main():
             order = variants[r % len(variants):] + variants[:r % len(variants)]
             for v in order:
                 if v == "plain":
-                    wall, cpu, system, train = _plain(args.steps, precision, env)
+                    wall, cpu, system, train = _plain(args.steps, precision, env, args.eval_limit)
                 else:
                     wall, cpu, system, train = _ours(
-                        v, args.steps, precision, env, os.path.join(tmp, f"{v}-{r}"))
+                        v, args.steps, precision, env, os.path.join(tmp, f"{v}-{r}"),
+                        args.eval_limit)
                 rows[v].append({"wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
                                 "system_s": round(system, 2),
                                 "train_s": None if train is None else round(train, 2)})
@@ -161,7 +167,8 @@ def main():
               for v, s in summary.items() if v != "plain"}
     report = {
         "benchmark": "trainer_speed", "config": CONFIG, "steps": args.steps,
-        "batch_size": 128, "rounds": args.rounds, "quick": args.quick, "precision": precision,
+        "batch_size": 128, "rounds": args.rounds, "eval_limit": args.eval_limit,
+        "quick": args.quick, "precision": precision,
         "variants": summary, "ratio_to_plain_fit": ratios,
         "goal": {"ratio_to_plain_fit": 1.0, "xla_k8_speedup": 1.3},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),

@@ -140,10 +140,11 @@ def test_trainer_speed_and_profile(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     out = tmp_path / "speed.json"
     subprocess.run([sys.executable, os.path.join(BENCHMARKS, "trainer_speed.py"), "--quick",
-                    "--steps", "3", "--output", str(out)], cwd=REPO, env=env, check=True,
-                   timeout=600, capture_output=True)
+                    "--steps", "3", "--eval_limit", "256", "--output", str(out)],
+                   cwd=REPO, env=env, check=True, timeout=600, capture_output=True)
     report = _read(out)
-    assert report["steps"] == 3 and set(report["variants"]) == {"plain", "ours"}
+    assert report["steps"] == 3 and report["eval_limit"] == 256
+    assert set(report["variants"]) == {"plain", "ours"}
     for side in report["variants"].values():
         for key in ("wall_s", "cpu_s", "train_s"):
             _positive(side[key], key)
@@ -153,11 +154,11 @@ def test_trainer_speed_and_profile(tmp_path):
 
     out = tmp_path / "profile.json"
     subprocess.run([sys.executable, os.path.join(BENCHMARKS, "trainer_profile.py"), "--steps",
-                    "3", "--output", str(out)], cwd=REPO, env=env, check=True, timeout=600,
-                   capture_output=True)
+                    "3", "--eval_limit", "256", "--output", str(out)],
+                   cwd=REPO, env=env, check=True, timeout=600, capture_output=True)
     report = _read(out)
     assert report["parts"]["input_pipeline"]["batches"] == 3
-    assert report["parts"]["predict_test"]["examples"] == 10000
+    assert report["parts"]["predict_test"]["examples"] == 256
     for part in ("step_compute_per_step", "step_loop_per_step", "checkpoint_save"):
         _positive(report["parts"][part]["wall_s"], part)
 
