@@ -18,7 +18,6 @@ concurrency (p99 latency reported beside it).
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,12 +46,6 @@ BATCHING = {
     "max16_wait1ms_2threads": "max_batch_size { value: 16 } batch_timeout_micros { value: 1000 } "
                               "num_batch_threads { value: 2 }",
 }
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _stop(process, timeout_s=30):
@@ -125,6 +118,7 @@ def main(argv):
 
     from keras_fgvc.export import example_detector, saved_model
     from keras_fgvc.serving.client import PredictionClient
+    from keras_fgvc.serving.soak import free_port
 
     requests = flags.FLAGS.quick_requests if flags.FLAGS.quick else flags.FLAGS.requests
     warmup = 3 if flags.FLAGS.quick else 10
@@ -139,7 +133,7 @@ def main(argv):
     with tempfile.TemporaryDirectory() as base:
         path = saved_model.export_model(model, base, "det", ["sandal", "bag", "ankle_boot"])
         fn = tf.saved_model.load(path).signatures["serving_default"]
-        port = _free_port()
+        port = free_port()
         server = _start_server(base, port)
         try:
             with PredictionClient(f"127.0.0.1:{port}") as probe:
@@ -171,7 +165,7 @@ def main(argv):
             params = os.path.join(base, f"{name}.pbtxt")
             with open(params, "w") as f:
                 f.write(text + "\n")
-            port = _free_port()
+            port = free_port()
             server = _start_server(base, port, ["--enable_batching",
                                                 f"--batching_parameters_file={params}"])
             try:

@@ -10,7 +10,6 @@ process, which has TensorFlow loaded already.
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import urllib.request
 import pytest
 
 from keras_fgvc.bootstrap.store import open_store
+from keras_fgvc.serving.soak import free_port
 from tests.bootstrap.loop_data import CATEGORIES, make_pool, make_seed_dir, write_truth
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -55,12 +55,6 @@ def cli_here(capsys, *args, check=True):
         raise AssertionError(f"{args[0]} failed: {code}\n{out.out[-3000:]}")
     return subprocess.CompletedProcess(args, 1 if code else 0, out.out,
                                        code if isinstance(code, str) else out.err)
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(url, process, seconds=60):
@@ -109,7 +103,7 @@ def test_the_whole_loop_from_the_command_line(tmp_path, monkeypatch, capsys):
     refused = cli("ingest", "--db", db, check=False)
     assert refused.returncode and "no open round to ingest" in refused.stderr
 
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([sys.executable, "-m", "keras_fgvc.bootstrap", "serve", "--db", db,
                                "--port", str(port)], cwd=REPO, stdout=subprocess.DEVNULL,
