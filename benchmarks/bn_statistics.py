@@ -7,7 +7,7 @@ is not: for the small CNN's first BN the true variance is ~0.02, so after 360 st
 moving variance is ~2x too large and the model evaluated in inference mode is a different
 model from the one trained. This script measures the effect on saved runs: it
 re-estimates every BN layer's moving mean / variance as the plain average of the batch
-statistics of `--batches` random training batches (`keras_fgvc.models.batchnorm`, no
+statistics of `--batches` random training batches (`keras_fgvc.training.batchnorm`, no
 weight update) and evaluates the test split before and after. Batches are drawn uniformly
 from the task's training split (for two-stage runs the trainer used the stage's balanced
 subset). Runs trained with ``bn_reestimate_batches`` > 0 (the Fashion-MNIST configs now,
@@ -55,8 +55,8 @@ def measure(workdir, batches, batch_size, task=None, seed=0):
 
     import keras_fgvc.layers  # noqa: F401  (registers the custom layers for loading)
     import keras_fgvc.models  # noqa: F401
-    from keras_fgvc.models.batchnorm import batchnorm_layers, reestimate_batchnorm_from_images
     from keras_fgvc.training import tasks
+    from keras_fgvc.training.batchnorm import batchnorm_layers, reestimate_batchnorm_from_images
     from keras_fgvc.training.config import Config
 
     with open(os.path.join(workdir, "config.json")) as f:

@@ -86,7 +86,7 @@ def main(argv=None):
     from keras_fgvc.data import image_ops
     from keras_fgvc.data.preprocessing import decode_and_prepare, make_spec, prepare_image
     from keras_fgvc.models import create_model
-    from keras_fgvc.training.config import get_config
+    from keras_fgvc.training.experiments import get_config
     from keras_fgvc.training.strategy import make_strategy
 
     config = get_config(args.config)

@@ -18,8 +18,6 @@ concurrency (p99 latency reported beside it).
 import json
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -34,7 +32,6 @@ flags.DEFINE_list("batching", None, "Batching configurations to measure (default
                   "--quick: the first).")
 flags.DEFINE_integer("quick_requests", 20, "Requests per client per configuration (--quick).")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOAL_MS = 1.5
 GOAL_BATCHING_RATIO = 0.8
 # name -> BatchingParameters text proto (the file passed to --batching_parameters_file).
@@ -48,23 +45,12 @@ BATCHING = {
 }
 
 
-def _stop(process, timeout_s=30):
-    """Terminate a subprocess; kill it when it does not exit within `timeout_s`."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def _server(base, port, extra=()):
+    """`serving/server.py` serving `base`/det on `port` (a context manager that stops it)."""
+    from keras_fgvc.serving.launch import start_server
 
-
-def _start_server(base, port, extra=()):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.Popen(
-        [sys.executable, os.path.join(REPO, "serving", "server.py"), f"--port={port}",
-         "--model_name=det", f"--model_base_path={base}/det", *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    return start_server([f"--port={port}", "--model_name=det", f"--model_base_path={base}/det",
+                         *extra])
 
 
 def _grpc(port, pngs, batch, clients, n, warmup):
@@ -116,17 +102,21 @@ def main(argv):
     import numpy as np
     import tensorflow as tf
 
-    from keras_fgvc.export import example_detector, saved_model
+    from keras_fgvc.data.fashion_mnist import load_fashion_mnist
+    from keras_fgvc.export import saved_model
     from keras_fgvc.serving.client import PredictionClient
-    from keras_fgvc.serving.soak import free_port
+    from keras_fgvc.serving.launch import free_port
+    from keras_fgvc.serving.soak import build_example_detector
 
     requests = flags.FLAGS.quick_requests if flags.FLAGS.quick else flags.FLAGS.requests
     warmup = 3 if flags.FLAGS.quick else 10
-    images = (example_detector.load_fashion_mnist("test", limit=32) or (
-        np.random.default_rng(0).integers(0, 256, (32, 28, 28, 1), dtype=np.uint8), None))[0]
+    try:
+        images = load_fashion_mnist()[1][0][:32, ..., None]  # test images
+    except FileNotFoundError:
+        images = np.random.default_rng(0).integers(0, 256, (32, 28, 28, 1), dtype=np.uint8)
     pngs = {b: np.array([tf.io.encode_png(i).numpy() for i in images[:b]], object)
             for b in (1, 32)}
-    model = example_detector.build_example_detector()
+    model = build_example_detector()
     results = {"configs": [], "requests_per_client": requests, "goal_added_p50_ms": GOAL_MS,
                "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                            "python": platform.python_version(), "tensorflow": tf.__version__}}
@@ -134,8 +124,7 @@ def main(argv):
         path = saved_model.export_model(model, base, "det", ["sandal", "bag", "ankle_boot"])
         fn = tf.saved_model.load(path).signatures["serving_default"]
         port = free_port()
-        server = _start_server(base, port)
-        try:
+        with _server(base, port):
             with PredictionClient(f"127.0.0.1:{port}") as probe:
                 probe.wait_until_available("det", timeout_s=300)
             for batch in (1, 32):
@@ -151,8 +140,6 @@ def main(argv):
                            "images_per_s_grpc": round(remote["requests_per_s"] * batch, 1)}
                     results["configs"].append(row)
                     print(json.dumps(row), flush=True)
-        finally:
-            _stop(server)
         in_process = {r["clients"]: r["images_per_s_in_process"]
                       for r in results["configs"] if r["batch"] == 1}
         results["batching"] = []
@@ -166,9 +153,8 @@ def main(argv):
             with open(params, "w") as f:
                 f.write(text + "\n")
             port = free_port()
-            server = _start_server(base, port, ["--enable_batching",
-                                                f"--batching_parameters_file={params}"])
-            try:
+            with _server(base, port, ["--enable_batching",
+                                      f"--batching_parameters_file={params}"]):
                 with PredictionClient(f"127.0.0.1:{port}") as probe:
                     probe.wait_until_available("det", timeout_s=300)
                 for clients in (1, 8):
@@ -181,8 +167,6 @@ def main(argv):
                                remote["requests_per_s"] / in_process[clients], 3)}
                     results["batching"].append(row)
                     print(json.dumps(row), flush=True)
-            finally:
-                _stop(server)
     best = max((r for r in results["batching"] if r["clients"] == 8),
                key=lambda r: r["ratio_to_in_process"])
     results["batching_best_8_clients"] = {

@@ -43,7 +43,7 @@ quiet_tensorflow_import()
 import tensorflow as tf  # noqa: E402
 
 from keras_fgvc.training import inputs  # noqa: E402
-from keras_fgvc.training.config import resolve_config  # noqa: E402
+from keras_fgvc.training.experiments import resolve_config  # noqa: E402
 from keras_fgvc.training.loop import Trainer  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -50,7 +50,7 @@ steps, precision, name = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 eval_limit = int(sys.argv[4])
 import keras
 from keras_fgvc.models import create_model
-from keras_fgvc.training.config import get_config
+from keras_fgvc.training.experiments import get_config
 from keras_fgvc.training.tasks import build_task
 if precision != "float32":
     keras.mixed_precision.set_global_policy(precision)

@@ -103,8 +103,9 @@ def test_server_child_dies_with_the_demo(tmp_path):
     script = textwrap.dedent(f"""
         import os, sys, time
         from keras_fgvc import demo
-        server = demo._Server({str(tmp_path / 'models')!r}, 0, {str(tmp_path / 'server.log')!r})
-        print(server.proc.pid, server.wait_for_port(300), flush=True)
+        server = demo.start_detector_server({str(tmp_path / 'models')!r}, 0,
+                                            {str(tmp_path / 'server.log')!r})
+        print(server.proc.pid, server.wait_until_listening(300), flush=True)
         time.sleep(600)
     """)
     (tmp_path / "models").mkdir()
@@ -123,33 +124,33 @@ def test_server_child_dies_with_the_demo(tmp_path):
     assert _port_closed(port)
 
 
-
 def test_prepare_workdir_keeps_same_settings_and_deletes_others(tmp_path):
     from keras_fgvc.training import resolve_config
 
     config = resolve_config("fashion_bg_ft", demo.QUICK_OVERRIDES)
     workdir = tmp_path / "w"
-    assert demo._prepare_workdir(str(workdir), config) == "new"
+    assert demo.prepare_workdir(str(workdir), config) == "new"
     workdir.mkdir()
     (workdir / "config.json").write_text(config.to_json() + "\n")
-    assert demo._prepare_workdir(str(workdir), config) == "resumed"
+    assert demo.prepare_workdir(str(workdir), config) == "resumed"
     (workdir / "metrics.json").write_text("{}")
-    assert demo._prepare_workdir(str(workdir), config).startswith("finished")
+    assert demo.prepare_workdir(str(workdir), config).startswith("finished")
     other = resolve_config("fashion_bg_ft", demo.FULL_OVERRIDES)
-    assert demo._prepare_workdir(str(workdir), other).startswith("new")
+    assert demo.prepare_workdir(str(workdir), other).startswith("new")
     assert not workdir.exists()
 
 
 def test_pick_samples_two_per_class_seeded():
     labels = np.array([0] * 50 + [1] * 3 + [2] * 1 + [3] * 9)
-    picks = demo._pick_samples(labels, 4, seed=0)
-    assert picks == demo._pick_samples(labels, 4, seed=0)
+    picks = demo.pick_samples(labels, 4, seed=0)
+    assert picks == demo.pick_samples(labels, 4, seed=0)
     assert [int(labels[i]) for i in picks] == [0, 0, 1, 1, 2, 3, 3]
     assert len(set(picks)) == len(picks)
 
 
-def test_bad_port_is_a_usage_error(capsys):
-    with pytest.raises(SystemExit) as error:
-        demo.main(["--port", "70000"])
-    assert error.value.code == 2
-    assert "--port=70000" in capsys.readouterr().err
+def test_bad_port_is_a_usage_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "keras_fgvc.demo", "--port", "70000"],
+                          cwd=REPO, env=_env(tmp_path), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert "--port=70000" in proc.stderr

@@ -14,7 +14,7 @@ import os
 
 import pytest
 
-from keras_fgvc.training import checkpointing, sweep
+from keras_fgvc.training import checkpointing, sweep, sweep_report
 
 BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           "benchmarks")
@@ -149,9 +149,9 @@ def test_parse_args_quick_forces_one_seed_and_rejects_bad_seeds():
 def test_format_table_shows_percent_mean_and_std():
     report = {"benchmark": "reproduce_x", "settings": ["s"], "metrics": ["mAP"], "seeds": [0, 1],
               "results": {"s": {"FT": {"test": {"mAP": {"mean": 0.4, "std": 0.05}}}}}}
-    table = sweep.format_table(report)
+    table = sweep_report.format_table(report)
     assert "s:mAP" in table and "40.0±5.0" in table and "FT" in table
-    markdown = sweep.format_table(report, markdown=True).splitlines()
+    markdown = sweep_report.format_table(report, markdown=True).splitlines()
     assert markdown[2:] == ["| method | s:mAP |", "| --- | --- |", "| FT | 40.0±5.0 |"]
 
 
@@ -297,7 +297,7 @@ def test_two_stage_post_reads_stage_metrics():
 def test_metric_learning_uses_public_triplet_recipe_and_naive_mining():
     from keras_fgvc.losses import TripletLoss
     from keras_fgvc.training import loss_recipes
-    from keras_fgvc.training.config import resolve_config
+    from keras_fgvc.training.experiments import resolve_config
     from tests.training.conftest import make_toy_task
 
     path = os.path.join(BENCHMARKS, "reproduce_metric_learning.py")
@@ -317,7 +317,7 @@ def test_metric_learning_uses_public_triplet_recipe_and_naive_mining():
 
 
 def test_feature_generalisation_s1_teacher_never_sees_s2():
-    from keras_fgvc.training.config import resolve_config
+    from keras_fgvc.training.experiments import resolve_config
 
     module = _load("feature_generalisation")
     config = resolve_config("fashion_bg_split", list(module.S1_TASK))
@@ -343,7 +343,7 @@ def _fake_run(seen):
 def test_budget_overrides_apply_to_full_runs_only(extra, budget, tmp_path, monkeypatch):
     seen = []
     monkeypatch.setattr(sweep, "run_one", _fake_run(seen))
-    monkeypatch.setattr(sweep, "plot", lambda report, png: None)
+    monkeypatch.setattr(sweep_report, "plot", lambda report, png: None)
     report = sweep.reproduce(
         ["--seeds", "1", "--output", str(tmp_path / "r.json"), "--set", "b=2", *extra],
         name="x", description="d", paper="p", settings=("s",),
@@ -357,7 +357,7 @@ def test_budget_overrides_apply_to_full_runs_only(extra, budget, tmp_path, monke
 def test_budget_per_setting(tmp_path, monkeypatch, capsys):
     seen = []
     monkeypatch.setattr(sweep, "run_one", _fake_run(seen))
-    monkeypatch.setattr(sweep, "plot", lambda report, png: None)
+    monkeypatch.setattr(sweep_report, "plot", lambda report, png: None)
     report = sweep.reproduce(
         ["--seeds", "1", "--output", str(tmp_path / "r.json")],
         name="x", description="d", paper="p", settings=("b128", "b256", "b512"),
@@ -398,19 +398,19 @@ def test_resuming_a_workdir_of_another_config_is_refused(tmp_path):
     from keras_fgvc.training import resolve_config
 
     config = resolve_config("fashion_bg_ft")
-    sweep._check_same_config(str(tmp_path), config)  # no config.json yet: fine
+    sweep.check_workdir(str(tmp_path), config)  # no config.json yet: fine
     (tmp_path / "config.json").write_text(config.to_json())
-    sweep._check_same_config(str(tmp_path), config)
+    sweep.check_workdir(str(tmp_path), config)
     other = resolve_config("fashion_bg_ft", ["task_kwargs.num_background=5000"])
     with pytest.raises(ValueError, match="task_kwargs.*another --workdir"):
-        sweep._check_same_config(str(tmp_path), other)
+        sweep.check_workdir(str(tmp_path), other)
     # A config.json written before a field existed: the field takes its default there.
     older = json.loads(config.to_json())
     older.pop("bn_reestimate_data")
     (tmp_path / "config.json").write_text(json.dumps(older))
-    sweep._check_same_config(str(tmp_path), config)
+    sweep.check_workdir(str(tmp_path), config)
     with pytest.raises(ValueError, match="bn_reestimate_data"):
-        sweep._check_same_config(
+        sweep.check_workdir(
             str(tmp_path), resolve_config("fashion_bg_ft", ["bn_reestimate_data=train"]))
 
 

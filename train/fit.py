@@ -24,7 +24,7 @@ quiet_tensorflow_import()  # before absl and TF print their CPU-only start-up no
 
 from absl import app, flags  # noqa: E402
 
-from keras_fgvc.training.config import list_configs, resolve_config  # noqa: E402
+from keras_fgvc.training.experiments import list_configs, resolve_config  # noqa: E402
 
 _STRATEGIES = ("one_device", "mirrored", "multi_worker", "tpu")
 

@@ -118,7 +118,7 @@ def write_training_manifest(db, path, through_round):
 
 def train_method(config_name, manifest, workdir, overrides=(), verbose=0):
     """Train `config_name` on `manifest` in `workdir` (a finished training is reused)."""
-    from keras_fgvc.training.config import resolve_config
+    from keras_fgvc.training.experiments import resolve_config
     from keras_fgvc.training.loop import Trainer
 
     if os.path.exists(os.path.join(workdir, "metrics.json")):

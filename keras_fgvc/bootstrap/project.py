@@ -169,7 +169,7 @@ def init_project(db, seed_dir, pool_dir, rounds, config="bootstrap_triplet_a_hn"
     from keras_fgvc.bootstrap.store import open_store
     from keras_fgvc.data.folder_task import find_unreadable, walk_images
     from keras_fgvc.data.splits import require_path
-    from keras_fgvc.training.config import get_config
+    from keras_fgvc.training.experiments import get_config
 
     if not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"rounds must be a positive integer, got {rounds!r}.")

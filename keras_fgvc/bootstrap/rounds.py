@@ -111,7 +111,7 @@ def manifest_text(rows):
 
 def round_config(settings, manifest, overrides):
     """The resolved training config of a round and the overrides it got (settings' first)."""
-    from keras_fgvc.training.config import get_config, resolve_config
+    from keras_fgvc.training.experiments import get_config, resolve_config
 
     base = get_config(settings["config"])
     implied = [f"{key}={settings[key]}" for key in ("image_size", "channels")
@@ -130,8 +130,9 @@ def _decisions_before(store, index):
 
 def _train(config, train_dir, strategy, verbose):
     """Train (resuming), or reuse a finished training of the same config; returns metrics."""
-    from keras_fgvc.training.config import RESUME_SAFE_FIELDS, config_changes, with_defaults
+    from keras_fgvc.training.config import config_changes, with_defaults
     from keras_fgvc.training.loop import Trainer
+    from keras_fgvc.training.workdir import RESUME_SAFE_FIELDS
 
     metrics_path = os.path.join(train_dir, "metrics.json")
     if os.path.exists(metrics_path) and os.path.exists(os.path.join(train_dir, "model.keras")):

@@ -28,7 +28,6 @@ from keras_fgvc.data.pipeline import SkipCounter, make_dataset, make_pipeline
 from keras_fgvc.data.places365 import load_places365, read_file_list
 from keras_fgvc.data.splits import carve_validation
 from keras_fgvc.data.task import Split, Task
-from keras_fgvc.data.teacher import teacher_predictions, train_teacher
 from keras_fgvc.data.tfrecords import make_tfrecord_pipeline, read_tfrecords, write_tfrecords
 
 __all__ = [
@@ -62,8 +61,6 @@ __all__ = [
     "read_idx",
     "read_inaturalist_json",
     "read_tfrecords",
-    "teacher_predictions",
-    "train_teacher",
     "write_idx",
     "write_tfrecords",
 ]

@@ -16,29 +16,21 @@ The teacher (background splitting) is a classifier over the non-rare classes
 (or the subset `teacher_classes` of them; background-splitting appendix D
 keeps the S2 classes away from the S1 teacher) trained on the source split's
 images of those classes, so it has never seen a rare category, as a
-model pretrained on ImageNet has never seen the rare iNat species. Its
-argmax pseudo-labels and probabilities for every task image are computed
-once and cached under `cache_dir` (default ``$KERAS_FGVC_CACHE`` or
-``~/.cache/keras_fgvc``), keyed by the builder arguments.
+model pretrained on ImageNet has never seen the rare iNat species. This
+module returns those images and their teacher labels
+(``task.metadata["teacher_source"]``); `keras_fgvc.training.teacher` trains
+the teacher on them and attaches its (cached) pseudo-labels to the splits.
 """
 
-import functools
 import hashlib
-import logging
-import os
 
 import numpy as np
 
-from keras_fgvc.data import cache as cache_lib
 from keras_fgvc.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist
 from keras_fgvc.data.task import Split, Task
-from keras_fgvc.data.teacher import teacher_predictions, train_teacher
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_RARE_CLASSES = (3, 6, 8)  # Dress, Shirt, Bag
 BACKGROUND_FRACTIONS = (0.9, 0.98, 0.998)
-_VERSION = 3  # 2: the key hashes the images too, and names lambdas apart; 3: teacher classes
 
 
 def _positives_for(num_background, fraction, num_rare):
@@ -60,10 +52,9 @@ def _eval_subset(idx, is_rare, fraction, rng):
 
 def make_fashion_bg(rare_classes=DEFAULT_RARE_CLASSES, background_fraction=0.98,
                     num_background=None, val_size=5000, teacher_size=10000,
-                    eval_background_fraction=None, seed=0, teacher=True, teacher_epochs=2,
-                    teacher_builder=None, teacher_splits=("train",), cache_dir=None,
-                    data_dir=None, verbose=1, teacher_classes=None):
-    """Builds the Fashion-BG task, with cached teacher pseudo-labels.
+                    eval_background_fraction=None, seed=0, teacher=True, data_dir=None,
+                    verbose=1, teacher_classes=None):
+    """Builds the Fashion-BG task and its teacher's source split (no teacher is trained here).
 
     Args:
         rare_classes: Fashion-MNIST class ids (0..9) that become labels 1..N.
@@ -79,26 +70,31 @@ def make_fashion_bg(rare_classes=DEFAULT_RARE_CLASSES, background_fraction=0.98,
             and test so that background makes up this share; default: all of
             t10k and the natural val distribution.
         seed: seeds every split and the teacher.
-        teacher: compute teacher labels (``Split.teacher_labels`` and
-            ``Split.teacher_probabilities``) for the `teacher_splits`.
-        teacher_epochs: the teacher's training epochs.
-        teacher_builder: ``builder(num_classes, input_shape) -> keras.Model``;
-            default ``create_model("small_cnn", ...)``.
-        teacher_splits: splits that get teacher predictions (training needs
-            only ``"train"``; add ``"val"``, ``"test"`` for analysis).
+        teacher: the task gets a teacher: the source split must hold images
+            of `teacher_classes`, returned in ``metadata["teacher_source"]``
+            (`keras_fgvc.training.teacher.attach_fashion_bg_teacher` trains the
+            teacher on them and labels the splits).
         teacher_classes: Fashion-MNIST class ids (non-rare, distinct) the
             teacher is trained on, in teacher-label order ascending; default
             all non-rare classes. The source split is carved as before (the
             task's splits do not change); the teacher trains only on its
             images of these classes.
-        cache_dir: where teacher predictions are cached.
         data_dir: Fashion-MNIST folder (default: search, see `load_fashion_mnist`).
-        verbose: 1 prints teacher progress.
+        verbose: 1 prints the task summary.
 
     Returns:
         `Task` named ``fashion_bg``: images uint8 [n, 28, 28, 1], class names
         ``["background", <rare names>]``, ``teacher_class_names`` = the
-        teacher classes' names (default: the seven non-rare class names).
+        teacher classes' names (default: the seven non-rare class names);
+        no teacher labels. ``metadata`` holds ``rare_classes``,
+        ``teacher_classes``, ``source_indices`` (Fashion-MNIST indices of each
+        split, of the source split ``teacher`` and of its teacher-class part
+        ``teacher_train``) and, with `teacher`, ``teacher_source``: a dict of
+        ``images`` (uint8 [m, 28, 28, 1]) and ``labels`` (int64 [m], index
+        into ``teacher_class_names``) to train the teacher on, its ``seed``,
+        and ``key``, the JSON-safe facts that identify those images (settings
+        and a digest of the Fashion-MNIST files) for caches of what is
+        computed from them.
 
     Raises:
         ValueError: a rare class outside 0..9 or repeated, no background
@@ -106,7 +102,7 @@ def make_fashion_bg(rare_classes=DEFAULT_RARE_CLASSES, background_fraction=0.98,
             0..9, a fraction outside (0, 1), or too few images.
 
     Example:
-        >>> task = make_fashion_bg(background_fraction=0.98)  # doctest: +SKIP
+        >>> task = make_fashion_bg(background_fraction=0.98, teacher=False)  # doctest: +SKIP
         >>> task.summary()  # doctest: +SKIP
         'fashion_bg: 4 classes (train=29015, val=5000, test=10000), N=3 rare, background 98.00%...'
     """
@@ -121,10 +117,6 @@ def make_fashion_bg(rare_classes=DEFAULT_RARE_CLASSES, background_fraction=0.98,
     if eval_background_fraction is not None and not 0.0 < eval_background_fraction < 1.0:
         raise ValueError(f"eval_background_fraction must be in (0, 1), "
                          f"got {eval_background_fraction}.")
-    unknown = sorted(set(teacher_splits) - {"train", "val", "test"})
-    if unknown:
-        raise ValueError(f"teacher_splits names unknown split {unknown[0]!r}; "
-                         "use 'train', 'val' and/or 'test'.")
     others = _teacher_classes(teacher_classes, rare)
     (x, y), (xt, yt) = load_fashion_mnist(data_dir)
     to_label = np.zeros(10, np.int64)
@@ -171,33 +163,21 @@ def make_fashion_bg(rare_classes=DEFAULT_RARE_CLASSES, background_fraction=0.98,
         "val": Split(labels=to_label[y[val_idx]], images=images(x, val_idx)),
         "test": Split(labels=to_label[yt[test_idx]], images=images(xt, test_idx)),
     }
+    metadata = {"rare_classes": rare, "teacher_classes": others,
+                "source_indices": {"train": train_idx, "val": val_idx, "test": test_idx,
+                                   "teacher": teacher_idx, "teacher_train": teacher_train_idx}}
     if teacher:
-        args = dict(version=_VERSION, rare=rare, fraction=background_fraction, nb=nb,
-                    val_size=val_size, teacher_size=teacher_size,
-                    eval_fraction=eval_background_fraction, seed=seed, epochs=teacher_epochs,
-                    builder=_builder_name(teacher_builder), teacher_classes=others,
-                    splits=sorted(teacher_splits),
-                    data=_data_digest(x, y, xt, yt))
-        wanted = {name: splits[name] for name in teacher_splits}
-        predictions, teacher_model = _cached_teacher(
-            args, cache_dir, wanted,
-            lambda: train_teacher(x[teacher_train_idx], to_teacher[y[teacher_train_idx]],
-                                  len(others),
-                                  builder=teacher_builder, epochs=teacher_epochs, seed=seed,
-                                  verbose=verbose),
-            verbose,
-        )
-        for name, split in wanted.items():
-            split.teacher_labels = predictions[f"{name}_labels"]
-            split.teacher_probabilities = predictions[f"{name}_probabilities"]
+        # The key's fields and values are those the teacher cache has always hashed (with the
+        # teacher's own: version, epochs, builder, splits), so cache entries stay valid.
+        key = dict(rare=rare, fraction=background_fraction, nb=nb, val_size=val_size,
+                   teacher_size=teacher_size, eval_fraction=eval_background_fraction, seed=seed,
+                   teacher_classes=others, data=_data_digest(x, y, xt, yt))
+        metadata["teacher_source"] = {"images": images(x, teacher_train_idx),
+                                      "labels": to_teacher[y[teacher_train_idx]],
+                                      "seed": seed, "key": key}
     task = Task(name="fashion_bg", class_names=["background"] + [CLASS_NAMES[c] for c in rare],
                 has_background=True, teacher_class_names=[CLASS_NAMES[c] for c in others],
-                teacher_model=teacher_model if teacher else None,
-                metadata={"rare_classes": rare, "teacher_classes": others,
-                          "source_indices": {"train": train_idx, "val": val_idx,
-                                             "test": test_idx, "teacher": teacher_idx,
-                                             "teacher_train": teacher_train_idx}},
-                **splits)
+                metadata=metadata, **splits)
     if verbose:
         print(task.summary())
     return task
@@ -231,60 +211,3 @@ def _data_digest(*arrays):
         digest.update(np.ascontiguousarray(a).data)
     return digest.hexdigest()[:16]
 
-
-def _code_digest(code):
-    """Hash of a code object's bytecode and constants (nested code hashed the same way)."""
-    digest = hashlib.sha256(code.co_code)
-    for const in code.co_consts:
-        text = _code_digest(const) if hasattr(const, "co_code") else repr(const)
-        digest.update(text.encode())
-    return digest.hexdigest()
-
-
-def _builder_name(builder):
-    """A stable cache-key name for a teacher builder: "small_cnn" for the default.
-
-    Functions are named by module and qualified name plus a hash of their code,
-    constants and closure values, so two different lambdas (or closures) in one
-    module never share a cache entry; ``functools.partial`` objects add their bound
-    arguments; other callables are named by their class.
-    """
-    if builder is None:
-        return "small_cnn"
-    if isinstance(builder, functools.partial):
-        return (f"partial({_builder_name(builder.func)}, args={builder.args!r}, "
-                f"kwargs={sorted(builder.keywords.items())!r})")
-    code = getattr(builder, "__code__", None)
-    if code is not None:
-        closure = [c.cell_contents for c in (getattr(builder, "__closure__", None) or ())]
-        body = hashlib.sha256((_code_digest(code) + repr(closure)).encode()).hexdigest()
-        return f"{builder.__module__}.{builder.__qualname__}#{body[:12]}"
-    named = builder if hasattr(builder, "__qualname__") else type(builder)
-    return f"{named.__module__}.{named.__qualname__}"
-
-
-def _cached_teacher(args, cache_dir, splits, train_fn, verbose):
-    """``(predictions, model_path)``: the teacher's predictions for every split and its saved
-    model (``.keras``, beside them), from the cache or computed and stored.
-
-    The model is kept because the background-splitting protocol starts every student's
-    trunk from it (`Config.init_trunk="teacher"`); an entry without it is recomputed.
-    """
-    path = cache_lib.cache_path("fashion_bg_teacher", cache_lib.cache_key(**args), cache_dir)
-    model_path = path[:-len(".npz")] + ".keras"
-    cached = cache_lib.load_npz(path)
-    if cached is not None and os.path.isfile(model_path) and all(
-        f"{n}_labels" in cached and len(cached[f"{n}_labels"]) == len(s)
-        for n, s in splits.items()
-    ):
-        logger.info("Teacher pseudo-labels loaded from %s", path)
-        return cached, model_path
-    model = train_fn()
-    out = {}
-    for name, split in splits.items():
-        labels, probs = teacher_predictions(model, split.images, verbose=verbose)
-        out[f"{name}_labels"], out[f"{name}_probabilities"] = labels, probs
-    cache_lib.save_model(model_path, model)  # first: an npz never stands without its model
-    cache_lib.save_npz(path, **out)
-    logger.info("Teacher pseudo-labels and model cached in %s", path)
-    return out, model_path

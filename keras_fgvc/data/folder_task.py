@@ -29,8 +29,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from keras_fgvc.data import image_ops
 from keras_fgvc.data.cache import cache_key, cache_path, load_npz, save_npz
+from keras_fgvc.data.image_ops import decode_image
 from keras_fgvc.data.splits import carve_validation, require_path
 from keras_fgvc.data.task import Split, Task
 
@@ -177,7 +177,7 @@ def find_unreadable(paths, channels=3, cache_dir=None):
     if not paths:
         return []
     ds = tf.data.Dataset.from_tensor_slices((np.asarray(paths), np.arange(len(paths))))
-    ds = ds.map(lambda p, i: (tf.shape(image_ops.decode_image(tf.io.read_file(p), channels)), i),
+    ds = ds.map(lambda p, i: (tf.shape(decode_image(tf.io.read_file(p), channels)), i),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=False).ignore_errors()
     readable = np.zeros(len(paths), bool)
     for shape, i in ds.batch(1024).as_numpy_iterator():

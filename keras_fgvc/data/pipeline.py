@@ -26,7 +26,15 @@ same crops for the same epoch.
 import numpy as np
 import tensorflow as tf
 
-from keras_fgvc.data import image_ops
+from keras_fgvc.data.image_ops import (
+    INCEPTION_RATIO,
+    INCEPTION_SCALE,
+    decode_image,
+    ensure_channels,
+    random_flip,
+    random_resized_crop,
+    resize,
+)
 from keras_fgvc.data.preprocessing import make_spec, prepare_image, spec_from_json
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -97,8 +105,8 @@ def _check_split(split, num_classes):
 
 
 def make_dataset(split, image_size, *, training, batch_size, channels=3, seed=0,
-                 shuffle=None, shuffle_buffer=10000, scale=image_ops.INCEPTION_SCALE,
-                 ratio=image_ops.INCEPTION_RATIO, random_crop=True, flip=True,
+                 shuffle=None, shuffle_buffer=10000, scale=INCEPTION_SCALE,
+                 ratio=INCEPTION_RATIO, random_crop=True, flip=True,
                  crop_fraction=0.875, preprocessing=None, teacher_probabilities=False,
                  repeat=False, drop_remainder=None, num_classes=None, counter=None, order=None,
                  shard=None, num_parallel_calls=AUTOTUNE, deterministic=None):
@@ -212,8 +220,8 @@ def _ordered_elements(source, targets, order, size, shard, seed):
 
 def build_from_elements(ds, size, image_size, *, training, batch_size, encoded, counter,
                         read_files=False, channels=3, seed=0, shuffle=None,
-                        shuffle_buffer=10000, scale=image_ops.INCEPTION_SCALE,
-                        ratio=image_ops.INCEPTION_RATIO, random_crop=True, flip=True,
+                        shuffle_buffer=10000, scale=INCEPTION_SCALE,
+                        ratio=INCEPTION_RATIO, random_crop=True, flip=True,
                         crop_fraction=0.875, preprocessing=None, repeat=False,
                         drop_remainder=None, num_parallel_calls=AUTOTUNE, deterministic=None,
                         seeded=False):
@@ -250,16 +258,15 @@ def build_from_elements(ds, size, image_size, *, training, batch_size, encoded, 
         with tf.control_dependencies([counter._seen.assign_add(1)]):
             if read_files:
                 x = tf.io.read_file(x)
-            image = image_ops.decode_image(x, channels) if encoded else \
-                image_ops.ensure_channels(x, channels)
+            image = decode_image(x, channels) if encoded else ensure_channels(x, channels)
         crop_seed, flip_seed = element_seed, element_seed + 1
         if training:
             if random_crop:
-                image = image_ops.random_resized_crop(image, image_size, crop_seed, scale, ratio)
+                image = random_resized_crop(image, image_size, crop_seed, scale, ratio)
             else:
-                image = image_ops.resize(image, image_size)
+                image = resize(image, image_size)
             if flip:
-                image = image_ops.random_flip(image, flip_seed)
+                image = random_flip(image, flip_seed)
         else:
             image = prepare_image(image, preprocessing)
         with tf.control_dependencies([image]):

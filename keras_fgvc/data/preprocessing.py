@@ -35,7 +35,7 @@ import numbers
 
 import tensorflow as tf
 
-from keras_fgvc.data import image_ops
+from keras_fgvc.data.image_ops import center_crop, decode_image, ensure_channels, resize
 
 ASPECTS = ("center_square", "stretch")
 RESIZE_METHODS = ("bilinear", "nearest", "bicubic", "area", "lanczos3", "lanczos5", "gaussian",
@@ -104,7 +104,7 @@ def _window(image, spec):
     if spec["aspect"] == "stretch" and fraction == 1.0:
         return image
     if spec["aspect"] == "center_square":
-        return image_ops.center_crop(image, fraction)
+        return center_crop(image, fraction)
     shape = tf.shape(image)
     h, w = shape[-3], shape[-2]
     crop_h = tf.maximum(tf.cast(tf.cast(h, tf.float32) * fraction, tf.int32), 1)
@@ -131,11 +131,11 @@ def prepare_image(image, spec):
         >>> spec = make_spec(224, 3, crop_fraction=0.875)
         >>> prepare_image(decode_image(tf.io.read_file(path), 3), spec)  # doctest: +SKIP
     """
-    image = image_ops.ensure_channels(image, spec["channels"])
-    return image_ops.resize(_window(image, spec), spec["image_size"], spec["resize_method"],
-                            spec["antialias"])
+    image = ensure_channels(image, spec["channels"])
+    return resize(_window(image, spec), spec["image_size"], spec["resize_method"],
+                  spec["antialias"])
 
 
 def decode_and_prepare(image_bytes, spec):
     """Encoded image bytes (scalar string) -> the model input (`decode_image`, `prepare_image`)."""
-    return prepare_image(image_ops.decode_image(image_bytes, spec["channels"]), spec)
+    return prepare_image(decode_image(image_bytes, spec["channels"]), spec)

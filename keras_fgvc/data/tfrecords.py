@@ -13,7 +13,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from keras_fgvc.data import pipeline as pipeline_lib
+from keras_fgvc.data.pipeline import AUTOTUNE, SkipCounter, build_from_elements
 from keras_fgvc.data.splits import require_path
 from keras_fgvc.files import atomic_write
 
@@ -170,7 +170,7 @@ def read_tfrecords(file_pattern, num_teacher_classes=None, shuffle_files=False, 
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     # deterministic=True: a seed gives the same example order on every run.
     ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=cycle_length or min(len(files), 16),
-                       num_parallel_calls=pipeline_lib.AUTOTUNE, deterministic=True)
+                       num_parallel_calls=AUTOTUNE, deterministic=True)
     if shard is not None and not by_file:
         ds = ds.shard(*shard)
 
@@ -183,7 +183,7 @@ def read_tfrecords(file_pattern, num_teacher_classes=None, shuffle_files=False, 
             out["teacher_probabilities"] = ex[KEYS["teacher_probabilities"]]
         return out
 
-    return ds.map(parse, num_parallel_calls=pipeline_lib.AUTOTUNE)
+    return ds.map(parse, num_parallel_calls=AUTOTUNE)
 
 
 def count_records(file_pattern):
@@ -208,8 +208,7 @@ def make_tfrecord_pipeline(file_pattern, image_size, *, training, batch_size,
     ds = read_tfrecords(file_pattern, num_teacher_classes, shuffle_files=training, seed=seed,
                         cycle_length=cycle_length, shard=shard)
     ds = ds.map(lambda ex: (ex.pop("image_bytes"), ex))
-    counter = counter or pipeline_lib.SkipCounter()
-    ds = pipeline_lib.build_from_elements(ds, None, image_size, training=training,
-                                          batch_size=batch_size, encoded=True,
-                                          counter=counter, seed=seed, **kwargs)
+    counter = counter or SkipCounter()
+    ds = build_from_elements(ds, None, image_size, training=training, batch_size=batch_size,
+                             encoded=True, counter=counter, seed=seed, **kwargs)
     return ds, counter

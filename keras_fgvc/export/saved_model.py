@@ -12,7 +12,8 @@ atomically (temporary directory + rename), readable by every user:
   ``preprocessing.json``: the preprocessing spec ``serving_default`` applies
   (``image_size``, ``channels``, ``aspect``, ``crop_fraction``,
   ``resize_method``, ``antialias``; `keras_fgvc.data.preprocessing`) and
-  ``has_background``;
+  ``has_background``; for a model with a lineage (a `keras_fgvc.bootstrap`
+  round), ``lineage.json``, which the ``metadata`` signature also returns;
 - ``assets.extra/tf_serving_warmup_requests``;
 
 and then adds the model to ``MODEL_BASE/models.config``.
@@ -25,12 +26,18 @@ import os
 import keras
 import tensorflow as tf
 
+# Sibling modules by full name, not through `keras_fgvc.export` (whose __init__ loads this
+# module lazily); kept as modules so tests can patch e.g. ``warmup.write_warmup_requests``.
+import keras_fgvc.export.model_config as model_config
+import keras_fgvc.export.signatures as signatures
+import keras_fgvc.export.versions as versions
+import keras_fgvc.export.warmup as warmup
 from keras_fgvc.data.preprocessing import spec_from_json
-from keras_fgvc.export import model_config, signatures, versions, warmup
 
 LABELS_FILE = "labels.txt"
 THRESHOLDS_FILE = "thresholds.json"
 PREPROCESSING_FILE = "preprocessing.json"
+LINEAGE_FILE = "lineage.json"
 
 
 def _check_model_name(model_name):
@@ -111,7 +118,7 @@ def _preprocessing(model, image_size, channels, preprocessing):
 def export_model(model, model_base_path, model_name, class_names, thresholds=None,
                  image_size=None, channels=None, has_background=True, version=None,
                  warmup_batch_sizes=(1, 8), update_model_config=True, serving_base_path=None,
-                 verbose=False, preprocessing=None):
+                 verbose=False, preprocessing=None, lineage=None):
     """Write `model` as version ``MODEL_BASE/<model_name>/<version>/`` for TF Serving.
 
     Args:
@@ -141,6 +148,10 @@ def export_model(model, model_base_path, model_name, class_names, thresholds=Non
             whole image resized bilinearly to `image_size`, no crop (how
             in-memory splits such as Fashion-MNIST are evaluated; the
             behaviour of exports before the spec existed).
+        lineage: a JSON-serialisable dict saying what built the model (a
+            `keras_fgvc.bootstrap` round writes one: round, decisions, S / H
+            sizes); saved as the ``lineage.json`` asset and returned as
+            ``lineage`` by the ``metadata`` signature. None: neither exists.
 
     Returns:
         The path of the published version directory.
@@ -158,6 +169,11 @@ def export_model(model, model_base_path, model_name, class_names, thresholds=Non
     if num_foreground < 1:
         raise ValueError(f"The model has {width} probability columns: no foreground class.")
     class_names, thresholds = _check_classes(class_names, thresholds, num_foreground)
+    if lineage is not None:
+        try:
+            lineage_text = json.dumps(lineage, indent=1, sort_keys=True)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"lineage must be JSON-serialisable: {error}") from None
 
     model_dir = os.path.join(model_base_path, model_name)
     versions.remove_stale_temp_dirs(model_dir)
@@ -176,6 +192,12 @@ def export_model(model, model_base_path, model_name, class_names, thresholds=Non
         assets.labels = tf.saved_model.Asset(labels_path)
         assets.thresholds = tf.saved_model.Asset(thresholds_path)
         assets.preprocessing = tf.saved_model.Asset(preprocessing_path)
+        assets.lineage = None
+        if lineage is not None:
+            lineage_path = os.path.join(staging, LINEAGE_FILE)
+            with open(lineage_path, "w") as f:
+                f.write(lineage_text + "\n")
+            assets.lineage = tf.saved_model.Asset(lineage_path)
 
         archive = keras.export.ExportArchive()
         archive.track(model)
@@ -183,7 +205,8 @@ def export_model(model, model_base_path, model_name, class_names, thresholds=Non
         # object it saves so tf.saved_model.save copies them into assets/.
         archive._tf_trackable.detector_assets = assets
         for name, fn, signature in signatures.make_endpoints(
-            model, class_names, thresholds, has_background, preprocessing, assets.labels
+            model, class_names, thresholds, has_background, preprocessing, assets.labels,
+            assets.lineage,
         ):
             archive.add_endpoint(name, fn, input_signature=signature)
 
@@ -230,7 +253,8 @@ def read_workdir(workdir):
     Returns:
         dict with ``model_path``, ``class_names`` (foreground), ``thresholds``,
         ``image_size``, ``channels``, ``has_background`` and ``preprocessing``
-        (the full spec).
+        (the full spec), and ``lineage`` (``W/lineage.json``, written by a
+        `keras_fgvc.bootstrap` round; None when the workdir has none).
     """
     def _path(name):
         path = os.path.join(workdir, name)
@@ -258,6 +282,14 @@ def read_workdir(workdir):
             raise ValueError(f"{thresholds_path!r} lists classes {saved.get('class_names')!r} "
                              f"but labels.txt has foreground classes {foreground!r}.")
         thresholds = saved["thresholds"]
+    lineage = None
+    lineage_path = os.path.join(workdir, LINEAGE_FILE)
+    if os.path.exists(lineage_path):
+        try:
+            with open(lineage_path) as f:
+                lineage = json.load(f)
+        except ValueError as error:
+            raise ValueError(f"{lineage_path!r} is not JSON ({error}).") from None
     return {
         "model_path": model_path,
         "class_names": foreground,
@@ -266,6 +298,7 @@ def read_workdir(workdir):
         "channels": spec["channels"],
         "has_background": has_background,
         "preprocessing": spec,
+        "lineage": lineage,
     }
 
 

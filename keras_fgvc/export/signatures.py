@@ -13,7 +13,9 @@ contract):
   resized here); NaN or infinite pixels are an InvalidArgumentError (TF
   Serving: INVALID_ARGUMENT), never a confident answer;
 - ``metadata()``: ``class_names`` (read from the exported labels asset) and
-  ``thresholds``;
+  ``thresholds``; with a lineage (a model grown by `keras_fgvc.bootstrap`),
+  also ``lineage``: the JSON text of the exported ``lineage.json`` asset (the
+  round, decisions and S / H sizes that built the model);
 - ``classify(inputs)``: TF Serving's Classify API: serialized ``tf.Example``
   [batch] with the image in feature ``image/encoded`` -> ``classes`` [batch, N]
   (class names) and ``scores`` [batch, N]. Its SignatureDef gets the method
@@ -92,7 +94,7 @@ def detector_outputs(model_outputs, thresholds, has_background):
 
 
 def make_endpoints(model, class_names, thresholds, has_background, preprocessing,
-                   labels_asset):
+                   labels_asset, lineage_asset=None):
     """Build the endpoint functions and their input signatures.
 
     Args:
@@ -104,6 +106,8 @@ def make_endpoints(model, class_names, thresholds, has_background, preprocessing
             (`keras_fgvc.data.preprocessing`), applied by ``serving_default``.
         labels_asset: `tf.saved_model.Asset` of the labels file (one
             foreground class name per line).
+        lineage_asset: `tf.saved_model.Asset` of ``lineage.json``, or None;
+            ``metadata()`` then also returns its text as ``lineage``.
 
     Returns:
         A list of ``(name, fn, input_signature)`` for `ExportArchive.add_endpoint`.
@@ -126,10 +130,13 @@ def make_endpoints(model, class_names, thresholds, has_background, preprocessing
 
     def metadata():
         text = tf.strings.strip(tf.io.read_file(labels_asset.asset_path))
-        return {
+        out = {
             "class_names": tf.strings.split(text, "\n"),
             "thresholds": tf.identity(thresholds_const),
         }
+        if lineage_asset is not None:
+            out["lineage"] = tf.io.read_file(lineage_asset.asset_path)
+        return out
 
     def classify(inputs):
         features = tf.io.parse_example(

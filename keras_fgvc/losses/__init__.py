@@ -3,8 +3,9 @@
 * Class-balanced loss (Cui et al., CVPR 2019; dissertation Ch. 5):
   `effective_number`, `class_balanced_weights`,
   `ClassBalancedSoftmaxCrossEntropy`, `ClassBalancedSigmoidCrossEntropy`,
-  `ClassBalancedFocalLoss`, the `PriorProbability` bias initializer; plain
-  `SigmoidFocalLoss` (Lin et al. 2017).
+  `ClassBalancedFocalLoss`; plain `SigmoidFocalLoss` (Lin et al. 2017). The
+  prior-probability bias initializer of sigmoid heads lives with the models
+  (`keras_fgvc.models.PriorProbability`).
 * Metric learning (Cui et al., CVPR 2016; Ch. 2): `TripletLoss` with
   local-positive / hard-negative in-batch mining, `AnchorTripletLoss`.
 * Long-tail baseline: `LDAMLoss` + `DeferredReweighting` (Cao et al. 2019).
@@ -22,7 +23,6 @@ from keras_fgvc.losses.class_balanced import (
     ClassBalancedFocalLoss,
     ClassBalancedSigmoidCrossEntropy,
     ClassBalancedSoftmaxCrossEntropy,
-    PriorProbability,
     class_balanced_focal_loss,
     class_balanced_sigmoid_cross_entropy,
     class_balanced_softmax_cross_entropy,
@@ -57,7 +57,6 @@ __all__ = [
     "ClassBalancedSoftmaxCrossEntropy",
     "DeferredReweighting",
     "LDAMLoss",
-    "PriorProbability",
     "SigmoidFocalLoss",
     "TripletLoss",
     "anchor_classification_loss",

@@ -21,13 +21,13 @@ same parameter gradients) and makes unnormalised scores safe.
 import keras
 from keras import ops
 
-from keras_fgvc.losses import utils
 from keras_fgvc.losses.triplet import (
     split_triplet_labels,
     triplet_loss,
     validate_fraction,
     validate_margin,
 )
+from keras_fgvc.losses.utils import dtype_config, validate_probability_range
 
 
 def anchor_classification_loss(labels, log_probs):
@@ -112,10 +112,10 @@ class AnchorTripletLoss(keras.losses.Loss):
         if not is_int or embedding_dim < 1:
             raise ValueError(f"embedding_dim must be a positive int; got {embedding_dim!r}.")
         self.embedding_dim = embedding_dim
-        self.omega = utils.validate_probability_range(omega, "omega", high_inclusive=True)
+        self.omega = validate_probability_range(omega, "omega", high_inclusive=True)
         self.margin = validate_margin(margin)
         self.positive_fraction = validate_fraction(positive_fraction)
-        self._dtype_arg = utils.dtype_config(dtype)
+        self._dtype_arg = dtype_config(dtype)
 
     def call(self, y_true, y_pred):
         width = y_pred.shape[-1]

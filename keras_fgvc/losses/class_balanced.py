@@ -19,22 +19,28 @@ single-label data). Note the official sigmoid branch goes through
 classes of Eq. 5.11 is kept, so that loss is C times larger.
 """
 
-import math
-
 import keras
 import numpy as np
 from keras import ops
 
-from keras_fgvc.losses import utils
 from keras_fgvc.losses.focal import (
     sigmoid_cross_entropy,
     sigmoid_focal_crossentropy,
     validate_gamma,
 )
+from keras_fgvc.losses.utils import (
+    check_num_classes,
+    counts_to_list,
+    dtype_config,
+    one_hot_targets,
+    smooth_labels,
+    validate_counts,
+    validate_probability_range,
+)
 
 
 def _validate_beta(beta):
-    return utils.validate_probability_range(beta, "beta")
+    return validate_probability_range(beta, "beta")
 
 
 def effective_number(n, beta):
@@ -88,7 +94,7 @@ def class_balanced_weights(class_counts, beta):
         [0.031, 1.969]
     """
     beta = _validate_beta(beta)
-    counts = utils.validate_counts(class_counts)
+    counts = validate_counts(class_counts)
     raw = (1.0 - beta) / (1.0 - np.power(beta, np.maximum(counts, 1.0)))
     if np.all(raw == raw[0]):
         # beta = 0 or equal counts: exactly ones (``raw / sum * C`` can round to
@@ -99,7 +105,7 @@ def class_balanced_weights(class_counts, beta):
 
 def _example_weights(targets, class_weights):
     """Per-example ``w_y``: ``sum_i y_i w_i`` (= w_y for one-hot, 0 for an all-zero row)."""
-    utils.check_num_classes(targets, len(class_weights))
+    check_num_classes(targets, len(class_weights))
     weights = ops.convert_to_tensor(np.asarray(class_weights), dtype=targets.dtype)
     return ops.sum(targets * weights, axis=-1)
 
@@ -118,9 +124,9 @@ def class_balanced_softmax_cross_entropy(y_true, logits, class_weights, label_sm
         ``[B]`` per-example loss.
     """
     logits = ops.convert_to_tensor(logits)
-    targets = utils.one_hot_targets(y_true, logits)
+    targets = one_hot_targets(y_true, logits)
     weight = _example_weights(targets, class_weights)
-    targets = utils.smooth_labels(targets, label_smoothing, logits.shape[-1])
+    targets = smooth_labels(targets, label_smoothing, logits.shape[-1])
     loss = -ops.sum(targets * ops.log_softmax(logits, axis=-1), axis=-1)
     return weight * loss
 
@@ -128,9 +134,9 @@ def class_balanced_softmax_cross_entropy(y_true, logits, class_weights, label_sm
 def class_balanced_sigmoid_cross_entropy(y_true, logits, class_weights, label_smoothing=0.0):
     """Per-example CB sigmoid cross-entropy ``-w_y sum_i log sigmoid(z_t,i)`` (Eq. 5.11)."""
     logits = ops.convert_to_tensor(logits)
-    targets = utils.one_hot_targets(y_true, logits)
+    targets = one_hot_targets(y_true, logits)
     weight = _example_weights(targets, class_weights)
-    targets = utils.smooth_labels(targets, label_smoothing, 2)
+    targets = smooth_labels(targets, label_smoothing, 2)
     return weight * ops.sum(sigmoid_cross_entropy(targets, logits), axis=-1)
 
 
@@ -141,9 +147,9 @@ def class_balanced_focal_loss(y_true, logits, class_weights, gamma=0.5, label_sm
     gradients, at gamma = 0, gamma < 1 and |z| = 100.
     """
     logits = ops.convert_to_tensor(logits)
-    targets = utils.one_hot_targets(y_true, logits)
+    targets = one_hot_targets(y_true, logits)
     weight = _example_weights(targets, class_weights)
-    targets = utils.smooth_labels(targets, label_smoothing, 2)
+    targets = smooth_labels(targets, label_smoothing, 2)
     return weight * ops.sum(sigmoid_focal_crossentropy(targets, logits, gamma), axis=-1)
 
 
@@ -165,11 +171,11 @@ class _ClassBalancedLoss(keras.losses.Loss):
                 f"{class_counts!r}. For one binary detector use 2 logits "
                 "(background, foreground) or SigmoidFocalLoss."
             )
-        self.class_counts = utils.counts_to_list(class_counts)
+        self.class_counts = counts_to_list(class_counts)
         self.beta = float(beta)
         self.from_logits = True
-        self.label_smoothing = utils.validate_probability_range(label_smoothing, "label_smoothing")
-        self._dtype_arg = utils.dtype_config(dtype)
+        self.label_smoothing = validate_probability_range(label_smoothing, "label_smoothing")
+        self._dtype_arg = dtype_config(dtype)
 
     def get_config(self):
         return {
@@ -236,7 +242,7 @@ class ClassBalancedSigmoidCrossEntropy(_ClassBalancedLoss):
 
     Per-example loss ``-w_y * sum_i log sigmoid(z_t,i)``, summed over the C
     classes (``z_t = z`` for the true class, ``-z`` otherwise). Initialise the
-    last bias with `PriorProbability` (Sec. 5.4.2).
+    last bias with `keras_fgvc.models.PriorProbability` (Sec. 5.4.2).
 
     Args:
         class_counts, beta, from_logits, label_smoothing, reduction, name,
@@ -321,44 +327,3 @@ class ClassBalancedFocalLoss(_ClassBalancedLoss):
     def get_config(self):
         return {**super().get_config(), "gamma": self.gamma}
 
-
-@keras.saving.register_keras_serializable(package="keras_fgvc")
-class PriorProbability(keras.initializers.Initializer):
-    """Bias initializer ``b = -log((1 - pi) / pi)`` for sigmoid heads (Sec. 5.4.2).
-
-    With this bias every sigmoid output starts at probability ``pi``, avoiding
-    the huge initial loss of b = 0 (Lin et al. 2017; Cui, Sec. 5.4.2).
-
-    Args:
-        probability: the prior pi in (0, 1). None (default) = ``1 / C`` with C
-            the last dimension of the initialised shape (C must be > 1).
-
-    Returns:
-        A tensor of the requested shape filled with ``-log((1 - pi) / pi)``.
-
-    Example:
-        >>> head = keras.layers.Dense(10, bias_initializer=PriorProbability())
-    """
-
-    def __init__(self, probability=None):
-        if probability is not None:
-            probability = utils.validate_probability_range(
-                probability, "probability", low_inclusive=False
-            )
-        self.probability = probability
-
-    def __call__(self, shape, dtype=None):
-        pi = self.probability
-        if pi is None:
-            num_classes = shape[-1] if len(shape) else 1
-            if num_classes is None or num_classes < 2:
-                raise ValueError(
-                    "PriorProbability(probability=None) uses pi = 1/C and needs C >= 2 "
-                    f"in the last dimension; got shape {tuple(shape)}."
-                )
-            pi = 1.0 / num_classes
-        bias = -math.log((1.0 - pi) / pi)
-        return ops.full(shape, bias, dtype=dtype or keras.backend.floatx())
-
-    def get_config(self):
-        return {"probability": self.probability}

@@ -41,7 +41,7 @@ label gives 0. `sample_weight` then weights rows, as `TripletLoss` does.
 import keras
 from keras import ops
 
-from keras_fgvc.losses import utils
+from keras_fgvc.losses.utils import dtype_config, integer_labels, is_one_hot
 
 
 def _teacher_rows(y_true, num_classes, teacher_from_logits, dtype):
@@ -79,11 +79,11 @@ def background_splitting_hard_loss(y_true, logits, weight=0.1, teacher_from_logi
     """
     y_true, logits = ops.convert_to_tensor(y_true), ops.convert_to_tensor(logits)
     num_classes = logits.shape[-1]
-    if utils.is_one_hot(y_true, logits):
+    if is_one_hot(y_true, logits):
         teacher, valid = _teacher_rows(y_true, num_classes, teacher_from_logits, logits.dtype)
         labels = ops.where(valid, ops.cast(ops.argmax(teacher, axis=-1), "int32"), -1)
     else:
-        labels = utils.integer_labels(ops.round(y_true))
+        labels = integer_labels(ops.round(y_true))
     targets = ops.one_hot(labels, num_classes, dtype=logits.dtype)  # -1 -> zero row
     loss = -weight * ops.sum(targets * ops.log_softmax(logits, axis=-1), axis=-1)
     return _mean_over_valid(loss, ops.sum(targets, axis=-1))
@@ -106,7 +106,7 @@ def background_splitting_soft_loss(
         with a teacher (module docstring).
     """
     y_true, logits = ops.convert_to_tensor(y_true), ops.convert_to_tensor(logits)
-    if not utils.is_one_hot(y_true, logits):
+    if not is_one_hot(y_true, logits):
         raise ValueError(
             "mode='soft' needs teacher probabilities or logits of shape [B, T] = "
             f"{tuple(logits.shape)}; got y_true of shape {tuple(y_true.shape)}."
@@ -186,7 +186,7 @@ class BackgroundSplittingLoss(keras.losses.Loss):
         self.temperature = temperature
         self.weight = weight
         self.teacher_from_logits = bool(teacher_from_logits)
-        self._dtype_arg = utils.dtype_config(dtype)
+        self._dtype_arg = dtype_config(dtype)
 
     def call(self, y_true, y_pred):
         if self.mode == "hard":

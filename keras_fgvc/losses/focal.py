@@ -17,7 +17,12 @@ with ``p = sigmoid(z)``, which is Eq. 5.12 for 0/1 targets.
 import keras
 from keras import ops
 
-from keras_fgvc.losses import utils
+from keras_fgvc.losses.utils import (
+    dtype_config,
+    one_hot_targets,
+    smooth_labels,
+    validate_probability_range,
+)
 
 
 def sigmoid_cross_entropy(targets, logits):
@@ -116,17 +121,17 @@ class SigmoidFocalLoss(keras.losses.Loss):
         if not from_logits:
             raise ValueError("SigmoidFocalLoss works from logits only; got from_logits=False.")
         if alpha is not None:
-            alpha = utils.validate_probability_range(alpha, "alpha", high_inclusive=True)
+            alpha = validate_probability_range(alpha, "alpha", high_inclusive=True)
         self.gamma = validate_gamma(gamma)
         self.alpha = alpha
         self.from_logits = True
-        self.label_smoothing = utils.validate_probability_range(label_smoothing, "label_smoothing")
-        self._dtype_arg = utils.dtype_config(dtype)
+        self.label_smoothing = validate_probability_range(label_smoothing, "label_smoothing")
+        self._dtype_arg = dtype_config(dtype)
 
     def call(self, y_true, y_pred):
-        targets = utils.one_hot_targets(y_true, y_pred)
+        targets = one_hot_targets(y_true, y_pred)
         if self.label_smoothing:
-            targets = utils.smooth_labels(targets, self.label_smoothing, 2)
+            targets = smooth_labels(targets, self.label_smoothing, 2)
         loss = sigmoid_focal_crossentropy(targets, y_pred, self.gamma, self.alpha)
         return ops.sum(loss, axis=-1)
 

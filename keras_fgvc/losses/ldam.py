@@ -22,8 +22,15 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_fgvc.losses import utils
 from keras_fgvc.losses.class_balanced import class_balanced_weights
+from keras_fgvc.losses.utils import (
+    check_num_classes,
+    counts_to_list,
+    dtype_config,
+    one_hot_targets,
+    validate_counts,
+    validate_probability_range,
+)
 
 
 def ldam_margins(class_counts, max_margin=0.5):
@@ -35,7 +42,7 @@ def ldam_margins(class_counts, max_margin=0.5):
     Returns:
         float64 NumPy array of C margins.
     """
-    counts = utils.validate_counts(class_counts)
+    counts = validate_counts(class_counts)
     margins = 1.0 / np.power(np.maximum(counts, 1.0), 0.25)
     return margins * (float(max_margin) / np.max(margins))
 
@@ -54,8 +61,8 @@ def ldam_loss(y_true, logits, margins, scale=30.0, class_weights=None):
         ``[B]`` per-example loss.
     """
     logits = ops.convert_to_tensor(logits)
-    utils.check_num_classes(logits, len(margins))
-    targets = utils.one_hot_targets(y_true, logits)
+    check_num_classes(logits, len(margins))
+    targets = one_hot_targets(y_true, logits)
     margins = ops.convert_to_tensor(np.asarray(margins), dtype=logits.dtype)
     shifted = scale * (logits - targets * margins)
     loss = -ops.sum(targets * ops.log_softmax(shifted, axis=-1), axis=-1)
@@ -105,7 +112,7 @@ class LDAMLoss(keras.losses.Loss):
         dtype=None,
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        counts = utils.validate_counts(class_counts)
+        counts = validate_counts(class_counts)
         try:
             max_margin = float(max_margin)
             scale = float(scale)
@@ -117,7 +124,7 @@ class LDAMLoss(keras.losses.Loss):
             raise ValueError(f"max_margin must be > 0 and finite; got {max_margin!r}.")
         if not 0.0 < scale < float("inf"):
             raise ValueError(f"scale must be > 0 and finite; got {scale!r}.")
-        self.class_counts = utils.counts_to_list(class_counts)
+        self.class_counts = counts_to_list(class_counts)
         self.max_margin = max_margin
         self.scale = scale
         self.margins = ldam_margins(counts, max_margin)
@@ -127,7 +134,7 @@ class LDAMLoss(keras.losses.Loss):
         self.class_weights_variable = keras.Variable(
             initial, trainable=False, dtype=self.dtype, name="ldam_class_weights"
         )
-        self._dtype_arg = utils.dtype_config(dtype)
+        self._dtype_arg = dtype_config(dtype)
 
     def _check_weights(self, weights):
         weights = np.asarray(weights, dtype=np.float64)
@@ -170,7 +177,7 @@ def drw_class_weights(class_counts, epoch, start_epoch, beta=0.9999):
     Returns:
         float64 NumPy array of C weights.
     """
-    counts = utils.validate_counts(class_counts)
+    counts = validate_counts(class_counts)
     if epoch < start_epoch:
         return np.ones(counts.size)
     return class_balanced_weights(counts, beta)
@@ -200,7 +207,7 @@ class DeferredReweighting(keras.callbacks.Callback):
             raise ValueError(f"start_epoch must be an int >= 0; got {start_epoch!r}.")
         self.loss = loss
         self.start_epoch = start_epoch
-        self.beta = utils.validate_probability_range(beta, "beta")
+        self.beta = validate_probability_range(beta, "beta")
 
     def _target(self):
         loss = self.loss if self.loss is not None else getattr(self.model, "loss", None)

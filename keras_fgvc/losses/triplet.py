@@ -32,8 +32,13 @@ import keras
 from keras import ops
 
 from keras_fgvc.layers.normalization import l2_normalize
-from keras_fgvc.losses import mining as mining_ops
-from keras_fgvc.losses import utils
+from keras_fgvc.losses.mining import (
+    candidate_triplet_mask,
+    pairwise_squared_distances,
+    triplet_hinge,
+    violating_triplet_mask,
+)
+from keras_fgvc.losses.utils import dtype_config, integer_labels
 
 
 def split_triplet_labels(y_true):
@@ -48,7 +53,7 @@ def split_triplet_labels(y_true):
         y = ops.cast(ops.round(y_true), "int32")
         return y[:, 0], y[:, 1]
     if len(shape) == 1 or (len(shape) == 2 and shape[-1] == 1):
-        return utils.integer_labels(ops.round(y_true)), None
+        return integer_labels(ops.round(y_true)), None
     raise ValueError(
         "Triplet y_true must be labels [B] / [B, 1] or (label, hard_negative_for) pairs "
         f"[B, 2]; got shape {shape}."
@@ -84,9 +89,9 @@ def triplet_loss(labels, embeddings, margin=0.2, positive_fraction=0.6, hard_neg
     if hard_negative_for is not None:
         hard_negative_for = ops.cast(hard_negative_for, "int32")
     emb = l2_normalize(embeddings)
-    distances = mining_ops.pairwise_squared_distances(emb)
+    distances = pairwise_squared_distances(emb)
     if mining_mode == "hard":
-        valid = mining_ops.violating_triplet_mask(
+        valid = violating_triplet_mask(
             labels,
             ops.stop_gradient(distances),
             margin=margin,
@@ -94,14 +99,14 @@ def triplet_loss(labels, embeddings, margin=0.2, positive_fraction=0.6, hard_neg
             hard_negative_for=hard_negative_for,
         )
     else:
-        valid = mining_ops.candidate_triplet_mask(
+        valid = candidate_triplet_mask(
             labels,
             ops.stop_gradient(distances),
             positive_fraction=positive_fraction,
             hard_negative_for=hard_negative_for,
         )
     valid = ops.cast(valid, emb.dtype)
-    hinge = ops.relu(mining_ops.triplet_hinge(distances, margin)) * valid
+    hinge = ops.relu(triplet_hinge(distances, margin)) * valid
     count = ops.sum(valid)
     batch = ops.cast(ops.shape(emb)[0], emb.dtype)
     return ops.sum(hinge, axis=(1, 2)) * batch / ops.maximum(count, 1.0)
@@ -180,7 +185,7 @@ class TripletLoss(keras.losses.Loss):
         self.margin = validate_margin(margin)
         self.positive_fraction = validate_fraction(positive_fraction)
         self.mining = validate_mining(mining)
-        self._dtype_arg = utils.dtype_config(dtype)
+        self._dtype_arg = dtype_config(dtype)
 
     def call(self, y_true, y_pred):
         labels, hard_negative_for = split_triplet_labels(y_true)

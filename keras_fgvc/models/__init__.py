@@ -1,4 +1,4 @@
-"""Models: backbones, pooling, heads and builders registered by name.
+"""Models: backbones, pooling, heads (and their initializers) and builders registered by name.
 
 Importing this package registers every builder, so `list_models()` is
 complete. See `keras_fgvc.models.builders` for the table of model names.
@@ -6,12 +6,8 @@ complete. See `keras_fgvc.models.builders` for the table of model names.
 
 from keras_fgvc.models import builders  # noqa: F401  (registers the builders)
 from keras_fgvc.models.backbones import build_backbone, list_backbones
-from keras_fgvc.models.batchnorm import (
-    batchnorm_layers,
-    reestimate_batchnorm,
-    reestimate_batchnorm_from_images,
-)
 from keras_fgvc.models.classifier import build_background_splitting, build_classifier
+from keras_fgvc.models.initializers import PriorProbability
 from keras_fgvc.models.lws import LearnableWeightScaling, build_lws_model
 from keras_fgvc.models.preprocessing import ImageNormalization
 from keras_fgvc.models.registry import create_model, get_builder, list_models, register_model
@@ -19,7 +15,7 @@ from keras_fgvc.models.registry import create_model, get_builder, list_models, r
 __all__ = [
     "ImageNormalization",
     "LearnableWeightScaling",
-    "batchnorm_layers",
+    "PriorProbability",
     "build_backbone",
     "build_background_splitting",
     "build_classifier",
@@ -28,7 +24,5 @@ __all__ = [
     "get_builder",
     "list_backbones",
     "list_models",
-    "reestimate_batchnorm",
-    "reestimate_batchnorm_from_images",
     "register_model",
 ]

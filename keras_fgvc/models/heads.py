@@ -30,7 +30,7 @@ import numbers
 import keras
 
 from keras_fgvc.layers import AnchorSoftVote, FixedBackgroundLogit, L2Normalize, NormalizedLinear
-from keras_fgvc.losses import PriorProbability
+from keras_fgvc.models.initializers import PriorProbability
 
 HEADS = ("softmax", "sigmoid", "fixed_background", "cosine", "anchors")
 
@@ -57,7 +57,7 @@ def _dropout(features, dropout, name="dropout"):
 
 
 def prior_bias_initializer(probability):
-    """Bias initializer ``b = -log((1 - pi) / pi)`` (`keras_fgvc.losses.PriorProbability`)."""
+    """Bias initializer ``b = -log((1 - pi) / pi)`` (`keras_fgvc.models.PriorProbability`)."""
     if not 0.0 < probability < 1.0:
         raise ValueError(f"The prior probability must be in (0, 1), got {probability!r}.")
     return PriorProbability(probability)

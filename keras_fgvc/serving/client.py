@@ -12,6 +12,7 @@ Example:
     (1, 3)
 """
 
+import json
 import random
 import time
 
@@ -136,6 +137,18 @@ class PredictionClient:
         out, _ = self.predict(model_name, {}, "metadata", version)
         names = [n.decode() if isinstance(n, bytes) else str(n) for n in out["class_names"]]
         return names, [float(t) for t in out["thresholds"]]
+
+    def lineage(self, model_name, version=None):
+        """What built the model (dict; a `keras_fgvc.bootstrap` round's lineage), or None.
+
+        Read from the ``metadata`` signature's ``lineage`` output, which exports
+        of a workdir with a ``lineage.json`` carry.
+        """
+        out, _ = self.predict(model_name, {}, "metadata", version)
+        if "lineage" not in out:
+            return None
+        text = np.asarray(out["lineage"]).reshape(-1)[0]
+        return json.loads(text.decode() if isinstance(text, bytes) else str(text))
 
     # === Metadata and status ===
     def get_model_metadata(self, model_name, version=None, timeout_s=None):

@@ -1,7 +1,7 @@
 """Soak test of the loopback server: valid traffic, malformed requests and hot swaps together.
 
-`run_soak` starts `serving/server.py` in a subprocess on 127.0.0.1, serving the
-(untrained) example detector, then:
+`run_soak` starts `serving/server.py` in a subprocess on 127.0.0.1 (`launch`),
+serving the (untrained) `build_example_detector`, then:
 
 1. *quiet*: ``grpc_clients`` gRPC and ``rest_clients`` REST clients send valid
    requests (one PNG each) for ``quiet_s``; their p99 is the reference;
@@ -24,8 +24,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -33,15 +31,11 @@ import time
 import grpc
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# free_port is also importable from here (its home before `launch`).
+from keras_fgvc.serving.launch import free_port, free_ports, start_server  # noqa: F401
+
 GOAL_RSS_GROWTH_MB = 100.0
 GOAL_P99_RATIO = 3.0
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mb(pid):
@@ -258,11 +252,44 @@ class _Soak:
                       or "no answer")
 
 
+def build_example_detector(num_classes=4, embedding_dim=0, seed=0):
+    """The smallest exportable detector: 28x28x1 images in [0, 255] -> N + 1 softmax.
+
+    Two strided convolutions and a dense layer (index 0 = background), with dict
+    outputs ``logits`` / ``probabilities`` (/ ``embedding``) as the exporter
+    expects. The soak and `benchmarks/serving.py` serve it untrained, so they
+    measure the server rather than the model; the export and serving tests train
+    it briefly (``tests/fixtures/example_detector.py``).
+
+    Args:
+        num_classes: classes including background (index 0).
+        embedding_dim: when > 0, add an L2-normalised ``embedding`` output.
+        seed: weight initialisation seed.
+    """
+    import keras
+
+    init = keras.initializers.GlorotUniform(seed=seed)
+    inputs = keras.Input((28, 28, 1), name="images")
+    x = keras.layers.Rescaling(1.0 / 255.0)(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", kernel_initializer=init)(x)
+    x = keras.layers.Conv2D(16, 3, strides=2, activation="relu", kernel_initializer=init)(x)
+    features = keras.layers.Flatten()(x)
+    logits = keras.layers.Dense(num_classes, kernel_initializer=init, name="logits")(features)
+    outputs = {
+        "logits": logits,
+        "probabilities": keras.layers.Softmax(name="probabilities")(logits),
+    }
+    if embedding_dim:
+        embedding = keras.layers.Dense(embedding_dim, kernel_initializer=init)(features)
+        outputs["embedding"] = keras.layers.UnitNormalization(name="embedding")(embedding)
+    return keras.Model(inputs, outputs, name="example_detector")
+
+
 def _export_versions(base, staging, count):
     """Version 1 in `base`/det, and `count` more complete exports waiting in `staging`."""
-    from keras_fgvc.export import example_detector, saved_model
+    from keras_fgvc.export import saved_model
 
-    model = example_detector.build_example_detector()
+    model = build_example_detector()
     names = ["sandal", "bag", "ankle_boot"]
     saved_model.export_model(model, base, "det", names, update_model_config=False)
     staged = []
@@ -271,15 +298,6 @@ def _export_versions(base, staging, count):
                                         update_model_config=False)
         staged.append(path)
     return staged
-
-
-def _start_server(base, port, rest_port, log):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    return subprocess.Popen(
-        [sys.executable, os.path.join(REPO, "serving", "server.py"), f"--port={port}",
-         f"--rest_api_port={rest_port}", "--model_name=det", f"--model_base_path={base}/det",
-         "--file_system_poll_wait_seconds=0.5", "--rest_timeout_seconds=5"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
 
 
 def run_soak(duration_s=60.0, quiet_s=15.0, grpc_clients=8, rest_clients=4, swaps=2,
@@ -294,10 +312,13 @@ def run_soak(duration_s=60.0, quiet_s=15.0, grpc_clients=8, rest_clients=4, swap
     with tempfile.TemporaryDirectory() as root:
         base, staging = os.path.join(root, "models"), os.path.join(root, "staging")
         staged = _export_versions(base, staging, swaps)
-        port, rest_port = free_port(), free_port()
-        log = open(log_path or os.path.join(root, "server.log"), "w")
-        server = _start_server(base, port, rest_port, log)
-        try:
+        port, rest_port = free_ports(2)
+        with start_server(
+                [f"--port={port}", f"--rest_api_port={rest_port}", "--model_name=det",
+                 f"--model_base_path={base}/det", "--file_system_poll_wait_seconds=0.5",
+                 "--rest_timeout_seconds=5"],
+                log_path or os.path.join(root, "server.log"),
+                env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")) as server:
             with PredictionClient(f"127.0.0.1:{port}", timeout_s=300) as probe:
                 probe.wait_until_available("det", timeout_s=300)
             soak = _Soak(port, rest_port, png, grpc_clients, rest_clients)
@@ -336,15 +357,6 @@ def run_soak(duration_s=60.0, quiet_s=15.0, grpc_clients=8, rest_clients=4, swap
                 t.join(timeout=60)
             rss_after = rss_mb(server.pid)
             alive = server.poll() is None
-        finally:
-            if server.poll() is None:
-                server.terminate()
-                try:
-                    server.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    server.kill()
-                    server.wait()
-            log.close()
     quiet, loaded = _percentiles(soak.latency["quiet"]), _percentiles(soak.latency["soak"])
     ratio = (loaded["p99_ms"] / quiet["p99_ms"]) if quiet.get("p99_ms") and loaded.get(
         "p99_ms") else None

@@ -1,17 +1,13 @@
 """keras_fgvc.training: configs, strategies and the custom distributed training loop.
 
-``config`` (the `Config` dataclass, registry and ``--set`` overrides) imports
-no TensorFlow; `Trainer` and `make_strategy` are loaded on first use.
+``config`` (the `Config` dataclass, its registry and ``--set`` overrides) and
+``experiments`` (the registered experiments: `get_config`, `list_configs`,
+`resolve_config`) import no TensorFlow; `Trainer` and `make_strategy` are
+loaded on first use.
 """
 
-from keras_fgvc.training.config import (
-    Config,
-    apply_overrides,
-    get_config,
-    list_configs,
-    register_config,
-    resolve_config,
-)
+from keras_fgvc.training.config import Config, apply_overrides, register_config
+from keras_fgvc.training.experiments import get_config, list_configs, resolve_config
 
 _LAZY = {
     "Trainer": "keras_fgvc.training.loop",

@@ -11,7 +11,7 @@ Example:
 
 import keras
 
-from keras_fgvc.training import schedules
+import keras_fgvc.training.schedules as schedules  # not via the package: config imports this
 
 _SCHEDULES = {
     "constant": lambda c, lr, spe: schedules.ConstantSchedule(lr, spe, c.warmup_epochs),

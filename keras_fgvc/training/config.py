@@ -1,15 +1,17 @@
-"""Experiment configs: one frozen dataclass, a registry of named experiments, `--set` overrides.
+"""Experiment configs: one frozen dataclass, its registry, `--set` overrides and their checks.
 
-An experiment is a registered `Config` (STYLE.md: "Every experiment is a
-registered config name; `--set key=value` overrides"). Overrides are parsed
-with the type of the dataclass field they replace (``int``, ``float``,
-``bool``, ``str``, tuples, and ``dict`` fields addressed with a dotted key:
-``--set model_kwargs.pooling=kernel``). An unknown experiment name or an
-unknown key is a `ValueError` raised before anything is built.
+An experiment is a `Config` registered under its name (`register_config`).
+The experiments themselves and their lookup by name (`get_config`,
+`list_configs`, `resolve_config`) live in `keras_fgvc.training.experiments`,
+which this module does not import. Overrides are parsed with the type of the
+dataclass field they replace (``int``, ``float``, ``bool``, ``str``, tuples,
+and ``dict`` fields addressed with a dotted key: ``--set
+model_kwargs.pooling=kernel``). An unknown key or a value out of range is a
+`ValueError` raised before anything is built.
 
 Example:
 
->>> config = get_config("fashion_bg_ft")
+>>> config = Config(task="fashion_bg", learning_rate=0.05)
 >>> config = apply_overrides(config, ["steps_per_epoch=2", "learning_rate=0.01"])
 >>> config.steps_per_epoch
 2
@@ -20,146 +22,119 @@ import dataclasses
 import json
 import typing
 
+# name -> Config, filled by `register_config` as each `keras_fgvc.training.experiments`
+# module is imported; read through that package's `get_config` / `list_configs`.
 _REGISTRY = {}
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Everything one training run needs; see `keras_fgvc.training.experiments_*` for values.
+    """Everything one training run needs, its fields grouped by the part of the run that reads them.
 
-    Data:
-        task: registered task name (`keras_fgvc.training.tasks.list_tasks()`).
-        data_dir: local data root; paper-scale tasks fail clearly when missing.
-        task_kwargs: keyword arguments of the task builder (N, imbalance, ...).
-        image_size: model input resolution (0 = the task's native size).
-        channels: image channels the model takes.
-        augment: random-resized crop + flip for path-based tasks.
-        max_train_examples / max_eval_examples: keep a prefix (0 = all);
-            used by smoke tests.
-        sampling: "instance" (shuffle) or "class_balanced" (uniform over classes).
-    Model:
-        model: registered model name; model_kwargs: its builder's arguments;
-        adapt_examples: training images passed to the builder as ``sample``
-        (kernel pooling sets gamma from them; 0 = none);
-        init_trunk: where the trunk's weights start: "" (the builder's own
-        initialisation: random, or ``model_kwargs.weights``), "teacher" (the
-        trunk of the task's teacher model, whose predictions split the
-        background: the background-splitting protocol, every method fine-tunes
-        that pretrained network with fresh heads), or a path to a ``.keras``
-        model with the same trunk (`keras_fgvc.models.transfer.copy_trunk`).
-    Loss:
-        loss: registered loss recipe (`components.list_losses()`);
-        loss_kwargs: its arguments (beta, gamma, margin ...);
-        label_smoothing; aux_loss_weight: background-splitting auxiliary
-        weight (0.1 in the authors' code); drw_epoch: epoch at which
-        deferred class re-weighting starts (-1 = off), drw_beta.
-    Optimisation:
-        optimizer: "sgd" (momentum) or "rmsprop"; learning_rate; momentum;
-        rmsprop_rho / rmsprop_epsilon; weight_decay (L2 on kernels, passed
-        to the model builder, which keeps it off biases, BatchNorm and the
-        sigmoid prior bias);
-        clip_value: clip every gradient element to [-v, v] (0 = off, Ch. 3
-        uses 1); schedule: "constant" | "warmup_step" | "exponential";
-        warmup_epochs; decay_epochs (step-decay boundaries); decay_rate;
-        decay_every_epochs (exponential: multiply by decay_rate every this
-        many epochs, staircase; Ch. 4 uses 0.94 every 2).
-    Loop:
-        batch_size (global, over all replicas); epochs; steps_per_epoch
-        (0 = examples // batch_size); eval_batch_size; eval_every_epochs;
-        checkpoint_every_steps; keep_checkpoints; steps_per_execution: K
-        train steps per call of the compiled step function (a `tf.while_loop`
-        over the iterator: one host sync per K steps; never across an epoch end,
-        a checkpoint or a hook's step period); jit_compile: compile the
-        per-replica train step with XLA (what TPUs run); mixed_precision: "auto"
-        (bfloat16 on TPU, float16 on GPU, float32 on CPU) or a Keras policy
-        name; seed; log_every_steps; bn_reestimate_batches: at the end of
-        every stage, before evaluation and export, set each trainable BatchNorm layer's
-        moving mean / variance to the average batch statistics of this many
-        training batches (0 = off; keeps what the moving averages reached, which
-        after a short run still carries their mean-0 / variance-1 start; see
-        `keras_fgvc.models.batchnorm`); bn_reestimate_data: "stage" (the
-        batches come from the stage's own split and sampling) or "train" (from
-        the first stage's: the task's training split; for a fine-tuning stage
-        too short for the weights to adapt to its subset's statistics).
-    Two-stage fine-tuning (Ch. 4.2.2) / decoupled re-training (LWS):
-        finetune_epochs (0 = one stage); finetune_learning_rate;
-        finetune_max_per_class (balanced subset cap); finetune_sampling;
-        finetune_trainable (variable-path substrings trained in stage 2;
-        empty = all); finetune_transform: "" or "lws" (wrap the trained
-        model in learnable per-class logit scales, everything else frozen).
-    Metric learning (Sec. 2.4.1):
-        refresh_every_steps: every M steps re-compute embeddings of the
-        training set and re-mine triplets (0 = off); the anchors are
-        initialised by k-means once, before the first step, then learned
-        (Sec. 2.3.5); refresh_max_examples: embeddings computed on this many
-        training examples (a new random subset at every refresh);
-        refresh_anchors: also re-initialise the anchors by k-means at every
-        refresh (not the paper's procedure; default off).
+    The registered experiments' values are in `keras_fgvc.training.experiments`;
+    ``--set key=value`` changes any field but ``name`` (`apply_overrides`).
     """
 
-    name: str = ""
-    description: str = ""
-    # Data.
-    task: str = "fashion_bg"
-    data_dir: str = ""
-    task_kwargs: dict = dataclasses.field(default_factory=dict)
-    image_size: int = 0
-    channels: int = 1
-    augment: bool = False
-    max_train_examples: int = 0
-    max_eval_examples: int = 0
-    sampling: str = "instance"
-    # Model.
-    model: str = "small_cnn"
-    model_kwargs: dict = dataclasses.field(default_factory=dict)
+    name: str = ""  # the registered name (``--config NAME``)
+    description: str = ""  # what the experiment trains and the command that runs it
+
+    # === Task: the data and how it is read ===
+    task: str = "fashion_bg"  # registered task name (`tasks.list_tasks()`)
+    data_dir: str = ""  # local data root; paper-scale tasks fail clearly without it
+    task_kwargs: dict = dataclasses.field(default_factory=dict)  # task builder's (N, imbalance)
+    image_size: int = 0  # model input resolution (0 = the task's native size)
+    channels: int = 1  # image channels the model takes
+    augment: bool = False  # random-resized crop + flip, for path-based tasks
+    max_train_examples: int = 0  # seeded subset of the training split, every class kept (0 = all)
+    max_eval_examples: int = 0  # the same for the validation and test splits (smoke tests)
+    sampling: str = "instance"  # "instance" (shuffle) or "class_balanced" (uniform over classes)
+
+    # === Model ===
+    model: str = "small_cnn"  # registered model name (`keras_fgvc.models.list_models()`)
+    model_kwargs: dict = dataclasses.field(default_factory=dict)  # its builder's arguments
+    # Training images passed to the builder as ``sample`` (kernel pooling sets gamma from them;
+    # 0 = none).
     adapt_examples: int = 0
+    # Where the trunk's weights start: "" (the builder's own initialisation: random, or
+    # ``model_kwargs.weights``), "teacher" (the trunk of the task's teacher model, whose
+    # predictions split the background: the background-splitting protocol, every method
+    # fine-tunes that pretrained network with fresh heads), or a path to a ``.keras`` model
+    # with the same trunk (`keras_fgvc.models.transfer.copy_trunk`).
     init_trunk: str = ""
-    # Loss.
-    loss: str = "softmax"
-    loss_kwargs: dict = dataclasses.field(default_factory=dict)
-    label_smoothing: float = 0.0
-    aux_loss_weight: float = 0.1
-    drw_epoch: int = -1
-    drw_beta: float = 0.9999
-    # Optimisation.
-    optimizer: str = "sgd"
-    learning_rate: float = 0.1
-    momentum: float = 0.9
-    rmsprop_rho: float = 0.9
-    rmsprop_epsilon: float = 1.0
+
+    # === Loss ===
+    loss: str = "softmax"  # registered loss recipe (`loss_recipes.list_losses()`)
+    loss_kwargs: dict = dataclasses.field(default_factory=dict)  # its arguments (beta, gamma...)
+    label_smoothing: float = 0.0  # in [0, 1)
+    aux_loss_weight: float = 0.1  # background splitting's auxiliary loss (0.1: authors' code)
+    drw_epoch: int = -1  # epoch at which deferred class re-weighting starts (-1 = off)
+    drw_beta: float = 0.9999  # its class-balanced beta, in [0, 1)
+
+    # === Optimizer and learning-rate schedule ===
+    optimizer: str = "sgd"  # `components.list_optimizers()`: "sgd" (momentum) or "rmsprop"
+    learning_rate: float = 0.1  # base rate of the first stage
+    momentum: float = 0.9  # SGD's and RMSProp's momentum
+    rmsprop_rho: float = 0.9  # RMSProp's moving-average decay
+    rmsprop_epsilon: float = 1.0  # RMSProp's epsilon
+    # L2 on kernels, passed to the model builder, which keeps it off biases, BatchNorm and the
+    # sigmoid prior bias.
     weight_decay: float = 0.0
-    clip_value: float = 0.0
-    schedule: str = "constant"
-    warmup_epochs: float = 0.0
-    decay_epochs: tuple = ()
-    decay_rate: float = 0.1
+    clip_value: float = 0.0  # clip every gradient element to [-v, v] (0 = off; Ch. 3 uses 1)
+    schedule: str = "constant"  # `components.list_schedules()`: constant, warmup_step, ...
+    warmup_epochs: float = 0.0  # linear warm-up length, for every schedule
+    decay_epochs: tuple = ()  # "warmup_step": increasing epochs at which the rate decays
+    decay_rate: float = 0.1  # the factor of each step ("warmup_step") or period ("exponential")
+    # "exponential": multiply by decay_rate every this many epochs, staircase (Ch. 4: 0.94
+    # every 2).
     decay_every_epochs: float = 2.0
-    # Loop.
-    batch_size: int = 128
-    epochs: int = 1
-    steps_per_epoch: int = 0
-    eval_batch_size: int = 256
-    eval_every_epochs: int = 1
-    checkpoint_every_steps: int = 100
-    keep_checkpoints: int = 3
-    mixed_precision: str = "auto"
-    seed: int = 0
-    log_every_steps: int = 10
-    steps_per_execution: int = 1
-    jit_compile: bool = False
-    bn_reestimate_batches: int = 0
-    bn_reestimate_data: str = "stage"
-    # Two-stage fine-tuning.
-    finetune_epochs: int = 0
-    finetune_learning_rate: float = 1e-3
-    finetune_max_per_class: int = 0
-    finetune_sampling: str = "instance"
-    finetune_trainable: tuple = ()
+
+    # === Stages: their length, data and what changes between them ===
+    batch_size: int = 128  # global, over all replicas
+    epochs: int = 1  # length of the first stage ("train")
+    steps_per_epoch: int = 0  # 0 = training examples // batch_size
+    # Stage 2: two-stage fine-tuning (Ch. 4.2.2) or decoupled re-training (LWS).
+    finetune_epochs: int = 0  # its length (0 = one stage only)
+    finetune_learning_rate: float = 1e-3  # its learning rate
+    finetune_max_per_class: int = 0  # cap per class of its balanced subset (0 = no cap)
+    finetune_sampling: str = "instance"  # its sampling, as `sampling`
+    finetune_trainable: tuple = ()  # variable-path substrings trained in it (empty = all)
+    # "" or "lws": wrap the trained model in learnable per-class logit scales, everything
+    # else frozen.
     finetune_transform: str = ""
-    # Metric learning.
+    # At the end of every stage, before evaluation and export, set each trainable BatchNorm
+    # layer's moving mean / variance to the average batch statistics of this many training
+    # batches (0 = off: keep what the moving averages reached, which after a short run still
+    # carries their mean-0 / variance-1 start; see `keras_fgvc.training.batchnorm`).
+    bn_reestimate_batches: int = 0
+    # Where those batches come from: "stage" (the stage's own split and sampling) or "train"
+    # (the first stage's: for a fine-tuning stage too short for the weights to adapt to its
+    # subset's statistics).
+    bn_reestimate_data: str = "stage"
+    # Metric learning (Sec. 2.4.1): every this many steps re-compute the training set's
+    # embeddings and re-mine triplets (0 = off). The anchors are initialised by k-means once,
+    # before the first step, then learned (Sec. 2.3.5).
     refresh_every_steps: int = 0
-    refresh_max_examples: int = 2048
-    refresh_anchors: bool = False
+    refresh_max_examples: int = 2048  # embeddings of a new random subset this large each time
+    refresh_anchors: bool = False  # also re-run k-means on the anchors (not the paper's; off)
+
+    # === Evaluation ===
+    eval_batch_size: int = 256  # global batch of evaluation and prediction
+    eval_every_epochs: int = 1  # evaluate every this many epochs and at the end of each stage
+
+    # === Checkpointing ===
+    checkpoint_every_steps: int = 100  # save a checkpoint (W/checkpoints) every this many steps
+    keep_checkpoints: int = 3  # how many of the newest checkpoints are kept
+
+    # === Runtime: how the steps run, not what they compute ===
+    # "auto" (bfloat16 on TPU, float16 on GPU, float32 on CPU) or a Keras policy name.
+    mixed_precision: str = "auto"
+    seed: int = 0  # seeds initialisation, data order and subsets
+    log_every_steps: int = 10  # TensorBoard scalars every this many steps
+    # K train steps per call of the compiled step function (a `tf.while_loop` over the
+    # iterator: one host sync per K steps; never across an epoch end, a checkpoint or a
+    # hook's step period).
+    steps_per_execution: int = 1
+    jit_compile: bool = False  # compile the per-replica train step with XLA (what TPUs run)
 
     def to_json(self):
         """The resolved config as a JSON string (what W/config.json holds)."""
@@ -175,14 +150,6 @@ class Config:
                 raise ValueError(f"Unknown config key {key!r}.")
             kwargs[key] = tuple(value) if hints[key] is tuple else value
         return cls(**kwargs)
-
-
-# Fields that only change how a run is executed, watched or logged, not what it trains:
-# a workdir may be resumed with them changed (e.g. a larger eval batch on another machine).
-RESUME_SAFE_FIELDS = frozenset({
-    "description", "data_dir", "eval_batch_size", "eval_every_epochs",
-    "checkpoint_every_steps", "keep_checkpoints", "log_every_steps", "steps_per_execution",
-    "jit_compile"})
 
 
 def config_changes(old, new, ignore=()):
@@ -202,39 +169,13 @@ def with_defaults(values):
 
 
 def register_config(config):
-    """Register `config` under `config.name`; returns it."""
+    """Register `config` under `config.name` (`experiments.get_config` finds it); returns it."""
     if not config.name:
         raise ValueError("A registered config needs a name.")
     if config.name in _REGISTRY:
         raise ValueError(f"Config {config.name!r} is already registered.")
     _REGISTRY[config.name] = config
     return config
-
-
-def _ensure_registered():
-    # The experiment modules register on import.
-    from keras_fgvc.training import (  # noqa: F401
-        experiments_bootstrap,
-        experiments_fashion,
-        experiments_folder,
-        experiments_paper,
-    )
-
-
-def list_configs():
-    """Sorted names of every registered experiment."""
-    _ensure_registered()
-    return sorted(_REGISTRY)
-
-
-def get_config(name):
-    """The registered experiment `name`; a clear `ValueError` when unknown."""
-    _ensure_registered()
-    if name not in _REGISTRY:
-        raise ValueError(
-            f"Unknown config {name!r}. Registered configs: {', '.join(sorted(_REGISTRY))}."
-        )
-    return _REGISTRY[name]
 
 
 def _parse_scalar(text):
@@ -317,16 +258,9 @@ def apply_overrides(config, overrides):
     return dataclasses.replace(config, **changes)
 
 
-def resolve_config(name, overrides=()):
-    """`get_config(name)` with `overrides` applied and checked (`validate_config`)."""
-    config = apply_overrides(get_config(name), overrides)
-    validate_config(config)
-    return config
-
-
+# Valid values of the fields that pick one of a fixed set; `optimizer` and `schedule` are
+# whatever their registries hold (`_choices`), so a new one is added in one place.
 _CHOICES = {
-    "optimizer": ("sgd", "rmsprop"),
-    "schedule": ("constant", "warmup_step", "exponential"),
     "sampling": ("instance", "class_balanced"),
     "finetune_sampling": ("instance", "class_balanced"),
     "mixed_precision": ("auto", "float32", "mixed_float16", "mixed_bfloat16"),
@@ -335,9 +269,17 @@ _CHOICES = {
 }
 
 
+def _choices():
+    """`_CHOICES` and the names the optimizer and schedule registries hold."""
+    # Imported here: `components` imports Keras, which this module does not need otherwise.
+    from keras_fgvc.training.components import list_optimizers, list_schedules
+
+    return {"optimizer": list_optimizers(), "schedule": list_schedules(), **_CHOICES}
+
+
 def validate_config(config):
     """Checks that need no data: choices, ranges, loss beta in [0, 1)."""
-    for key, choices in _CHOICES.items():
+    for key, choices in _choices().items():
         value = getattr(config, key)
         if value not in choices:
             raise ValueError(f"Config {key}={value!r} is not one of {', '.join(choices)}.")

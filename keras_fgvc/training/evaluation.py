@@ -19,6 +19,26 @@ def predict_function(model, output="probabilities"):
     return tf.function(lambda x: model(x, training=False)[output], reduce_retracing=True)
 
 
+class PredictFunctions:
+    """One `predict_function` per (model, output), traced once and reused by every evaluation."""
+
+    def __init__(self):
+        self._functions = {}
+
+    def get(self, model, output="probabilities"):
+        key = (id(model), output)
+        if key not in self._functions:
+            self._functions[key] = predict_function(model, output)
+        return self._functions[key]
+
+
+def weights_fingerprint(model):
+    """The model and the sum of each of its variables: changes when any weight changes."""
+    sums = tf.nest.map_structure(lambda v: tf.reduce_sum(tf.cast(v, tf.float64)),
+                                 [v.value for v in model.variables])
+    return id(model), tuple(float(x) for x in sums)
+
+
 def predict_with_labels(model, split, batch_size, image_size, channels,
                         output="probabilities", call=None, augment=False):
     """``(model(images)[output], labels)`` over `split` in order, float32 / int NumPy.

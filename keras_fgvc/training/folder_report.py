@@ -22,7 +22,7 @@ import numpy as np
 
 from keras_fgvc import metrics
 from keras_fgvc.training import artifacts
-from keras_fgvc.training.hooks import Hook
+from keras_fgvc.training.hook import Hook
 
 
 def _slug(name):

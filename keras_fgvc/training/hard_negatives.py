@@ -17,7 +17,7 @@ Triplet-A + HN balances hard negatives inside each batch instead
 
 import numpy as np
 
-from keras_fgvc.training.hooks import Hook
+from keras_fgvc.training.hook import Hook
 
 
 def epoch_rows(hard_negative_for, ratio, seed, epoch):

@@ -1,7 +1,8 @@
 """Hooks: small objects the loop calls at fixed points (train / stage / epoch / step).
 
-A hook overrides any of `Hook`'s methods; the loop passes itself (`trainer`)
-so a hook can read ``trainer.config``, ``trainer.task``, ``trainer.model``,
+A hook overrides any of `Hook`'s methods (the base class lives in
+`keras_fgvc.training.hook` and is importable from here too); the loop passes
+itself (`trainer`) so a hook can read ``trainer.config``, ``trainer.task``, ``trainer.model``,
 ``trainer.global_step``, assign ``trainer.class_weights`` or call
 ``trainer.replace_order(indices)``. Hooks must be idempotent functions of
 the step / epoch they are given: after a resume the loop calls
@@ -39,6 +40,7 @@ import tensorflow as tf
 from absl import logging
 
 from keras_fgvc.training import mining
+from keras_fgvc.training.hook import Hook
 
 # TensorBoard's scalar plugin metadata, so scalars are written with core TF
 # ops (`tf.summary.write`) without the tensorboard package installed.
@@ -54,38 +56,6 @@ def _scalar_metadata():
             plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
         ).SerializeToString()
     return _SCALAR_METADATA
-
-
-class Hook:
-    """Base class: every method is a no-op.
-
-    `step_period`: a hook that changes the trainer between steps every N steps (re-mines
-    the example order, swaps weights) sets it to N; the trainer then never runs a
-    multi-step execution (`Config.steps_per_execution`) across a multiple of N, so the
-    hook sees the trainer at exactly that step. Hooks that only read per-step logs
-    (progress, TensorBoard) leave it None: with K steps per execution they still get
-    ``on_step_end`` for every step, after the K steps ran.
-    """
-
-    step_period = None
-
-    def on_train_begin(self, trainer):
-        pass
-
-    def on_stage_begin(self, trainer, stage):
-        pass
-
-    def on_epoch_begin(self, trainer, epoch):
-        pass
-
-    def on_step_end(self, trainer, step, logs):
-        pass
-
-    def on_epoch_end(self, trainer, epoch, logs):
-        pass
-
-    def on_train_end(self, trainer, logs):
-        pass
 
 
 class ProgressHook(Hook):

@@ -49,6 +49,9 @@ AUGMENTED_EVAL_CROP = 0.875
 # shards read at once by each input pipeline.
 RECORDS_SHUFFLE_BUFFER = 4096
 RECORDS_CYCLE_LENGTH = 16
+# Epoch number (offset by the stage index) that seeds the order of the BN re-estimation
+# batches: far from any training epoch, so they are drawn independently of training.
+BN_ORDER_EPOCH = 1_000_000
 
 
 def epoch_order(labels, epoch, num_steps, batch_size, seed=0, sampling="instance"):
@@ -230,6 +233,17 @@ def distributed_dataset(strategy, split, order, batch_size, image_size, channels
         return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
     return _distribute(strategy, dataset_fn)
+
+
+def batchnorm_batches(strategy, stage, data, count, batch_size, image_size, channels,
+                      augment=True, seed=0):
+    """An iterator over the `count` batches `stage`'s BatchNorm statistics are re-estimated
+    from: the split and sampling of `data` (that stage or the first one), in an order of
+    their own (seeded by `seed` and `BN_ORDER_EPOCH` + the stage's index)."""
+    order = epoch_order(data.split.labels, BN_ORDER_EPOCH + stage.index, count, batch_size,
+                        seed, data.sampling)
+    return iter(distributed_dataset(strategy, data.split, order, batch_size, image_size,
+                                    channels, augment=augment, seed=seed + BN_ORDER_EPOCH))
 
 
 def eval_dataset(split, batch_size, image_size, channels, augment=False):

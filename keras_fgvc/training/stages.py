@@ -99,9 +99,33 @@ def plan_stages(config, task, train_split=None):
     return stages
 
 
+def _lws(model):
+    from keras_fgvc.models.lws import build_lws_model
+
+    return build_lws_model(model)
+
+
+_TRANSFORMS = {"": lambda model: model, "lws": _lws}
+
+
+def transform_model(stage, model):
+    """The model `stage` trains, made from the previous stage's (`Stage.transform`);
+    call inside ``strategy.scope()``."""
+    return _TRANSFORMS[stage.transform](model)
+
+
 def stage_for_step(stages, step):
     """The stage global `step` belongs to (a stage's last step belongs to it)."""
     for stage in stages:
         if step <= stage.end_step:
             return stage
     return stages[-1]
+
+
+def stage_results(stages, stage_metrics, final):
+    """``metrics["stages"]``: each stage's index, name, end step and the ``val`` / ``test``
+    metrics of the model at its end (`final` for the last stage, None where lost)."""
+    return [{"index": s.index, "name": s.name, "end_step": s.end_step,
+             **(final if s is stages[-1]
+                else stage_metrics.get(s.index, {"val": None, "test": None}))}
+            for s in stages]

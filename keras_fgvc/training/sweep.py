@@ -11,50 +11,24 @@ best *mean validation* score is chosen, and the *test* metrics reported are
 those of the chosen candidate. Test numbers of the other candidates are kept
 in the JSON for transparency but never used for choosing.
 
-Command line (every script):
-
-    python benchmarks/reproduce_<name>.py [--seeds 3] [--quick] [--output PATH]
-        [--workdir DIR] [--methods a,b] [--settings x,y] [--no-grid] [--verbose]
-        [--grid-with KEY=VALUE ...] [--set KEY=VALUE ...] [--full-scale]
-
-``--quick``: one seed, a few steps on small subsets, the first grid candidate
-only and the script's quick settings: proves the pipeline end to end (CI),
-the numbers mean nothing. ``--no-grid``: only the default candidate of
-every grid (cheaper; nothing chosen on val then). ``--grid-with KEY=VALUE``: only
-the grid candidates that hold that override (a sub-grid, still chosen on val;
-recorded in the JSON). ``--workdir``: keep each run's trainer workdir
-(checkpoints, model.keras); a re-run then resumes / reuses finished runs, and a
-method that declares ``stage2_only`` fields trains stage 1 once per seed: a new
-candidate starts from a finished sibling run's stage-1 checkpoint when the two
-configs differ only in those fields (without ``--workdir``, in a scratch folder).
-
-Scale: a script may declare ``budget`` overrides (e.g. a fixed number of
-steps per run, or a smaller training set) so that its full run at 3 seeds
-fits 2 CPU cores; they are applied to every run, printed, and stored in the JSON
-(``budget_overrides``). A dict ``{setting: overrides}`` gives each setting its own
-(e.g. steps per epoch that keep the examples per epoch fixed across batch sizes).
-``--full-scale`` drops them (the registered configs as they are); ``--set KEY=VALUE``
-adds overrides to every run (after the method's own, so they win).
+The command line every script takes (``--quick``, ``--workdir``, ``--grid-with``,
+budgets ...) is `sweep_cli`'s; the JSON report, tables and plots are `sweep_report`'s.
 """
 
-import argparse
 import dataclasses
+import functools
 import glob
 import json
 import math
 import os
-import platform
-import sys
 import tempfile
 import time
 
 import numpy as np
 
-SELECTION_NOTE = (
-    "Hyperparameters (grid candidates) are chosen on the validation split by the mean over "
-    "seeds of the selection metric; the test metrics reported are those of the chosen "
-    "candidate. The test split is never used for choosing."
-)
+from keras_fgvc.training.sweep_cli import budget_for, parse_args, pick
+from keras_fgvc.training.sweep_report import aggregate, build_report, flat_metrics, publish
+from keras_fgvc.training.workdir import RESUME_SAFE_FIELDS, check_resumable, read_config
 
 # A few steps on small subsets: proves the pipeline, numbers are meaningless.
 QUICK_OVERRIDES = (
@@ -74,6 +48,9 @@ QUICK_BG_TASK = ("task_kwargs.teacher_size=1000", "task_kwargs.teacher_epochs=1"
 
 
 EVAL_AT_END = "eval_every_epochs=1000000"
+# A run folder is reused only by the same config in every field (stricter than the
+# trainer's resume check): a table must never mix runs of two settings.
+check_workdir = functools.partial(check_resumable, ignore=(), require_checkpoints=False)
 
 
 @dataclasses.dataclass
@@ -106,62 +83,6 @@ class Method:
     hooks: object = None
     post: object = None
     stage2_only: tuple = ()
-
-
-# === Command line ===
-
-
-def parse_args(argv, description, name, results_dir="benchmarks/results"):
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per configuration")
-    parser.add_argument("--quick", action="store_true",
-                        help="one seed, few steps, small subsets (CI smoke run)")
-    parser.add_argument("--output", default=os.path.join(results_dir, f"reproduce_{name}.json"),
-                        help="JSON path (the PNG is written beside it)")
-    parser.add_argument("--workdir", default=None,
-                        help="keep each run's trainer workdir under this folder")
-    parser.add_argument("--methods", default="", help="comma-separated subset of methods")
-    parser.add_argument("--settings", default="", help="comma-separated subset of settings")
-    parser.add_argument("--no-grid", action="store_true",
-                        help="only the first (registered default) candidate of every grid")
-    parser.add_argument("--grid-with", dest="grid_with", action="append", default=[],
-                        metavar="KEY=VALUE",
-                        help="keep only the grid candidates that hold this override "
-                             "(repeatable; a sub-grid when the full one is too long)")
-    parser.add_argument("--verbose", action="store_true", help="trainer progress bars")
-    parser.add_argument("--set", dest="set", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override applied to every run (repeatable)")
-    parser.add_argument("--full-scale", action="store_true",
-                        help="drop the script's budget overrides (registered configs as is)")
-    args = parser.parse_args(argv)
-    if args.seeds < 1:
-        parser.error(f"--seeds must be >= 1, got {args.seeds}")
-    for flag, values in (("--set", args.set), ("--grid-with", args.grid_with)):
-        bad = [o for o in values if "=" not in o]
-        if bad:
-            parser.error(f"{flag} takes KEY=VALUE, got {', '.join(bad)}")
-    if args.grid_with and (args.no_grid or args.quick):
-        parser.error("--grid-with picks a sub-grid; --no-grid / --quick run no grid")
-    if args.quick:
-        args.seeds = 1
-    args.budget = ()
-    return args
-
-
-def budget_for(args, setting):
-    """The budget overrides of `setting` (``args.budget``: a tuple or ``{setting: tuple}``)."""
-    budget = getattr(args, "budget", ())
-    return tuple(budget.get(str(setting), ())) if isinstance(budget, dict) else tuple(budget)
-
-
-def _pick(names, wanted, what):
-    if not wanted:
-        return list(names)
-    chosen = [w.strip() for w in wanted.split(",") if w.strip()]
-    unknown = [c for c in chosen if c not in names]
-    if unknown:
-        raise ValueError(f"Unknown {what} {', '.join(unknown)}; choose from {', '.join(names)}.")
-    return [n for n in names if n in chosen]
 
 
 # === One run ===
@@ -203,23 +124,6 @@ def resolve(config_name, overrides, seed, quick):
     return resolve_config(config_name, overrides)
 
 
-def _check_same_config(workdir, config):
-    """Refuse to resume a run whose workdir was written by a different config."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        old = json.load(f)
-    from keras_fgvc.training.config import config_changes, with_defaults
-
-    # Fields added to Config since the run was written: their defaults (as in the trainer).
-    changed = config_changes(with_defaults(old), config)
-    if changed:
-        raise ValueError(
-            f"{workdir} holds a run of a different config (differs in {', '.join(changed)}); "
-            "use another --workdir (or the same --set / --full-scale as before).")
-
-
 def share_stage1(workdir, config, fields, root, setting):
     """Start `workdir` from a finished sibling run's stage 1; its path, or None.
 
@@ -232,7 +136,7 @@ def share_stage1(workdir, config, fields, root, setting):
     differs. Does nothing when `workdir` already holds a checkpoint.
     """
     from keras_fgvc.training.checkpointing import checkpoint_steps, copy_checkpoint
-    from keras_fgvc.training.config import RESUME_SAFE_FIELDS, config_changes, with_defaults
+    from keras_fgvc.training.config import config_changes
 
     if checkpoint_steps(workdir):
         return None
@@ -244,13 +148,12 @@ def share_stage1(workdir, config, fields, root, setting):
         if os.path.abspath(source) == os.path.abspath(workdir):
             continue
         try:
-            with open(os.path.join(source, "config.json")) as f:
-                old = with_defaults(json.load(f))
+            old = read_config(source)
             with open(metrics_path) as f:
                 stages = json.load(f).get("stages") or []
         except (OSError, ValueError):
             continue
-        if len(stages) < 2 or config_changes(old, config, ignore=ignore):
+        if old is None or len(stages) < 2 or config_changes(old, config, ignore=ignore):
             continue
         end = int(stages[0]["end_step"])
         steps = [s for s in checkpoint_steps(source) if s <= end]
@@ -262,19 +165,6 @@ def share_stage1(workdir, config, fields, root, setting):
               flush=True)
         return source
     return None
-
-
-def flat_metrics(metrics):
-    """Float scalars of a metrics dict; nested dicts (head / tail) as ``outer.inner``."""
-    out = {}
-    for key, value in (metrics or {}).items():
-        if isinstance(value, dict):
-            for inner, v in flat_metrics(value).items():
-                out[f"{key}.{inner}"] = v
-        elif isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-                value, bool):
-            out[key] = float(value)
-    return out
 
 
 def run_one(method, setting, seed, args, candidate=()):
@@ -294,7 +184,7 @@ def run_one(method, setting, seed, args, candidate=()):
     if root:
         label = "_".join(c.replace("=", "-").replace("/", "_") for c in candidate) or "default"
         workdir = os.path.join(root, str(setting), method.name, label[:120], f"seed{seed}")
-        _check_same_config(workdir, config)
+        check_workdir(workdir, config)
         if method.stage2_only:
             shared = share_stage1(workdir, config, method.stage2_only, root, setting)
     hooks = method.hooks() if method.hooks else []
@@ -322,19 +212,6 @@ def run_one(method, setting, seed, args, candidate=()):
 
 
 # === Aggregation and selection ===
-
-
-def aggregate(records, split):
-    """``{metric: {"mean", "std", "values"}}`` over seeds (std: sample std, 0 for one seed)."""
-    keys = sorted(set().union(*(r[split] for r in records))) if records else []
-    out = {}
-    for key in keys:
-        values = [r[split].get(key) for r in records]
-        finite = [v for v in values if v is not None and math.isfinite(v)]
-        mean = float(np.mean(finite)) if finite else None
-        std = float(np.std(finite, ddof=1)) if len(finite) > 1 else (0.0 if finite else None)
-        out[key] = {"mean": mean, "std": std, "values": values}
-    return out
 
 
 def select(candidates, metric, mode):
@@ -384,15 +261,6 @@ def evaluate_method(method, setting, seeds, args, select_metric, mode):
 # === Driver ===
 
 
-def _environment():
-    import keras
-    import tensorflow as tf
-
-    return {"python": platform.python_version(), "tensorflow": tf.__version__,
-            "keras": keras.__version__, "machine": platform.machine(),
-            "cpus": os.cpu_count(), "gpus": len(tf.config.list_physical_devices("GPU"))}
-
-
 def reproduce(argv, *, name, description, paper, settings, methods, metrics,
               select_metric, mode, quick_settings=None, setting_label="setting",
               paper_results=None, notes=(), budget=(), results_dir="benchmarks/results"):
@@ -429,13 +297,13 @@ def reproduce(argv, *, name, description, paper, settings, methods, metrics,
     all_settings = list(settings)
     if args.quick and not args.settings:
         all_settings = list(quick_settings or all_settings[:1])
-    run_settings = _pick([str(s) for s in all_settings], args.settings, "settings")
+    run_settings = pick([str(s) for s in all_settings], args.settings, "settings")
     methods_of = methods if callable(methods) else (lambda setting, quick: methods)
     seeds = list(range(args.seeds))
     plan = {}  # setting -> (its methods, the names of those run)
     for setting in run_settings:
         rows = methods_of(setting, args.quick)
-        plan[setting] = (rows, _pick([m.name for m in rows], args.methods, "methods"))
+        plan[setting] = (rows, pick([m.name for m in rows], args.methods, "methods"))
     if args.grid_with and not any(len(m.grid) > 1 for rows, chosen in plan.values()
                                   for m in rows if m.name in chosen):
         raise ValueError(f"--grid-with {' '.join(args.grid_with)}: none of the methods run "
@@ -458,150 +326,17 @@ def reproduce(argv, *, name, description, paper, settings, methods, metrics,
     finally:
         if scratch is not None:
             scratch.cleanup()
-    report = {
-        "benchmark": f"reproduce_{name}",
-        "description": description,
-        "paper": paper,
-        "command": "python " + " ".join([os.path.relpath(sys.argv[0]) if sys.argv else "",
-                                         *(argv if argv is not None else sys.argv[1:])]),
-        "quick": bool(args.quick),
-        "seeds": seeds,
-        "setting_label": setting_label,
-        "settings": run_settings,
-        "methods": declared,
-        "metrics": list(metrics),
-        "split_reported": "test",
-        "selection": SELECTION_NOTE + (" --no-grid / --quick: only the first (default) "
-                                       "candidate of every grid was run."
-                                       if args.no_grid or args.quick else "")
-                     + (" --grid-with: only the grid candidates holding "
-                        + ", ".join(args.grid_with) + " were run."
-                        if args.grid_with else ""),
-        "grid_with": list(args.grid_with),
-        "select_metric": f"val {select_metric} ({mode})",
-        "budget_overrides": ({k: list(v) for k, v in args.budget.items()}
-                             if isinstance(args.budget, dict) else list(args.budget)),
-        "extra_overrides": list(args.set),
-        "results": results,
-        "paper_results": paper_results or {},
-        "notes": list(notes),
-        "environment": _environment(),
-        "elapsed_seconds": round(time.time() - start, 1),
-    }
-    if args.quick:
-        report["notes"].append("--quick: one seed, a few steps on small subsets; the numbers "
-                               "only prove that the pipeline runs.")
-    write_json(args.output, report)
-    png = os.path.splitext(args.output)[0] + ".png"
-    plot(report, png)
-    print(format_table(report))
-    print(f"Wrote {args.output} and {png} ({report['elapsed_seconds']:.0f} s).")
+    report = build_report(
+        args, argv, name=name, description=description, paper=paper,
+        setting_label=setting_label, settings=run_settings, declared=declared, metrics=metrics,
+        select_metric=select_metric, mode=mode, results=results, paper_results=paper_results,
+        notes=notes, seeds=seeds, elapsed=time.time() - start)
+    publish(report, args.output)
     return report
-
-
-def write_json(path, report):
-    """Atomically write `report` (NaN -> null)."""
-    from keras_fgvc.files import write_json as write
-
-    write(path, _json_safe(report), sort_keys=False, allow_nan=False)
-
-
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
-
-
-def _cell(stats, scale):
-    if not stats or stats.get("mean") is None:
-        return "-"
-    return f"{scale * stats['mean']:.1f}±{scale * (stats['std'] or 0.0):.1f}"
-
-
-def format_table(report, scale=100.0, markdown=False):
-    """A table of methods x (setting, metric), test mean ± std in percent (plain or Markdown)."""
-    settings, metrics = report["settings"], report["metrics"]
-    methods = []
-    for setting in settings:
-        methods += [m for m in report["results"].get(setting, {}) if m not in methods]
-    header = ["method"] + [f"{s}:{m}" for s in settings for m in metrics]
-    rows = [header]
-    for method in methods:
-        row = [method]
-        for setting in settings:
-            entry = report["results"].get(setting, {}).get(method)
-            for metric in metrics:
-                row.append(_cell(entry["test"].get(metric) if entry else None, scale))
-        rows.append(row)
-    title = (f"{report['benchmark']} (test, %, mean±std over {len(report['seeds'])} seed(s); "
-             "hyperparameters chosen on val)")
-    if markdown:
-        lines = [title, "", "| " + " | ".join(header) + " |",
-                 "| " + " | ".join("---" for _ in header) + " |"]
-        lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
-        return "\n".join(lines)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = [title]
-    for i, row in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)))
-        if i == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def plot(report, path, scale=100.0):
-    """Grouped bars (one panel per metric): settings on x, one bar per method, ± std."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    settings, metrics = report["settings"], report["metrics"]
-    methods = []
-    for setting in settings:
-        methods += [m for m in report["results"].get(setting, {}) if m not in methods]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(max(6, 1.2 * len(methods)
-                                                            * len(settings) / 2 + 3)
-                                                        * len(metrics) / 1.5, 4.5),
-                             squeeze=False)
-    width = 0.8 / max(len(methods), 1)
-    x = np.arange(len(settings))
-    for ax, metric in zip(axes[0], metrics):
-        for j, method in enumerate(methods):
-            means, stds = [], []
-            for setting in settings:
-                stats = report["results"].get(setting, {}).get(method, {}).get("test", {}).get(
-                    metric) or {}
-                means.append(scale * (stats.get("mean") if stats.get("mean") is not None
-                                      else np.nan))
-                stds.append(scale * (stats.get("std") or 0.0))
-            ax.bar(x + (j - (len(methods) - 1) / 2) * width, means, width, yerr=stds,
-                   label=method, capsize=2)
-        ax.set_xticks(x)
-        ax.set_xticklabels(settings, rotation=0)
-        ax.set_xlabel(report.get("setting_label", "setting"))
-        ax.set_ylabel(f"test {metric} (%)")
-        ax.set_title(metric)
-    axes[0][0].legend(fontsize=7, ncol=2)
-    fig.suptitle(f"{report['benchmark']}" + (" (--quick)" if report["quick"] else "")
-                 + f", {len(report['seeds'])} seed(s), mean ± std")
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 if __name__ == "__main__":
     # python -m keras_fgvc.training.sweep benchmarks/results/reproduce_<name>.json [--markdown]
-    table = argparse.ArgumentParser(description="Print the table of a reproduce_*.json.")
-    table.add_argument("json", help="a reproduce_<name>.json written by a script")
-    table.add_argument("--markdown", action="store_true", help="a Markdown table")
-    table_args = table.parse_args()
-    with open(table_args.json) as f:
-        print(format_table(json.load(f), markdown=table_args.markdown))
+    from keras_fgvc.training.sweep_report import main
+
+    main()

@@ -18,7 +18,7 @@ import urllib.request
 import pytest
 
 from keras_fgvc.bootstrap.store import open_store
-from keras_fgvc.serving.soak import free_port
+from keras_fgvc.serving.launch import free_port
 from tests.bootstrap.loop_data import CATEGORIES, make_pool, make_seed_dir, write_truth
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -144,6 +144,7 @@ def test_the_whole_loop_from_the_command_line(tmp_path, monkeypatch, capsys):
     assert lineage["overrides"] == TINY and lineage["config"] == "bootstrap_triplet_a_hn"
     assert lineage["training_set"]["hard_negatives_from_decisions"] == len(hard)
     assert lineage["decisions_before"] == labelled_total(db, 2) > 0
+    _served_model_carries(os.path.join(workdir, "round_2", "train"), lineage, root)
 
     done = cli("round", "--db", db, check=False)
     assert done.returncode and "all 2 rounds are done" in done.stderr
@@ -166,6 +167,28 @@ def test_the_whole_loop_from_the_command_line(tmp_path, monkeypatch, capsys):
     assert exported["rounds"][1]["model_version"].startswith("r2-")
     with open(os.path.join(out, "decisions.jsonl")) as f:
         assert sum(1 for _ in f) == labelled_total(db, 3)
+
+
+def _served_model_carries(train_dir, lineage, root):
+    """Round 2's model, exported from its trainer workdir and served, says what built it."""
+    from keras_fgvc.export import saved_model
+    from keras_fgvc.serving import server
+    from keras_fgvc.serving.client import PredictionClient
+
+    base = os.path.join(root, "models")
+    path = saved_model.export_from_workdir(train_dir, base, "grown", warmup_batch_sizes=())
+    with open(os.path.join(path, "assets", "lineage.json")) as f:
+        assert json.load(f) == lineage
+    options = server.ServerOptions(port=0, model_name="grown",
+                                   model_base_path=os.path.join(base, "grown"))
+    model_server = server.ModelServer(options).start()
+    try:
+        with PredictionClient(f"127.0.0.1:{model_server.port}", timeout_s=30) as client:
+            assert client.lineage("grown") == lineage
+            names, _ = client.labels("grown")
+            assert names == list(CATEGORIES)
+    finally:
+        model_server.stop(grace_seconds=0)
 
 
 def labelled_total(db, before_round):

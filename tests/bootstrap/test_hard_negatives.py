@@ -13,7 +13,7 @@ from keras_fgvc.data.task import Split, Task
 from keras_fgvc.losses import triplet as triplet_module
 from keras_fgvc.losses.anchor_triplet import anchor_triplet_loss
 from keras_fgvc.training import mining
-from keras_fgvc.training.config import resolve_config
+from keras_fgvc.training.experiments import resolve_config
 from keras_fgvc.training.hard_negatives import HardNegativeShareHook, epoch_rows
 from keras_fgvc.training.hooks import Hook
 from keras_fgvc.training.loop import Trainer

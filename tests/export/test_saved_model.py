@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_fgvc.export import example_detector, model_config, saved_model, warmup
+from keras_fgvc.export import model_config, saved_model, warmup
+from tests.fixtures import example_detector
 from tests.serving.image_files import encode_bmp, encode_gif
 
 NAMES = ["sandal", "bag", "ankle_boot"]

@@ -9,10 +9,10 @@ from keras_fgvc.losses import (
     ClassBalancedFocalLoss,
     ClassBalancedSigmoidCrossEntropy,
     ClassBalancedSoftmaxCrossEntropy,
-    PriorProbability,
     class_balanced_weights,
     effective_number,
 )
+from keras_fgvc.models import PriorProbability
 from tests.test_case import run_serialization_test
 
 COUNTS = [500, 120, 30, 8, 2]
@@ -326,17 +326,3 @@ def test_fit_with_prior_probability_head():
     model.compile(optimizer="sgd", loss=ClassBalancedFocalLoss([20, 10, 2], beta=0.999))
     history = model.fit(x, y, epochs=2, batch_size=16, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
-
-
-def test_prior_probability_initializer():
-    init = PriorProbability(0.01)
-    np.testing.assert_allclose(init((2, 3)), np.full((2, 3), -np.log(99.0)), rtol=1e-6)
-    np.testing.assert_allclose(PriorProbability()((5,)), np.full(5, -np.log(4.0)), rtol=1e-6)
-    assert PriorProbability()((4,), dtype="float64").dtype == "float64"
-    revived = run_serialization_test(init)
-    assert revived.probability == 0.01
-    for bad in [0.0, 1.0, -0.5, 2.0]:
-        with pytest.raises(ValueError, match="probability"):
-            PriorProbability(bad)
-    with pytest.raises(ValueError, match="C >= 2"):
-        PriorProbability()((1,))

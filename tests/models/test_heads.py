@@ -216,7 +216,7 @@ def test_cosine_head_round_trips_and_exports(tmp_path):
 
 
 def test_every_ldam_config_uses_the_cosine_head():
-    from keras_fgvc.training.config import get_config, list_configs
+    from keras_fgvc.training.experiments import get_config, list_configs
 
     ldam = [get_config(n) for n in list_configs() if get_config(n).loss == "ldam"]
     assert len(ldam) >= 5

@@ -11,7 +11,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import time
 
 import grpc
@@ -21,9 +20,11 @@ import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2
 
-from keras_fgvc.export import example_detector, saved_model
+from keras_fgvc.export import saved_model
 from keras_fgvc.serving import grpc_service, server
 from keras_fgvc.serving.client import PredictionClient
+from keras_fgvc.serving.launch import free_port
+from tests.fixtures import example_detector
 from tests.serving.image_files import png_header
 
 pytestmark = pytest.mark.slow
@@ -31,18 +32,12 @@ pytestmark = pytest.mark.slow
 NAMES = ["sandal", "bag", "ankle_boot"]
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     model, images, _ = example_detector.cached_example_detector()
     base = str(tmp_path_factory.mktemp("hardening") / "det")
     saved_model.export_model(model, os.path.dirname(base), "det", NAMES, warmup_batch_sizes=())
-    options = server.ServerOptions(port=0, rest_api_port=_free_port(), model_name="det",
+    options = server.ServerOptions(port=0, rest_api_port=free_port(), model_name="det",
                                    model_base_path=base, file_system_poll_wait_seconds=0.2)
     model_server = server.ModelServer(options).start()
     client = PredictionClient(f"127.0.0.1:{model_server.port}", timeout_s=30, max_retries=0)

@@ -10,7 +10,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -30,8 +29,10 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from keras_fgvc.export import example_detector, model_config, saved_model, versions
+from keras_fgvc.export import model_config, saved_model, versions
 from keras_fgvc.serving.client import PredictionClient
+from keras_fgvc.serving.launch import free_ports, start_server
+from tests.fixtures import example_detector
 
 pytestmark = pytest.mark.slow
 
@@ -40,12 +41,6 @@ NAMES = ["sandal", "bag", "ankle_boot"]
 THRESHOLDS = [0.5, 0.4, 0.6]
 MAX_MESSAGE_BYTES = 1_000_000
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _png(image):
@@ -60,17 +55,17 @@ def served(tmp_path_factory):
     base = str(root / "models")
     model_config.write_model_config(os.path.join(base, "models.config"),
                                     [("det", os.path.join(base, "det"))])
-    port, rest_port = _free_port(), _free_port()
+    port, rest_port = free_ports(2)
     log_path = str(root / "server.log")
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, os.path.join(REPO, "serving", "server.py"), f"--port={port}",
-             f"--rest_api_port={rest_port}", f"--model_config_file={base}/models.config",
-             "--file_system_poll_wait_seconds=0.2", "--model_config_file_poll_wait_seconds=0.5",
-             "--enable_batching",
-             "--batch_timeout_micros=500", "--max_batch_size=16",
-             f"--max_message_bytes={MAX_MESSAGE_BYTES}", "--grpc_max_threads=16"],
-            stdout=log, stderr=subprocess.STDOUT, env=ENV, cwd=REPO)
+    server = start_server(
+        [f"--port={port}", f"--rest_api_port={rest_port}",
+         f"--model_config_file={base}/models.config",
+         "--file_system_poll_wait_seconds=0.2", "--model_config_file_poll_wait_seconds=0.5",
+         "--enable_batching",
+         "--batch_timeout_micros=500", "--max_batch_size=16",
+         f"--max_message_bytes={MAX_MESSAGE_BYTES}", "--grpc_max_threads=16"],
+        log_path, env=ENV, cwd=REPO)
+    proc = server.proc
     client = PredictionClient(f"127.0.0.1:{port}", timeout_s=30.0)
     try:
         model, _, _ = example_detector.cached_example_detector()

@@ -7,14 +7,8 @@ import os
 import pytest
 
 from keras_fgvc.training import config as config_lib
-from keras_fgvc.training.config import (
-    Config,
-    apply_overrides,
-    get_config,
-    list_configs,
-    resolve_config,
-    validate_config,
-)
+from keras_fgvc.training.config import Config, apply_overrides, validate_config
+from keras_fgvc.training.experiments import get_config, list_configs, resolve_config
 
 PAPER_CONFIGS = [
     "inat_bg_n5089_ft", "inat_bg_n1100_ft", "inat_bg_n100_ft", "inat_bg_n10_ft", "inat_bg_n1_ft",
@@ -123,7 +117,8 @@ def test_duplicate_registration_is_an_error():
 
 
 def test_config_changes_lists_differing_keys():
-    from keras_fgvc.training.config import RESUME_SAFE_FIELDS, config_changes
+    from keras_fgvc.training.config import config_changes
+    from keras_fgvc.training.workdir import RESUME_SAFE_FIELDS
 
     base = get_config("fashion_bg_ft")
     old = json.loads(base.to_json())
@@ -138,7 +133,7 @@ def test_config_changes_lists_differing_keys():
 
 
 def test_resume_safe_fields_are_config_fields_and_documented():
-    from keras_fgvc.training.config import RESUME_SAFE_FIELDS
+    from keras_fgvc.training.workdir import RESUME_SAFE_FIELDS
 
     fields = {f.name for f in dataclasses.fields(Config)}
     assert RESUME_SAFE_FIELDS <= fields

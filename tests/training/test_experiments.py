@@ -1,15 +1,19 @@
 """Every registered experiment builds: Fashion-MNIST ones run a training step here, paper-scale
 ones build their task, model, loss and input pipeline on a small fake data tree."""
 
+import dataclasses
 import json
 import os
+import re
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from keras_fgvc.training import tasks
-from keras_fgvc.training.config import list_configs, resolve_config
+from keras_fgvc.training.experiments import get_config, list_configs, resolve_config
+from keras_fgvc.training.experiments.fashion import FASHION_BG
+from keras_fgvc.training.experiments.paper import BACKGROUND
 from keras_fgvc.training.loop import Trainer
 from keras_fgvc.training.strategy import make_strategy
 
@@ -227,6 +231,57 @@ def test_inat_places_background_methods_are_registered():
     assert resolve_config("inat_bg_n100_focal").model_kwargs["head"] == "sigmoid"
     assert resolve_config("inat_bg_n100_bg_split_fixed").model == "bg_split_fixed_background"
     assert "not stated" in resolve_config("inat_bg_n100_lws").description.lower()
+
+
+# === Paper-scale methods mirror the Fashion-BG ones ===
+
+# The Fashion-BG models and their ResNet-50 counterparts at paper scale.
+_RESNET50 = {
+    "small_cnn": ("resnet50_gap", {}),
+    "small_cnn_sigmoid": ("classifier", {"backbone": "resnet50", "pooling": "gap",
+                                         "head": "sigmoid"}),
+    "bg_split": ("bg_split", {"backbone": "resnet50"}),
+    "bg_split_fixed_background": ("bg_split_fixed_background", {"backbone": "resnet50"}),
+}
+# Epoch-dependent fields set for the 30-epoch paper schedule, not copied (paper.py says why).
+_PAPER_SCALE = {
+    "drw_epoch": BACKGROUND.decay_epochs[0],  # re-weight from the first learning-rate decay
+    "finetune_epochs": 10,
+    "finetune_learning_rate": BACKGROUND.learning_rate / 10,
+}
+_BACKGROUND_NAME = re.compile(r"(inat|places)_bg_n\d+_(?P<method>.+?)(_downsample\d+|_batch\d+)?$")
+
+
+def _method_fields(config, base):
+    """The fields where `config` differs from `base`, other than its name and data."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+            if f.name not in ("name", "description", "task", "task_kwargs")
+            and getattr(config, f.name) != getattr(base, f.name)}
+
+
+@pytest.mark.parametrize("method, fashion", [
+    ("ft", "fashion_bg_ft"), ("focal", "fashion_bg_focal"), ("ldam_drw", "fashion_bg_ldam_drw"),
+    ("lws", "fashion_bg_lws"), ("bg_split", "fashion_bg_split"),
+    ("bg_split_fixed", "fashion_bg_split_fixed"),
+])
+def test_paper_background_methods_mirror_fashion_bg(method, fashion):
+    # What the Fashion-BG method changes from Fashion-BG, on ResNet-50 at paper scale ...
+    small = _method_fields(get_config(fashion), FASHION_BG)
+    model, model_kwargs = _RESNET50[small.pop("model", FASHION_BG.model)]
+    expected = {**small, "model": model,
+                "model_kwargs": {**model_kwargs, **small.get("model_kwargs", {})}}
+    expected.update({k: v for k, v in _PAPER_SCALE.items() if k in small})
+    expected = {k: v for k, v in expected.items() if v != getattr(BACKGROUND, k)}
+    # ... is what every paper-scale config of the method changes from BACKGROUND.
+    names = [n for n in PAPER if (m := _BACKGROUND_NAME.match(n)) and m["method"] == method]
+    assert f"inat_bg_n100_{method}" in names
+    for name in names:
+        paper = _method_fields(get_config(name), BACKGROUND)
+        if "_batch" in name:  # the batch-size study: the rate scales linearly with the batch
+            batch, rate = paper.pop("batch_size"), paper.pop("learning_rate")
+            assert name.endswith(f"_batch{batch}"), name
+            assert rate == pytest.approx(BACKGROUND.learning_rate * batch / 1024), name
+        assert paper == expected, name
 
 
 def _teacher_config(root, teacher, name="inat_bg_n100_bg_split", extra=()):

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from keras_fgvc.serving.client import PredictionClient
+from keras_fgvc.serving.launch import free_port as _free_port
 from tests.folder_images import make_folder, make_teacher
-from tests.serving.test_server_e2e import _free_port
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ import pytest
 
 from keras_fgvc.models import create_model
 from keras_fgvc.models.transfer import copy_trunk
-from keras_fgvc.training.config import get_config, list_configs
+from keras_fgvc.training.experiments import get_config, list_configs
 from keras_fgvc.training.loop import Trainer
 from tests.training.conftest import make_toy_task, toy_config
 

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_fgvc.training import inputs
-from keras_fgvc.training import loop as loop_module
+from keras_fgvc.training import inputs, tasks
 from keras_fgvc.training.loop import Trainer
 from keras_fgvc.training.strategy import make_strategy
 from tests.training.conftest import TOY_LINEAR, make_toy_task, toy_config
@@ -126,7 +125,7 @@ def test_resuming_with_a_changed_config_is_refused_before_the_task_is_built(tmp_
     def build_task(config):
         raise AssertionError("the task was built before the config check")
 
-    monkeypatch.setattr(loop_module.tasks, "build_task", build_task)
+    monkeypatch.setattr(tasks, "build_task", build_task)
     changed = Trainer(toy_config(epochs=1, steps_per_epoch=2, learning_rate=0.5),
                       workdir=str(tmp_path), verbose=0)
     with pytest.raises(ValueError, match=r"different config \(learning_rate: .* -> 0\.5, "

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from keras_fgvc.losses import TripletLoss
-from keras_fgvc.training.config import resolve_config
+from keras_fgvc.training.experiments import resolve_config
 from keras_fgvc.training.loss_recipes import build_loss
 from tests.training.conftest import make_toy_task
 

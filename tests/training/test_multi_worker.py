@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -10,22 +9,12 @@ import keras
 import numpy as np
 import pytest
 
+from keras_fgvc.serving.launch import free_ports
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMALL = ["max_train_examples=256", "max_eval_examples=64", "batch_size=32", "epochs=2",
          "steps_per_epoch=3", "eval_batch_size=64", "checkpoint_every_steps=2",
          "bn_reestimate_batches=3"]
-
-
-def _free_ports(count):
-    sockets = []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind(("localhost", 0))
-        sockets.append(s)
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def run_two_workers(args, tmp_path, env=None, timeout=400):
@@ -34,7 +23,7 @@ def run_two_workers(args, tmp_path, env=None, timeout=400):
     Returns the two workers' logs; fails the test (with the log's tail) if either exits
     non-zero, and kills both if one hangs past `timeout`.
     """
-    workers = [f"localhost:{p}" for p in _free_ports(2)]
+    workers = [f"localhost:{p}" for p in free_ports(2)]
     procs = []
     for index in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}

@@ -1,7 +1,7 @@
 """Table 3.2's comparison is at matched feature dimension (Sec. 3.3.1, "for a fair comparison")."""
 
 from keras_fgvc.models import create_model
-from keras_fgvc.training.config import get_config
+from keras_fgvc.training.experiments import get_config
 
 
 def _pooled_dim(config, input_shape):

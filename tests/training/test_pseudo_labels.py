@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from keras_fgvc.training import pseudo_labels, tasks
-from keras_fgvc.training.config import resolve_config
+from keras_fgvc.training.experiments import resolve_config
 from keras_fgvc.training.loss_recipes import build_loss
 from tests.folder_images import make_folder, make_teacher
 

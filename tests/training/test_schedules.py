@@ -6,7 +6,7 @@ import keras
 import numpy as np
 
 from keras_fgvc.training import components, schedules
-from keras_fgvc.training.config import get_config
+from keras_fgvc.training.experiments import get_config
 
 
 def _values(schedule, steps):

@@ -97,7 +97,7 @@ def _anchor_run(monkeypatch, *extra):
     """A short Triplet-A run with M = 2; records k-means calls and anchors around refreshes."""
     from keras_fgvc.layers import AnchorSoftVote
     from keras_fgvc.training import tasks
-    from keras_fgvc.training.config import resolve_config
+    from keras_fgvc.training.experiments import resolve_config
 
     calls, around_refresh = [], []
     original_init = AnchorSoftVote.init_from_embeddings
@@ -162,7 +162,7 @@ def test_anchor_refresh_remines_and_keeps_learned_anchors(monkeypatch):
 
 def test_anchors_receive_gradients():
     from keras_fgvc.models import create_model
-    from keras_fgvc.training.config import resolve_config
+    from keras_fgvc.training.experiments import resolve_config
     from keras_fgvc.training.loss_recipes import build_loss
 
     model = create_model("anchor_metric", num_classes=10)

@@ -24,7 +24,7 @@ from keras_fgvc.training.config import Config, register_config
 
 # These runs are short (hundreds of steps), so the BatchNorm moving averages (momentum 0.99,
 # started at mean 0 / variance 1) have not converged when they end: the statistics are
-# re-estimated from 100 training batches at the end of every stage (`models.batchnorm`).
+# re-estimated from 100 training batches at the end of every stage (`training.batchnorm`).
 BN_REESTIMATE_BATCHES = 100
 
 

@@ -33,6 +33,7 @@ Pretrained ImageNet weights are not downloaded: pass a local file with
 ``--set model_kwargs.weights=/path/to/weights.h5``.
 """
 
+import copy
 import dataclasses
 
 from keras_fgvc.training.config import Config, register_config
@@ -69,35 +70,39 @@ BACKGROUND = Config(
     checkpoint_every_steps=1000,
 )
 
-# Method settings are taken from the Fashion-BG configs (experiments_fashion.py) so the
-# method logic lives in one place: the fields where `fashion_bg_<method>` differs from
-# Fashion-BG FT, with the small CNN swapped for ResNet-50 and the epoch-dependent
-# fields rescaled to the 30-epoch paper schedule (`_PAPER_SCALE`).
-_FASHION_METHODS = {
-    "ft": "fashion_bg_ft",
-    "focal": "fashion_bg_focal",
-    "ldam_drw": "fashion_bg_ldam_drw",
-    "lws": "fashion_bg_lws",
-    "bg_split": "fashion_bg_split",
-    "bg_split_fixed": "fashion_bg_split_fixed",
+# Each method's fields at paper scale: its Fashion-BG config's (fashion.py) with the small
+# CNN swapped for ResNet-50 and the epoch-dependent fields set for the 30-epoch schedule.
+# tests/training/test_experiments.py checks that they still mirror the Fashion-BG configs.
+_METHODS = {
+    "ft": dict(model="resnet50_gap", model_kwargs={}),
+    "focal": dict(
+        model="classifier",
+        model_kwargs={"backbone": "resnet50", "pooling": "gap", "head": "sigmoid"},
+        loss="focal",
+        loss_kwargs={"gamma": 2.0},  # ours: appendix C states neither gamma nor the bias init
+    ),
+    "ldam_drw": dict(
+        model="resnet50_gap",
+        model_kwargs={"head": "cosine", "head_kwargs": {"scale": 30.0}},  # Cao et al. 2019
+        loss="ldam",
+        loss_kwargs={"max_margin": 0.5, "scale": 30.0},  # ours: the appendix only names LDAM
+        drw_epoch=20,  # ours: re-weight from the first learning-rate decay (as Cao et al. do)
+    ),
+    "lws": dict(
+        model="resnet50_gap",
+        model_kwargs={},
+        finetune_transform="lws",
+        finetune_sampling="class_balanced",
+        finetune_epochs=10,  # ours: stage-2 length of Kang et al. 2020
+        finetune_learning_rate=0.04,  # ours: a tenth of the stage-1 rate
+    ),
+    "bg_split": dict(model="bg_split", model_kwargs={"backbone": "resnet50"}, loss="bg_split"),
+    "bg_split_fixed": dict(
+        model="bg_split_fixed_background",  # b0 = 0 (ours: not stated in appendix B)
+        model_kwargs={"backbone": "resnet50"},
+        loss="bg_split",
+    ),
 }
-_RESNET50 = {
-    "small_cnn": ("resnet50_gap", {}),
-    "small_cnn_sigmoid": ("classifier", {"backbone": "resnet50", "pooling": "gap",
-                                         "head": "sigmoid"}),
-    "bg_split": ("bg_split", {"backbone": "resnet50"}),
-    "bg_split_fixed_background": ("bg_split_fixed_background", {"backbone": "resnet50"}),
-}
-# Not stated in the appendix (our choices): LDAM-DRW re-weights from the first
-# learning-rate decay (as Cao et al. 2019 do); LWS re-learns the per-class scales
-# for 10 epochs (Kang et al. 2020) at a tenth of the stage-1 rate.
-_PAPER_SCALE = {
-    "drw_epoch": BACKGROUND.decay_epochs[0],
-    "finetune_epochs": 10,
-    "finetune_learning_rate": BACKGROUND.learning_rate / 10,
-}
-_METHOD_FIELDS = {"model", "model_kwargs", "loss", "loss_kwargs", "aux_loss_weight",
-                  "drw_beta", "finetune_transform", "finetune_sampling"}
 _NOTES = {
     "ft": "fine-tuning, softmax over N + 1",
     "focal": "sigmoid focal loss (appendix C; gamma 2 and the prior bias init of Lin et "
@@ -116,34 +121,12 @@ _NOTES = {
 }
 
 
-def _method_changes(method):
-    """Config fields of `method` at paper scale, derived from its Fashion-BG config."""
-    from keras_fgvc.training.config import get_config
-    from keras_fgvc.training.experiments_fashion import FASHION_BG
-
-    fashion = get_config(_FASHION_METHODS[method])
-    changes = {}
-    for field in dataclasses.fields(Config):
-        value = getattr(fashion, field.name)
-        if field.name in ("name", "description", "task_kwargs") or \
-                value == getattr(FASHION_BG, field.name):
-            continue
-        if field.name in _PAPER_SCALE:
-            value = _PAPER_SCALE[field.name]
-        elif field.name not in _METHOD_FIELDS:
-            raise ValueError(f"{fashion.name}: no paper-scale value for {field.name}={value!r}.")
-        changes[field.name] = value
-    model, model_kwargs = _RESNET50[changes.pop("model", FASHION_BG.model)]
-    return dict(changes, model=model, model_kwargs={**model_kwargs,
-                                                    **changes.get("model_kwargs", {})})
-
-
 def _register_background(task, n, method, keep=100, batch_size=None):
     dataset = {"inat_bg": "iNat-BG", "places_bg": "Places-BG"}[task]
     name = f"{task}_n{n}_{method}"
     task_kwargs = {"n": n, "model_index": 0}
     summary = f"{dataset}, N = {n}: {_NOTES[method]}"
-    changes = _method_changes(method)
+    changes = copy.deepcopy(_METHODS[method])
     if keep < 100:
         name += f"_downsample{keep}"
         task_kwargs["background_keep"] = keep / 100
