@@ -96,6 +96,20 @@ def write_data(folder, x, y, categories, outside, per_class, pool_size, seed):
     return folder
 
 
+def _has_rounds(db):
+    """Whether `db` holds a project whose first round has started (init must not rerun)."""
+    if not os.path.exists(db):
+        return False
+    from keras_fgvc.bootstrap.store import open_store
+
+    with open_store(db) as store:
+        try:
+            store.settings()
+        except ValueError:  # killed during init: init reruns (it is idempotent)
+            return False
+        return bool(store.rounds())
+
+
 def run_one(args, data, test, seed, error_rate, overrides, final_overrides):
     """One project (seed, error rate): the rounds, then every method's test accuracy."""
     from keras_fgvc.bootstrap import experiment
@@ -107,10 +121,11 @@ def run_one(args, data, test, seed, error_rate, overrides, final_overrides):
         return cached
     os.makedirs(folder, exist_ok=True)
     db = os.path.join(folder, "project.db")
-    init_project(db, os.path.join(data, "seed"), os.path.join(data, "pool"), args.rounds,
-                 truth=os.path.join(data, "truth.csv"), seed=seed,
-                 uniform_share=args.uniform_share, threshold=args.threshold,
-                 verbose=not args.quiet)
+    if not _has_rounds(db):  # a project whose rounds have begun resumes them as it is
+        init_project(db, os.path.join(data, "seed"), os.path.join(data, "pool"), args.rounds,
+                     truth=os.path.join(data, "truth.csv"), seed=seed,
+                     uniform_share=args.uniform_share, threshold=args.threshold,
+                     verbose=not args.quiet)
     rounds = experiment.run_simulated_rounds(db, error_rate, seed=seed, overrides=overrides,
                                              verbose=int(not args.quiet))
     images, labels, names = test

@@ -49,6 +49,11 @@ def test_quick_reproduction_writes_table_2_3(tmp_path, monkeypatch):
     again = module.main(["--quick", "--quiet", "--workdir", str(workdir), "--output",
                          str(output)])
     assert again["runs"] == report["runs"]
+    # killed after its rounds, before its result: the rounds are not started again
+    os.remove(os.path.join(workdir, "runs", "seed0_err0.05", "result.json"))
+    resumed = module.main(["--quick", "--quiet", "--workdir", str(workdir), "--output",
+                           str(output)])
+    assert resumed["runs"][0]["rounds"] == report["runs"][0]["rounds"]
 
 
 def _load_methods():
