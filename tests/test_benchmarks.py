@@ -140,11 +140,14 @@ def test_trainer_speed_and_profile(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     out = tmp_path / "speed.json"
     subprocess.run([sys.executable, os.path.join(BENCHMARKS, "trainer_speed.py"), "--quick",
-                    "--steps", "3", "--eval_limit", "256", "--output", str(out)],
+                    "--steps", "3", "--eval_limit", "256", "--variants", "plain,plain_val,ours",
+                    "--output", str(out)],
                    cwd=REPO, env=env, check=True, timeout=600, capture_output=True)
     report = _read(out)
     assert report["steps"] == 3 and report["eval_limit"] == 256
-    assert set(report["variants"]) == {"plain", "ours"}
+    assert set(report["variants"]) == {"plain", "plain_val", "ours"}
+    for key in ("wall", "cpu"):
+        _positive(report["ratio_to_plain_fit_same_evaluation"]["ours"][key], key)
     for side in report["variants"].values():
         for key in ("wall_s", "cpu_s", "train_s"):
             _positive(side[key], key)

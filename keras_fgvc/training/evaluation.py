@@ -16,7 +16,8 @@ from keras_fgvc.training import inputs
 
 def predict_function(model, output="probabilities"):
     """A `tf.function` computing ``model(images, training=False)[output]``."""
-    return tf.function(lambda x: model(x, training=False)[output], reduce_retracing=True)
+    return tf.function(lambda x: model(x, training=False)[output], reduce_retracing=True,
+                       autograph=False)
 
 
 class PredictFunctions:

@@ -117,6 +117,7 @@ def _in_memory_loader(split, image_size):
     spec = eval_preprocessing(split, image_size, None)
     images = tf.constant(images)
 
+    @tf.autograph.experimental.do_not_convert  # pure TF ops: converting it only costs time
     def load(idx):
         x = prepare_image(tf.gather(images, idx), spec)
         batch = {"images": x, "labels": tf.gather(labels, idx)}

@@ -146,7 +146,8 @@ class Trainer:
             )
         self._train_step = make_train_step(
             self.model, self.optimizer, self.recipe, self.strategy, variables,
-            config.batch_size, config.clip_value, explicit_clip, jit_compile=config.jit_compile)
+            config.batch_size, config.clip_value, explicit_clip, jit_compile=config.jit_compile,
+            steps_per_execution=1 if config.steps_per_execution == 1 else None)
 
     # === Run ===
 

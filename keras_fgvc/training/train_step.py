@@ -27,7 +27,7 @@ import tensorflow as tf
 
 
 def make_train_step(model, optimizer, recipe, strategy, variables, global_batch, clip_value=0.0,
-                    explicit_clip=False, jit_compile=False):
+                    explicit_clip=False, jit_compile=False, steps_per_execution=None):
     """A `tf.function` ``train_steps(iterator, num_steps) -> losses [num_steps]``.
 
     Each loss is summed over the replicas (the global batch's mean loss). `num_steps`
@@ -43,6 +43,8 @@ def make_train_step(model, optimizer, recipe, strategy, variables, global_batch,
         clip_value: the clip bound c (0 = off).
         explicit_clip: clip the all-reduced gradient in the step (several replicas).
         jit_compile: compile the per-replica step with XLA.
+        steps_per_execution: 1 when every call runs exactly one step (the function then
+            has no loop); None (default) for any `num_steps`.
     """
     replicas = strategy.num_replicas_in_sync
     clip = float(clip_value)
@@ -80,7 +82,8 @@ def make_train_step(model, optimizer, recipe, strategy, variables, global_batch,
              if v.dtype in ("float16", "bfloat16", "float32", "float64")]
     state = state if replicas > 1 else []
 
-    step_fn = tf.function(replica_step, jit_compile=True) if jit_compile else replica_step
+    step_fn = (tf.function(replica_step, jit_compile=True, autograph=False) if jit_compile
+               else replica_step)
 
     def one_step(iterator):
         losses = strategy.run(step_fn, args=(next(iterator),))
@@ -90,11 +93,23 @@ def make_train_step(model, optimizer, recipe, strategy, variables, global_batch,
                 variable.assign(strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None))
         return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
 
-    @tf.function
+    # Written without AutoGraph (the loop is an explicit tf.while_loop, every Python `if`
+    # above is on Python values): converting the step's code costs seconds of CPU per trace.
+    if steps_per_execution == 1:
+        @tf.function(autograph=False)
+        def train_steps(iterator, num_steps):
+            del num_steps  # always 1
+            return tf.reshape(tf.cast(one_step(iterator), tf.float32), [1])
+
+        return train_steps
+
+    @tf.function(autograph=False)
     def train_steps(iterator, num_steps):
-        losses = tf.TensorArray(tf.float32, size=num_steps)
-        for i in tf.range(num_steps):
-            losses = losses.write(i, tf.cast(one_step(iterator), tf.float32))
+        def body(i, losses):
+            return i + 1, losses.write(i, tf.cast(one_step(iterator), tf.float32))
+
+        _, losses = tf.while_loop(lambda i, _: i < num_steps, body,
+                                  (tf.constant(0), tf.TensorArray(tf.float32, size=num_steps)))
         return losses.stack()
 
     return train_steps
