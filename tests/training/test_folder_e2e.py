@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from keras_fgvc.serving.client import PredictionClient
-from keras_fgvc.serving.launch import free_port as _free_port
+from keras_fgvc.serving.launch import free_port, start_server
 from tests.folder_images import make_folder, make_teacher
 
 pytestmark = pytest.mark.slow
@@ -56,13 +56,10 @@ def test_folder_train_export_serve(tmp_path):
 
     _run(["export/saved_model.py", "--workdir", str(workdir), "--model_base_path",
           str(models), "--model_name", "mine"], env)
-    port = _free_port()
-    log = open(tmp_path / "server.log", "w")
-    server = subprocess.Popen(
-        [sys.executable, "serving/server.py", f"--port={port}", "--model_name=mine",
-         f"--model_base_path={models / 'mine'}"], cwd=REPO, env=env, stdout=log,
-        stderr=subprocess.STDOUT)
-    try:
+    port = free_port()
+    with start_server([f"--port={port}", "--model_name=mine",
+                       f"--model_base_path={models / 'mine'}"],
+                      log_path=str(tmp_path / "server.log"), env=env, cwd=REPO):
         with PredictionClient(f"127.0.0.1:{port}", timeout_s=30.0) as client:
             client.wait_until_available("mine", timeout_s=180)
             images = [open(r["path"], "rb").read() for r in rows]
@@ -72,10 +69,6 @@ def test_folder_train_export_serve(tmp_path):
         query = _run(["serving/client.py", "--server", f"127.0.0.1:{port}", "--model", "mine",
                       *[r["path"] for r in rows[:3]]], env, timeout=120)
         assert all(r["path"] in query.stdout for r in rows[:3])
-    finally:
-        server.kill()
-        server.wait(timeout=30)
-        log.close()
 
     # Run again: the pseudo-labels come from the cache, and the finished workdir resumes.
     again = _run(train, env)
