@@ -21,6 +21,7 @@ same parameter gradients) and makes unnormalised scores safe.
 import keras
 from keras import ops
 
+from keras_fgvc.losses.mining import MARGIN, POSITIVE_FRACTION
 from keras_fgvc.losses.triplet import (
     split_triplet_labels,
     triplet_loss,
@@ -48,8 +49,8 @@ def anchor_triplet_loss(
     embedding,
     log_probs,
     omega=0.1,
-    margin=0.2,
-    positive_fraction=0.6,
+    margin=MARGIN,
+    positive_fraction=POSITIVE_FRACTION,
     hard_negative_for=None,
 ):
     """Per-example ``omega * triplet + (1 - omega) * (-log p_y)`` (Eq. 2.5).
@@ -101,8 +102,8 @@ class AnchorTripletLoss(keras.losses.Loss):
         self,
         embedding_dim,
         omega=0.1,
-        margin=0.2,
-        positive_fraction=0.6,
+        margin=MARGIN,
+        positive_fraction=POSITIVE_FRACTION,
         reduction="sum_over_batch_size",
         name="anchor_triplet_loss",
         dtype=None,

@@ -38,6 +38,10 @@ from keras_fgvc.losses.utils import (
     validate_probability_range,
 )
 
+# The effective-number beta of Cui et al. 2019 (0.9999 for iNaturalist): the default of every
+# class-balanced weighting here and of DRW (losses.ldam, training.hooks).
+BETA = 0.9999
+
 
 def _validate_beta(beta):
     return validate_probability_range(beta, "beta")
@@ -221,7 +225,7 @@ class ClassBalancedSoftmaxCrossEntropy(_ClassBalancedLoss):
     def __init__(
         self,
         class_counts,
-        beta=0.9999,
+        beta=BETA,
         from_logits=True,
         label_smoothing=0.0,
         reduction="sum_over_batch_size",
@@ -264,7 +268,7 @@ class ClassBalancedSigmoidCrossEntropy(_ClassBalancedLoss):
     def __init__(
         self,
         class_counts,
-        beta=0.9999,
+        beta=BETA,
         from_logits=True,
         label_smoothing=0.0,
         reduction="sum_over_batch_size",
@@ -308,7 +312,7 @@ class ClassBalancedFocalLoss(_ClassBalancedLoss):
     def __init__(
         self,
         class_counts,
-        beta=0.9999,
+        beta=BETA,
         gamma=0.5,
         from_logits=True,
         label_smoothing=0.0,

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_fgvc.losses.class_balanced import class_balanced_weights
+from keras_fgvc.losses.class_balanced import BETA, class_balanced_weights
 from keras_fgvc.losses.utils import (
     check_num_classes,
     counts_to_list,
@@ -165,7 +165,7 @@ class LDAMLoss(keras.losses.Loss):
         }
 
 
-def drw_class_weights(class_counts, epoch, start_epoch, beta=0.9999):
+def drw_class_weights(class_counts, epoch, start_epoch, beta=BETA):
     """DRW schedule: ones before `start_epoch`, class-balanced weights from it on.
 
     Args:
@@ -201,7 +201,7 @@ class DeferredReweighting(keras.callbacks.Callback):
         >>> model.fit(x, y, epochs=200, callbacks=[DeferredReweighting(loss, 160)])
     """
 
-    def __init__(self, loss=None, start_epoch=160, beta=0.9999):
+    def __init__(self, loss=None, start_epoch=160, beta=BETA):
         super().__init__()
         if not isinstance(start_epoch, int) or start_epoch < 0:
             raise ValueError(f"start_epoch must be an int >= 0; got {start_epoch!r}.")

@@ -25,6 +25,10 @@ import fractions
 
 from keras import ops
 
+# The triplet defaults of Sec. 2.4.2, one home for the losses and the offline miner.
+MARGIN = 0.2  # m of Eq. 2.1
+POSITIVE_FRACTION = 0.6  # share of a class's nearest same-class items that are local positives
+
 
 def pairwise_squared_distances(embeddings):
     """``[B, B]`` squared Euclidean distances, clamped at 0."""
@@ -83,7 +87,7 @@ def num_local_positives(num_same, positive_fraction):
     return ops.minimum(ops.maximum(k, 1), n)
 
 
-def local_positive_mask(labels, distances, positive_fraction=0.6):
+def local_positive_mask(labels, distances, positive_fraction=POSITIVE_FRACTION):
     """``[B, B]``: j is among the nearest `positive_fraction` of i's same-class samples.
 
     Local positive sampling (Sec. 2.3.3): positives are taken from the local
@@ -122,7 +126,8 @@ def triplet_hinge(distances, margin):
     return distances[:, :, None] - distances[:, None, :] + margin
 
 
-def candidate_triplet_mask(labels, distances, positive_fraction=0.6, hard_negative_for=None):
+def candidate_triplet_mask(labels, distances, positive_fraction=POSITIVE_FRACTION,
+                           hard_negative_for=None):
     """``[B, B, B]`` mask of all triplets (i, j, k): j a local positive, k a negative of i.
 
     No margin test: this is the "naive" sampling of Table 2.1 (every in-batch
@@ -134,7 +139,7 @@ def candidate_triplet_mask(labels, distances, positive_fraction=0.6, hard_negati
 
 
 def violating_triplet_mask(
-    labels, distances, margin=0.2, positive_fraction=0.6, hard_negative_for=None
+    labels, distances, margin=MARGIN, positive_fraction=POSITIVE_FRACTION, hard_negative_for=None
 ):
     """``[B, B, B]`` mask of the triplets (i, j, k) that are trained on.
 

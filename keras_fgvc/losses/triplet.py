@@ -33,6 +33,8 @@ from keras import ops
 
 from keras_fgvc.layers.normalization import l2_normalize
 from keras_fgvc.losses.mining import (
+    MARGIN,
+    POSITIVE_FRACTION,
     candidate_triplet_mask,
     pairwise_squared_distances,
     triplet_hinge,
@@ -63,8 +65,8 @@ def split_triplet_labels(y_true):
 MINING_MODES = ("hard", "naive")
 
 
-def triplet_loss(labels, embeddings, margin=0.2, positive_fraction=0.6, hard_negative_for=None,
-                 mining="hard"):
+def triplet_loss(labels, embeddings, margin=MARGIN, positive_fraction=POSITIVE_FRACTION,
+                 hard_negative_for=None, mining="hard"):
     """Per-anchor triplet loss (Eq. 2.1) with in-batch mining.
 
     Args:
@@ -168,14 +170,14 @@ class TripletLoss(keras.losses.Loss):
         Per-anchor loss ``[B]`` from `call` (see module docstring).
 
     Example:
-        >>> loss = TripletLoss(margin=0.2, positive_fraction=0.6)
+        >>> loss = TripletLoss(margin=MARGIN, positive_fraction=POSITIVE_FRACTION)
         >>> value = loss(labels, embeddings)  # labels [B], embeddings [B, 64]
     """
 
     def __init__(
         self,
-        margin=0.2,
-        positive_fraction=0.6,
+        margin=MARGIN,
+        positive_fraction=POSITIVE_FRACTION,
         mining="hard",
         reduction="sum_over_batch_size",
         name="triplet_loss",

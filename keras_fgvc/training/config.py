@@ -68,7 +68,7 @@ class Config:
     label_smoothing: float = 0.0  # in [0, 1)
     aux_loss_weight: float = 0.1  # background splitting's auxiliary loss (0.1: authors' code)
     drw_epoch: int = -1  # epoch at which deferred class re-weighting starts (-1 = off)
-    drw_beta: float = 0.9999  # its class-balanced beta, in [0, 1)
+    drw_beta: float = 0.9999  # its class-balanced beta, in [0, 1) (= losses.class_balanced.BETA)
 
     # === Optimizer and learning-rate schedule ===
     optimizer: str = "sgd"  # `components.list_optimizers()`: "sgd" (momentum) or "rmsprop"

@@ -39,6 +39,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from keras_fgvc.losses.class_balanced import BETA
+from keras_fgvc.losses.mining import MARGIN, POSITIVE_FRACTION
 from keras_fgvc.training import mining
 from keras_fgvc.training.hook import Hook
 
@@ -126,7 +128,7 @@ class TensorBoardHook(Hook):
 class DeferredReweightingHook(Hook):
     """DRW: class-balanced loss weights (effective number, `beta`) from epoch `start_epoch` on."""
 
-    def __init__(self, start_epoch, beta=0.9999):
+    def __init__(self, start_epoch, beta=BETA):
         self.start_epoch = int(start_epoch)
         self.beta = float(beta)
 
@@ -172,7 +174,8 @@ class AnchorRefreshHook(Hook):
             refresh (not the paper's procedure; off by default).
     """
 
-    def __init__(self, every_steps, max_examples=2048, margin=0.2, positive_fraction=0.6,
+    def __init__(self, every_steps, max_examples=2048, margin=MARGIN,
+                 positive_fraction=POSITIVE_FRACTION,
                  reinit_anchors=False):
         self.every_steps = int(every_steps)
         self.max_examples = int(max_examples)
@@ -252,7 +255,7 @@ def default_hooks(config, verbose=1):
     if config.refresh_every_steps > 0:
         hooks.append(AnchorRefreshHook(
             config.refresh_every_steps, config.refresh_max_examples,
-            margin=float(config.loss_kwargs.get("margin", 0.2)),
+            margin=float(config.loss_kwargs.get("margin", MARGIN)),
             positive_fraction=float(config.loss_kwargs.get("positive_fraction", 0.6)),
             reinit_anchors=config.refresh_anchors,
         ))

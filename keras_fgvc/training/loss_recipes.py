@@ -41,6 +41,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from keras_fgvc.losses.mining import MARGIN
+
 
 @dataclasses.dataclass
 class Term:
@@ -190,7 +192,7 @@ def _triplet_target(task):
 
 def _triplet_term(config, task, weight=1.0):
     triplet = _losses().TripletLoss(
-        margin=float(config.loss_kwargs.get("margin", 0.2)),
+        margin=float(config.loss_kwargs.get("margin", MARGIN)),
         positive_fraction=float(config.loss_kwargs.get("positive_fraction", 0.6)),
         mining=str(config.loss_kwargs.get("mining", "hard")),
         reduction=None,

@@ -28,7 +28,12 @@ Example:
 import numpy as np
 from keras import ops
 
-from keras_fgvc.losses.mining import num_local_positives, pairwise_squared_distances
+from keras_fgvc.losses.mining import (
+    MARGIN,
+    POSITIVE_FRACTION,
+    num_local_positives,
+    pairwise_squared_distances,
+)
 
 
 def _squared_distances(x):
@@ -36,7 +41,8 @@ def _squared_distances(x):
     return ops.convert_to_numpy(pairwise_squared_distances(np.asarray(x, np.float64)))
 
 
-def mine_triplet_order(embeddings, labels, count, margin=0.2, positive_fraction=0.6, seed=0):
+def mine_triplet_order(embeddings, labels, count, margin=MARGIN,
+                       positive_fraction=POSITIVE_FRACTION, seed=0):
     """`count` indices into `embeddings`, grouped as (reference, positive, negative) triplets.
 
     Args:
@@ -96,7 +102,8 @@ def _triplets(distances, labels, usable, margin, positive_fraction, rng):
 
 
 def mine_triplet_order_with_hard_negatives(embeddings, labels, hard_negative_for, count,
-                                           margin=0.2, positive_fraction=0.6, seed=0):
+                                           margin=MARGIN, positive_fraction=POSITIVE_FRACTION,
+                                           seed=0):
     """`count` indices grouped as (reference, positive, negative, human hard negative).
 
     The triplet (reference, positive, negative) is mined as `mine_triplet_order`

@@ -141,3 +141,12 @@ def test_resume_safe_fields_are_config_fields_and_documented():
     paragraph = readme[readme.index("is refused with the keys"):][:400]
     assert sorted(RESUME_SAFE_FIELDS) == sorted(
         name for name in fields if f"`{name}`" in paragraph)
+
+
+def test_config_defaults_match_the_losses_defaults():
+    # Config cannot import the losses (train/fit.py --help loads no TensorFlow): the one
+    # default it repeats must equal the losses' home of it.
+    from keras_fgvc.losses.class_balanced import BETA
+    from keras_fgvc.training.config import Config
+
+    assert Config().drw_beta == BETA
