@@ -22,7 +22,7 @@ from keras_fgvc.training.teacher import (
     teacher_predictions,
     train_teacher,
 )
-from tests.fake_fashion_mnist import write_fake_fashion_mnist
+from tests.fake_fashion_mnist import assert_fashion_bg_layout, write_fake_fashion_mnist
 
 RARE = (3, 6, 8)
 
@@ -61,17 +61,8 @@ def test_structure_disjointness_and_teacher(fake_dir, tmp_path):
     assert task.class_names == ["background", "Dress", "Shirt", "Bag"]
     assert task.teacher_class_names == [fashion_mnist.CLASS_NAMES[c]
                                         for c in range(10) if c not in RARE]
-    counts = task.class_counts()
-    assert counts[1] == counts[2] == counts[3] > 0
-    assert task.background_fraction() == pytest.approx(0.9, abs=0.02)
+    assert_fashion_bg_layout(task, fake_dir, RARE)
     assert "N=3 rare" in task.summary()
-    idx = task.metadata["source_indices"]
-    parts = [set(idx[k].tolist()) for k in ("train", "val", "teacher")]
-    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
-    (_, y), (_, yt) = fashion_mnist.load_fashion_mnist(fake_dir)
-    assert not np.isin(y[idx["teacher"]], RARE).any()  # the teacher never sees a rare class
-    np.testing.assert_array_equal(task.test.labels, np.searchsorted(
-        [-1, *RARE], yt[idx["test"]]) * np.isin(yt[idx["test"]], RARE))
     for split in (task.train, task.val, task.test):
         assert split.images.shape[1:] == (28, 28, 1) and split.images.dtype == np.uint8
         assert split.teacher_probabilities.shape == (len(split), 7)
@@ -79,6 +70,8 @@ def test_structure_disjointness_and_teacher(fake_dir, tmp_path):
         np.testing.assert_array_equal(split.teacher_labels,
                                       split.teacher_probabilities.argmax(1))
     # The band images are easy: the teacher labels background val images correctly.
+    idx = task.metadata["source_indices"]
+    (_, y), _ = fashion_mnist.load_fashion_mnist(fake_dir)
     bg = task.val.labels == 0
     true_teacher = np.searchsorted([0, 1, 2, 4, 5, 7, 9], y[idx["val"]][bg])
     assert np.mean(task.val.teacher_labels[bg] == true_teacher) > 0.8
