@@ -16,11 +16,14 @@ known label of some images: `simulate` answers from it, and round tasks can
 mix in known items (``gold_share``) to measure each labeler's accuracy.
 
 A file that cannot be decoded is skipped and reported, never fatal. Errors:
-no ``rare/`` folder or no category in it, a category with fewer than 2
-readable images (a round holds one out for validation and the triplet loss
-needs a pair),
-an empty pool, a pool holding seed images (the same files, or a pool folder
-that contains the seed folder or lies inside it).
+a seed folder the folder task's layout rules refuse
+(`keras_fgvc.data.folder_task.read_layout`: no ``rare/`` folder, no category
+in it, a category folder without images, images loose in ``rare/``, a
+category named ``background``), a reserved category name, a category with
+fewer than 2 readable images (a round holds one out for validation and the
+triplet loss needs a pair), an empty pool, a pool holding seed images (the
+same files, or a pool folder that contains the seed folder or lies inside
+it).
 """
 
 import csv
@@ -53,39 +56,24 @@ def _definition(folder, name):
 
 
 def read_seed(seed_dir):
-    """``({category: (definition, [paths])}, [background paths])`` of a seed folder."""
-    from keras_fgvc.data.folder_task import BACKGROUND, FOLDER_EXTENSIONS, walk_images
+    """``({category: (definition, [paths])}, [background paths])`` of a seed folder.
 
-    rare = os.path.join(seed_dir, "rare")
-    if not os.path.isdir(rare):
-        raise ValueError(f"seed_dir {seed_dir} has no 'rare' folder: expected "
-                         f"{seed_dir}/rare/<category>/... (one folder of images per category) "
-                         f"and optionally {seed_dir}/background/....")
-    loose = [f for f in sorted(os.listdir(rare)) if os.path.isfile(os.path.join(rare, f))
-             and f.lower().endswith(FOLDER_EXTENSIONS)]
-    if loose:
-        raise ValueError(f"image {os.path.join(rare, loose[0])} lies directly in {rare}; put "
-                         f"each category's images in {rare}/<category>/.")
-    names = sorted(d for d in os.listdir(rare)
-                   if os.path.isdir(os.path.join(rare, d)) and not d.startswith("."))
-    if not names:
-        raise ValueError(f"the seed set is empty: {rare} has no category folder; put each "
-                         f"category's images in {rare}/<category>/.")
-    if BACKGROUND in names:
-        raise ValueError(f"a category may not be named {BACKGROUND!r} "
-                         f"({os.path.join(rare, BACKGROUND)}); background images go in "
-                         f"{seed_dir}/background/.")
-    reserved = [n for n in names if n.split(":")[0] == "hard_negative"]
+    The layout's rules and messages are the folder task's
+    (`keras_fgvc.data.folder_task.read_layout`; the background is optional
+    here); category names the softmax baselines reserve are refused.
+    """
+    from keras_fgvc.data.folder_task import BACKGROUND, read_layout
+
+    parts = read_layout(seed_dir, f"seed_dir {seed_dir}", background_required=False)
+    background = parts.pop(BACKGROUND)
+    reserved = [n for n in parts if n.split(":")[0] == "hard_negative"]
     if reserved:
         raise ValueError(f"the category name {reserved[0]!r} is reserved for the hard-negative "
                          "classes of the softmax baselines; rename "
-                         f"{os.path.join(rare, reserved[0])}.")
-    categories = {}
-    for name in names:
-        folder = os.path.join(rare, name)
-        categories[name] = (_definition(folder, name), walk_images(folder))
-    background = os.path.join(seed_dir, BACKGROUND)
-    return categories, walk_images(background) if os.path.isdir(background) else []
+                         f"{os.path.join(seed_dir, 'rare', reserved[0])}.")
+    categories = {name: (_definition(os.path.join(seed_dir, "rare", name), name), paths)
+                  for name, paths in parts.items()}
+    return categories, background
 
 
 def _file_id(path):

@@ -56,13 +56,33 @@ def _walk(folder, extensions):
     return found
 
 
-def _read_part(root, where, class_names=None, extensions=FOLDER_EXTENSIONS, required=True):
-    """``{label name: [paths]}`` of one ``rare/`` + ``background/`` tree."""
+def read_layout(root, where, class_names=None, extensions=FOLDER_EXTENSIONS, required=True,
+                background_required=None):
+    """``{label name: [paths]}`` of one ``rare/`` + ``background/`` tree (module docstring).
+
+    The layout's rules and their error messages, for every reader of such a
+    folder (this task's splits, a bootstrapping project's seed set).
+
+    Args:
+        root: the folder holding ``rare/`` (and ``background/``).
+        where: how messages name it (e.g. ``"data_dir DIR"``).
+        class_names: the only rare class folders allowed (None: any).
+        extensions: the image file extensions.
+        required: at least one class folder, each holding an image file.
+        background_required: a ``background/`` folder holding an image
+            (default: `required`); without one, ``background`` maps to [].
+
+    Raises:
+        ValueError: naming `where` and the folder at fault.
+    """
+    if background_required is None:
+        background_required = required
     rare = os.path.join(root, "rare")
     if not os.path.isdir(rare):
         raise ValueError(
             f"{where}: no 'rare' folder in {root}. Expected {root}/rare/<class name>/... "
-            f"(one sub-folder per rare class) and {root}/background/...")
+            f"(one sub-folder per rare class) and{'' if background_required else ' optionally'} "
+            f"{root}/background/...")
     loose = [f for f in sorted(os.listdir(rare)) if os.path.isfile(os.path.join(rare, f))
              and f.lower().endswith(extensions)]
     if loose:
@@ -82,18 +102,19 @@ def _read_part(root, where, class_names=None, extensions=FOLDER_EXTENSIONS, requ
     for name in folders:
         if name == BACKGROUND:
             raise ValueError(f"{where}: a rare class may not be named {BACKGROUND!r} "
-                             f"({os.path.join(rare, name)}).")
+                             f"({os.path.join(rare, name)}); background images go in "
+                             f"{os.path.join(root, BACKGROUND)}/.")
         out[name] = _walk(os.path.join(rare, name), extensions)
         if required and not out[name]:
             raise ValueError(f"{where}: rare class {name!r} has no image: "
                              f"{os.path.join(rare, name)} holds no "
                              f"{'/'.join(e[1:] for e in extensions)} file.")
     background = os.path.join(root, BACKGROUND)
-    if not os.path.isdir(background) and required:
+    if not os.path.isdir(background) and background_required:
         raise ValueError(f"{where}: no 'background' folder in {root}. Expected "
                          f"{root}/background/... holding images of everything else.")
     out[BACKGROUND] = _walk(background, extensions) if os.path.isdir(background) else []
-    if required and not out[BACKGROUND]:
+    if background_required and not out[BACKGROUND]:
         raise ValueError(f"{where}: {background} holds no image.")
     return out
 
@@ -229,13 +250,13 @@ def load_folder_task(data_dir=None, manifest=None, channels=3, val_fraction=None
         source = os.path.abspath(manifest)
     else:
         root = require_path(data_dir, "data_dir")
-        train_part = _read_part(root, f"data_dir {root}")
+        train_part = read_layout(root, f"data_dir {root}")
         rare = sorted(n for n in train_part if n != BACKGROUND)
         parts = {"train": train_part}
         for split in ("val", "test"):
             folder = os.path.join(root, split)
-            parts[split] = (_read_part(folder, f"{split} folder {folder}", rare, required=False)
-                            if os.path.isdir(folder) else {})
+            parts[split] = (read_layout(folder, f"{split} folder {folder}", rare,
+                                        required=False) if os.path.isdir(folder) else {})
         source = os.path.abspath(root)
     class_names = [BACKGROUND, *rare]
     skipped = []

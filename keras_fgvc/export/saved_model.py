@@ -17,6 +17,13 @@ atomically (temporary directory + rename), readable by every user:
 - ``assets.extra/tf_serving_warmup_requests``;
 
 and then adds the model to ``MODEL_BASE/models.config``.
+
+Absorbed classes: a model may have probability columns that are no served
+class, a bootstrapping round's hard-negative classes (Softmax + HNS / HNM,
+`keras_fgvc.data.bootstrap_manifest`). The trainer lists them as
+``absorbed_classes`` in ``W/preprocessing.json``; the export folds them into
+``background`` (p(background) + their sum) and serves, lists and thresholds
+the other classes only (`keras_fgvc.export.signatures`).
 """
 
 import json
@@ -100,6 +107,19 @@ def _check_classes(class_names, thresholds, num_foreground):
     return class_names, thresholds
 
 
+def _check_absorbed(absorbed_columns, width, has_background):
+    """The absorbed columns as sorted ints, checked against the model's `width`."""
+    columns = [int(c) for c in absorbed_columns or ()]
+    first = 1 if has_background else 0
+    bad = [c for c in columns if not first <= c < width]
+    if bad:
+        raise ValueError(f"absorbed_columns {columns}: {bad[0]} is not a foreground column of "
+                         f"the model's {width} probabilities (columns {first}..{width - 1}).")
+    if len(set(columns)) != len(columns):
+        raise ValueError(f"absorbed_columns {columns} lists a column twice.")
+    return sorted(columns)
+
+
 def _preprocessing(model, image_size, channels, preprocessing):
     """The validated spec ``serving_default`` applies (default: the legacy whole-image resize)."""
     if preprocessing is None:
@@ -118,7 +138,7 @@ def _preprocessing(model, image_size, channels, preprocessing):
 def export_model(model, model_base_path, model_name, class_names, thresholds=None,
                  image_size=None, channels=None, has_background=True, version=None,
                  warmup_batch_sizes=(1, 8), update_model_config=True, serving_base_path=None,
-                 verbose=False, preprocessing=None, lineage=None):
+                 verbose=False, preprocessing=None, lineage=None, absorbed_columns=()):
     """Write `model` as version ``MODEL_BASE/<model_name>/<version>/`` for TF Serving.
 
     Args:
@@ -127,7 +147,9 @@ def export_model(model, model_base_path, model_name, class_names, thresholds=Non
             `has_background`) and optionally ``embedding``.
         model_base_path: ``MODEL_BASE``; created if missing.
         model_name: served model name (a directory name).
-        class_names: the N foreground class names, in ``scores`` column order.
+        class_names: the N foreground class names, in ``scores`` column order
+            (the ``probabilities`` columns that are neither background nor
+            absorbed, in order).
         thresholds: N per-class detection thresholds (default 0.5 each).
         image_size: ``(H, W)``; default from `preprocessing`, else the
             model's input shape.
@@ -152,6 +174,10 @@ def export_model(model, model_base_path, model_name, class_names, thresholds=Non
             `keras_fgvc.bootstrap` round writes one: round, decisions, S / H
             sizes); saved as the ``lineage.json`` asset and returned as
             ``lineage`` by the ``metadata`` signature. None: neither exists.
+        absorbed_columns: ``probabilities`` columns that are no served class
+            (a bootstrapping round's hard-negative classes): their
+            probability is added to ``background`` and they get no score,
+            name or threshold. Default: none.
 
     Returns:
         The path of the published version directory.
@@ -165,7 +191,8 @@ def export_model(model, model_base_path, model_name, class_names, thresholds=Non
     preprocessing = _preprocessing(model, image_size, channels, preprocessing)
     image_size, channels = preprocessing["image_size"], preprocessing["channels"]
     width = _probability_width(model, image_size, channels)
-    num_foreground = width - 1 if has_background else width
+    absorbed_columns = _check_absorbed(absorbed_columns, width, has_background)
+    num_foreground = width - int(bool(has_background)) - len(absorbed_columns)
     if num_foreground < 1:
         raise ValueError(f"The model has {width} probability columns: no foreground class.")
     class_names, thresholds = _check_classes(class_names, thresholds, num_foreground)
@@ -206,7 +233,7 @@ def export_model(model, model_base_path, model_name, class_names, thresholds=Non
         archive._tf_trackable.detector_assets = assets
         for name, fn, signature in signatures.make_endpoints(
             model, class_names, thresholds, has_background, preprocessing, assets.labels,
-            assets.lineage,
+            assets.lineage, absorbed_columns,
         ):
             archive.add_endpoint(name, fn, input_signature=signature)
 
@@ -249,12 +276,16 @@ def read_workdir(workdir):
     ``preprocessing.json`` files written before the crop / aspect / resize
     keys existed are read with `keras_fgvc.data.preprocessing.LEGACY_DEFAULTS`
     (the whole image resized bilinearly, no crop: what serving did then).
+    The classes its ``absorbed_classes`` key names (module docstring) are left
+    out of the served classes and thresholds.
 
     Returns:
-        dict with ``model_path``, ``class_names`` (foreground), ``thresholds``,
-        ``image_size``, ``channels``, ``has_background`` and ``preprocessing``
-        (the full spec), and ``lineage`` (``W/lineage.json``, written by a
-        `keras_fgvc.bootstrap` round; None when the workdir has none).
+        dict with ``model_path``, ``class_names`` (the served foreground
+        classes), ``thresholds`` (theirs), ``image_size``, ``channels``,
+        ``has_background``, ``preprocessing`` (the full spec), ``lineage``
+        (``W/lineage.json``, written by a `keras_fgvc.bootstrap` round; None
+        when the workdir has none) and ``absorbed_columns`` (the
+        ``probabilities`` columns of the absorbed classes).
     """
     def _path(name):
         path = os.path.join(workdir, name)
@@ -273,6 +304,12 @@ def read_workdir(workdir):
         labels = [line.strip() for line in f if line.strip()]
     has_background = bool(preprocessing.get("has_background", True))
     foreground = labels[1:] if has_background else labels
+    absorbed = preprocessing.get("absorbed_classes", [])
+    if not isinstance(absorbed, list) or not set(absorbed) <= set(foreground):
+        raise ValueError(f"{os.path.join(workdir, PREPROCESSING_FILE)!r}: absorbed_classes "
+                         f"{absorbed!r} must be a list of foreground classes of labels.txt "
+                         f"{foreground!r}.")
+    served = [i for i, name in enumerate(foreground) if name not in absorbed]
     thresholds = None
     thresholds_path = os.path.join(workdir, THRESHOLDS_FILE)
     if os.path.exists(thresholds_path):
@@ -281,7 +318,11 @@ def read_workdir(workdir):
         if list(saved.get("class_names", foreground)) != foreground:
             raise ValueError(f"{thresholds_path!r} lists classes {saved.get('class_names')!r} "
                              f"but labels.txt has foreground classes {foreground!r}.")
-        thresholds = saved["thresholds"]
+        thresholds = list(saved["thresholds"])
+        if len(thresholds) != len(foreground):
+            raise ValueError(f"{thresholds_path!r} has {len(thresholds)} thresholds for the "
+                             f"{len(foreground)} foreground classes of labels.txt.")
+        thresholds = [thresholds[i] for i in served]
     lineage = None
     lineage_path = os.path.join(workdir, LINEAGE_FILE)
     if os.path.exists(lineage_path):
@@ -292,13 +333,14 @@ def read_workdir(workdir):
             raise ValueError(f"{lineage_path!r} is not JSON ({error}).") from None
     return {
         "model_path": model_path,
-        "class_names": foreground,
+        "class_names": [foreground[i] for i in served],
         "thresholds": thresholds,
         "image_size": spec["image_size"],
         "channels": spec["channels"],
         "has_background": has_background,
         "preprocessing": spec,
         "lineage": lineage,
+        "absorbed_columns": [int(has_background) + foreground.index(name) for name in absorbed],
     }
 
 

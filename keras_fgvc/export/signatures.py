@@ -23,10 +23,14 @@ contract):
 
 Both prediction endpoints return the same named outputs: ``scores`` [batch, N]
 (foreground probabilities, columns in label-file order), ``background``
-[batch] (probability of the background class; zeros for models without one),
-``detected`` [batch, N] (bool, ``scores >= thresholds``) and, for
-metric-learning models, ``embedding``. Normalisation happens inside the model
-(models take float32 in [0, 255]).
+[batch] (probability of the background class plus that of the absorbed
+classes; zeros for models with neither), ``detected`` [batch, N] (bool,
+``scores >= thresholds``) and, for metric-learning models, ``embedding``.
+Absorbed classes are probability columns that are no served class: a
+bootstrapping round's hard-negative classes (Softmax + HNS / HNM) only take
+probability mass away from the categories, so they fold into background and
+``scores`` keeps the remaining columns, in order. Normalisation happens
+inside the model (models take float32 in [0, 255]).
 """
 
 import tensorflow as tf
@@ -64,20 +68,37 @@ def decode_images(image_bytes, preprocessing):
     return tf.map_fn(_decode_one, image_bytes, fn_output_signature=spec)
 
 
-def detector_outputs(model_outputs, thresholds, has_background):
+def served_columns(width, has_background, absorbed_columns=()):
+    """``(score columns, background columns)`` of a ``probabilities`` output `width` wide.
+
+    The background columns are column 0 (when `has_background`) and the
+    `absorbed_columns`; every other column is a served class, in order.
+    """
+    folded = [0] * bool(has_background) + sorted(int(c) for c in absorbed_columns)
+    return [c for c in range(width) if c not in folded], folded
+
+
+def detector_outputs(model_outputs, thresholds, has_background, absorbed_columns=()):
     """Map a model's output dict to the named serving outputs.
 
     Args:
-        model_outputs: dict with ``probabilities`` [batch, N (+1)] and
-            optionally ``embedding``.
+        model_outputs: dict with ``probabilities`` [batch, N (+1) (+ absorbed)]
+            and optionally ``embedding``.
         thresholds: float32 tensor [N], one per foreground class.
         has_background: whether column 0 of ``probabilities`` is background.
+        absorbed_columns: columns of ``probabilities`` added to ``background``
+            and left out of ``scores`` (module docstring).
 
     Returns:
         dict with ``scores``, ``background``, ``detected`` (+ ``embedding``).
     """
     probabilities = tf.cast(model_outputs["probabilities"], tf.float32)
-    if has_background:
+    if absorbed_columns:
+        scored, folded = served_columns(probabilities.shape[-1], has_background,
+                                        absorbed_columns)
+        scores = tf.gather(probabilities, scored, axis=1)
+        background = tf.reduce_sum(tf.gather(probabilities, folded, axis=1), axis=1)
+    elif has_background:
         scores = probabilities[:, 1:]
         background = probabilities[:, 0]
     else:
@@ -94,7 +115,7 @@ def detector_outputs(model_outputs, thresholds, has_background):
 
 
 def make_endpoints(model, class_names, thresholds, has_background, preprocessing,
-                   labels_asset, lineage_asset=None):
+                   labels_asset, lineage_asset=None, absorbed_columns=()):
     """Build the endpoint functions and their input signatures.
 
     Args:
@@ -108,6 +129,8 @@ def make_endpoints(model, class_names, thresholds, has_background, preprocessing
             foreground class name per line).
         lineage_asset: `tf.saved_model.Asset` of ``lineage.json``, or None;
             ``metadata()`` then also returns its text as ``lineage``.
+        absorbed_columns: ``probabilities`` columns folded into ``background``
+            (`detector_outputs`).
 
     Returns:
         A list of ``(name, fn, input_signature)`` for `ExportArchive.add_endpoint`.
@@ -120,7 +143,7 @@ def make_endpoints(model, class_names, thresholds, has_background, preprocessing
         outputs = model(tf.cast(images, tf.float32), training=False)
         if not isinstance(outputs, dict) or "probabilities" not in outputs:
             raise ValueError("The model must return a dict with a 'probabilities' output.")
-        return detector_outputs(outputs, thresholds_const, has_background)
+        return detector_outputs(outputs, thresholds_const, has_background, absorbed_columns)
 
     def predict_images(images):
         return run_model(tf.debugging.assert_all_finite(images, NONFINITE_MESSAGE))

@@ -5,7 +5,9 @@ evaluate_background_task`); other tasks: top-1 / top-5 error
 (`evaluate_classification`). At the end of training the per-class score
 thresholds that maximise F1 on the validation split
 (`best_f1_thresholds`) go to ``W/thresholds.json`` as
-``{"class_names": [...foreground...], "thresholds": [...]}``.
+``{"class_names": [...foreground...], "thresholds": [...]}``, and which of
+those classes the exported detector serves to ``W/preprocessing.json``
+(`served_layout`).
 """
 
 import numpy as np
@@ -112,3 +114,25 @@ def thresholds(task, labels, probabilities):
         raise ValueError(f"best_f1_thresholds gave {len(values)} thresholds for "
                          f"{len(names)} classes.")
     return {"class_names": list(names), "thresholds": values}
+
+
+def served_layout(task):
+    """``W/preprocessing.json``'s class keys: ``has_background`` and, where the task has
+    any, ``absorbed_classes``.
+
+    Absorbed classes are the classes of a task whose ``metadata["category_columns"]``
+    names its categories' columns (a bootstrapping round,
+    `keras_fgvc.data.bootstrap_manifest`) that are neither background nor a
+    category: Softmax + HNS / HNM's hard-negative classes, which only absorb
+    probability mass. The export folds them into background and serves the
+    category columns alone (`keras_fgvc.export.saved_model`); their scores are
+    the probabilities `thresholds` chose the category thresholds on.
+    """
+    layout = {"has_background": bool(task.has_background)}
+    columns = (task.metadata or {}).get("category_columns")
+    if columns is not None:
+        kept = set(columns) | ({0} if task.has_background else set())
+        absorbed = [n for c, n in enumerate(task.class_names) if c not in kept]
+        if absorbed:
+            layout["absorbed_classes"] = absorbed
+    return layout

@@ -345,11 +345,11 @@ class Trainer:
             artifacts.write_worker_model(self.workdir, self.worker, self.model)
             self.checkpointer.cleanup()
             return
-        # The spec validation (hence the thresholds) was evaluated with; the exported
-        # serving_default prepares images with it (keras_fgvc.data.preprocessing).
+        # The spec validation (hence the thresholds) was evaluated with, which the exported
+        # serving_default applies (data.preprocessing), and the classes it serves.
         preprocessing = {**inputs.eval_preprocessing(self.task.val, self.image_size,
                                                      self.channels, self.config.augment),
-                         "has_background": bool(self.task.has_background)}
+                         **evaluation.served_layout(self.task)}
         artifacts.write_results(self.workdir, self.model, self.task.class_names,
                                 self.final_thresholds, preprocessing, result)
 

@@ -1,5 +1,6 @@
 """Training on S and human hard negatives: the round manifest, mining, batches, losses, configs."""
 
+import json
 import os
 import types
 
@@ -271,6 +272,8 @@ def test_each_config_trains_and_round_trips_keras(tmp_path, name, extra):
         tf.config.run_functions_eagerly(False)
     with open(os.path.join(workdir, "labels.txt")) as f:
         assert f.read().split() == [*CATEGORIES, *extra]
+    with open(os.path.join(workdir, "preprocessing.json")) as f:  # the export folds them away
+        assert json.load(f).get("absorbed_classes", []) == extra
     images = np.random.default_rng(0).uniform(0, 255, (5, 28, 28, 1)).astype(np.float32)
     trained = keras.ops.convert_to_numpy(trainer.model(images, training=False)["probabilities"])
     assert trained.shape == (5, len(CATEGORIES) + len(extra))

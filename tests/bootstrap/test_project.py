@@ -113,9 +113,14 @@ def _init(tmp_path, seed="seed", pool="pool", **kwargs):
 def test_clear_errors(tmp_path):
     _folders(str(tmp_path))
     os.makedirs(tmp_path / "empty" / "rare")
-    with pytest.raises(ValueError, match="seed set is empty"):
+    # The layout's rules and messages are the folder task's (`folder_task.read_layout`).
+    with pytest.raises(ValueError, match="seed_dir .*empty: .*rare has no class sub-folders"):
         _init(tmp_path, seed="empty")
-    os.makedirs(tmp_path / "reserved" / "rare" / "hard_negative")
+    rng = np.random.default_rng(0)
+    write_png(str(tmp_path / "named" / "rare" / "background" / "a.png"), image(rng, 1))
+    with pytest.raises(ValueError, match="may not be named 'background'"):
+        _init(tmp_path, seed="named")
+    write_png(str(tmp_path / "reserved" / "rare" / "hard_negative" / "a.png"), image(rng, 1))
     with pytest.raises(ValueError, match="'hard_negative' is reserved"):
         _init(tmp_path, seed="reserved")
     os.makedirs(tmp_path / "flat" / "bag")
