@@ -9,7 +9,11 @@ concurrent clients, for (a) the loaded SavedModel signature called in this
 process and (b) gRPC Predict against `serving/server.py` in a subprocess
 without server-side batching, and (c) the same server started with
 ``--enable_batching --batching_parameters_file=F`` for each of `BATCHING`
-(TF Serving's BatchingParameters text proto), at batch 1 with 1 and 8 clients.
+(TF Serving's BatchingParameters text proto), at batch 1 with 1 and 8 clients,
+and (d) the transport's ceiling: the same requests against a no-op
+PredictionService on the same gRPC stack (thread pool of the server's default
+size) that answers an empty response without reading the request; no server,
+batched or not, can serve more requests per second than that.
 Goals: added p50 latency at batch 1 with one client <= 1.5 ms; with batching,
 8 clients x batch 1 serve >= 0.8x the in-process images/s at the same
 concurrency (p99 latency reported beside it).
@@ -18,6 +22,8 @@ concurrency (p99 latency reported beside it).
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -31,6 +37,8 @@ flags.DEFINE_integer("requests", 400, "Requests per client per configuration (fu
 flags.DEFINE_list("batching", None, "Batching configurations to measure (default: all; "
                   "--quick: the first).")
 flags.DEFINE_integer("quick_requests", 20, "Requests per client per configuration (--quick).")
+flags.DEFINE_integer("noop_server_port", 0, "Internal (the ceiling measurement starts it): serve "
+                     "a no-op PredictionService on this port until killed.")
 
 GOAL_MS = 1.5
 GOAL_BATCHING_RATIO = 0.8
@@ -51,6 +59,47 @@ def _server(base, port, extra=()):
 
     return start_server([f"--port={port}", "--model_name=det", f"--model_base_path={base}/det",
                          *extra])
+
+
+def _serve_noop(port):
+    """Block serving a PredictionService whose Predict answers an empty response at once."""
+    import concurrent.futures
+
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from keras_fgvc.serving.server import ServerOptions
+
+    class NoOp(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):  # noqa: N802 - gRPC method name
+            return predict_pb2.PredictResponse()
+
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(
+        max_workers=ServerOptions.grpc_max_threads))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(NoOp(), server)
+    if not server.add_insecure_port(f"127.0.0.1:{port}"):
+        raise OSError(f"Cannot bind 127.0.0.1:{port}.")
+    server.start()
+    server.wait_for_termination()
+
+
+def _noop_ceiling(pngs, clients, n, warmup):
+    """`_grpc` against `_serve_noop` in a child process: the transport's requests/s."""
+    import grpc
+
+    from keras_fgvc.serving.launch import free_port
+
+    port = free_port()
+    child = subprocess.Popen([sys.executable, os.path.abspath(__file__),
+                              f"--noop_server_port={port}"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=120)
+        return _grpc(port, pngs, 1, clients, n, warmup)
+    finally:
+        child.kill()
+        child.wait()
 
 
 def _grpc(port, pngs, batch, clients, n, warmup):
@@ -99,6 +148,9 @@ def _measure(call, clients, requests, warmup=10):
 def main(argv):
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if flags.FLAGS.noop_server_port:
+        _serve_noop(flags.FLAGS.noop_server_port)
+        return
     import numpy as np
     import tensorflow as tf
 
@@ -167,11 +219,21 @@ def main(argv):
                                remote["requests_per_s"] / in_process[clients], 3)}
                     results["batching"].append(row)
                     print(json.dumps(row), flush=True)
+        noop = _noop_ceiling(pngs, 8, requests, warmup)
+        results["grpc_noop_ceiling_8_clients"] = {
+            **noop, "images_per_s_in_process": in_process[8],
+            "ratio_to_in_process": round(noop["requests_per_s"] / in_process[8], 3),
+            "note": "a no-op Predict on the same gRPC stack, 8 clients x batch 1: the most "
+                    "any gRPC server answers here, model or not"}
+        print(json.dumps(results["grpc_noop_ceiling_8_clients"]), flush=True)
     best = max((r for r in results["batching"] if r["clients"] == 8),
                key=lambda r: r["ratio_to_in_process"])
     results["batching_best_8_clients"] = {
         "parameters": best["parameters"], "ratio_to_in_process": best["ratio_to_in_process"],
         "p99_ms": best["grpc"]["p99_ms"], "goal_ratio": GOAL_BATCHING_RATIO,
+        "share_of_noop_ceiling": round(
+            best["images_per_s_grpc"] / results["grpc_noop_ceiling_8_clients"]["requests_per_s"],
+            3),
         "goal_met": best["ratio_to_in_process"] >= GOAL_BATCHING_RATIO}
     first = next(r for r in results["configs"] if r["batch"] == 1 and r["clients"] == 1)
     results["added_p50_ms_batch1"] = first["added_p50_ms"]
@@ -182,7 +244,9 @@ def main(argv):
     print(f"added p50 at batch 1: {first['added_p50_ms']:.3f} ms (goal <= {GOAL_MS} ms); "
           f"8 clients x batch 1 with batching ({best['parameters']}): "
           f"{best['ratio_to_in_process']:.2f}x in-process, p99 {best['grpc']['p99_ms']} ms "
-          f"(goal >= {GOAL_BATCHING_RATIO}x); wrote {flags.FLAGS.output}")
+          f"(goal >= {GOAL_BATCHING_RATIO}x); a no-op gRPC Predict: "
+          f"{results['grpc_noop_ceiling_8_clients']['ratio_to_in_process']:.2f}x in-process; "
+          f"wrote {flags.FLAGS.output}")
 
 
 if __name__ == "__main__":

@@ -208,6 +208,12 @@ def test_serving(tmp_path):
     best = report["batching_best_8_clients"]
     assert best["parameters"] == report["batching"][0]["parameters"]
     assert isinstance(best["goal_met"], bool)
+    # The no-op server's requests/s bound what a server can answer over this transport.
+    noop = report["grpc_noop_ceiling_8_clients"]
+    _positive(noop["requests_per_s"], "no-op requests_per_s")
+    assert noop["p99_ms"] >= noop["p50_ms"] > 0
+    assert best["share_of_noop_ceiling"] == pytest.approx(
+        report["batching"][1]["images_per_s_grpc"] / noop["requests_per_s"], abs=1e-3)
 
 
 def test_granularity_speed(tmp_path):
