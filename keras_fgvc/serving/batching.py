@@ -1,7 +1,10 @@
 """Server-side request batching (``--enable_batching``), like TF Serving's batching session.
 
 Concurrent requests to one signature are queued; a worker thread takes the
-oldest, waits up to ``batch_timeout_micros`` for more, concatenates up to
+oldest and, unless it has already waited ``batch_timeout_micros`` in the queue
+(as in TF Serving, the timeout counts from the oldest request's arrival, so a
+request that queued while the worker ran the previous batch is not made to
+wait again), waits for more until then, concatenates up to
 ``max_batch_size`` rows along axis 0, runs the model once and splits the
 outputs back by row counts. Requests whose non-batch dimensions differ are
 never merged. If a merged batch fails (one request's bad image), each request
@@ -40,6 +43,7 @@ class _Task:
         self.inputs = inputs
         self.context = context
         self.rows = task_rows(inputs)
+        self.enqueued = time.monotonic()
         self.key = tuple(sorted((k, v.shape[1:], v.dtype.str) for k, v in inputs.items()))
         self.done = threading.Event()
         self.result = None
@@ -136,7 +140,7 @@ class BatchingQueue:
                     return None
                 self._cond.wait()
             first = self._queue[0]
-            deadline = time.monotonic() + self._timeout_s
+            deadline = first.enqueued + self._timeout_s
             while True:
                 rows = sum(t.rows for t in self._queue if t.key == first.key)
                 remaining = deadline - time.monotonic()

@@ -85,6 +85,35 @@ def test_respects_max_batch_size_and_shapes():
     np.testing.assert_array_equal(queue.run({"x": np.ones((1, 2))})["y"], [[2.0, 2.0]])
 
 
+def test_timeout_counts_from_the_oldest_request_arrival():
+    """TF Serving's batch_timeout_micros: a request that queued while the worker ran the
+    previous batch has already waited; its batch runs as soon as the worker is free."""
+    starts, ends = [], []
+
+    def slow(inputs):
+        starts.append(time.monotonic())
+        time.sleep(0.8)
+        ends.append(time.monotonic())
+        return {"y": inputs["x"]}
+
+    queue = BatchingQueue(slow, max_batch_size=2, batch_timeout_micros=600_000)
+    try:
+        first = [threading.Thread(target=queue.run, args=({"x": np.ones((1, 1))},))
+                 for _ in range(2)]  # together a full batch: runs at once
+        for t in first:
+            t.start()
+        time.sleep(0.1)  # the worker runs that batch; the next request queues meanwhile
+        late = queue.run({"x": np.ones((1, 1))})
+        for t in first:
+            t.join(timeout=30)
+    finally:
+        queue.close()
+    np.testing.assert_array_equal(late["y"], np.ones((1, 1)))
+    assert len(starts) == 2
+    # It had waited ~0.7 s > 0.6 s when the worker got free: no second 0.6 s wait.
+    assert starts[1] - ends[0] < 0.3, starts[1] - ends[0]
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="max_batch_size"):
         BatchingQueue(_Model(), max_batch_size=0)
