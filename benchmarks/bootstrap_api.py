@@ -54,18 +54,18 @@ def build(path, candidates, chunk=100_000):
     store.start_round(1, model_version="r1-bench")
     rng = random.Random(0)
     neighbors = sorted(seed_ids.values())[:3]
+    rows = []
     for start in range(0, candidates, chunk):
         stop = min(candidates, start + chunk)
         store.add_images({"path": f"/bench/pool/{i:07d}.jpg", "origin": "pool", "subset": 1}
                          for i in range(start, stop))
         ids = store.image_ids(f"/bench/pool/{i:07d}.jpg" for i in range(start, stop))
-        rows = []
         for image_id in ids.values():
             score = rng.random()
             rows.append({"image_id": image_id, "category_id": rng.choice(categories).id,
                          "score": score, "selected": score > 0.5, "uniform": rng.random() < 0.1,
                          "gold": False, "neighbors": neighbors})
-        store.open_tasks(1, rows)
+    store.open_tasks(1, rows)  # one call for the round, as `rounds.run_round` makes
     store.update_round(1, status="labelling")
     store.close()
     return time.perf_counter() - started

@@ -11,11 +11,14 @@ DEFAULT_SETTINGS = {"config": "bootstrap_triplet_a_hn", "threshold": 0.5, "unifo
 
 
 def check_int(value, what, low=None):
-    """`value` as an int (NumPy integers too); ValueError naming `what` otherwise."""
-    if isinstance(value, bool) or type(value).__name__ == "bool_" or \
-            not isinstance(value, numbers.Integral):
-        raise ValueError(f"{what} must be an integer, got {value!r}")
-    value = int(value)
+    """`value` as a 64-bit int (NumPy integers too); ValueError naming `what` otherwise."""
+    if type(value) is not int:  # a plain int (the usual case) skips the slow ABC check
+        if isinstance(value, bool) or type(value).__name__ == "bool_" or \
+                not isinstance(value, numbers.Integral):
+            raise ValueError(f"{what} must be an integer, got {value!r}")
+        value = int(value)
+    if not -2**63 <= value < 2**63:  # what both databases store
+        raise ValueError(f"{what} is out of the 64-bit integer range, got {value}")
     if low is not None and value < low:
         raise ValueError(f"{what} must be >= {low}, got {value}")
     return value
@@ -23,10 +26,17 @@ def check_int(value, what, low=None):
 
 def check_number(value, what, low=None, high=None):
     """`value` as a finite float in [low, high]; ValueError naming `what` otherwise."""
-    if isinstance(value, bool) or type(value).__name__ == "bool_" or \
-            not isinstance(value, numbers.Real) or not math.isfinite(value):
+    if type(value) not in (float, int) and (  # plain numbers skip the slow ABC check
+            isinstance(value, bool) or type(value).__name__ == "bool_" or
+            not isinstance(value, numbers.Real)):
         raise ValueError(f"{what} must be a finite number, got {value!r}")
-    value = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int past the float range
+        number = math.inf
+    if not math.isfinite(number):
+        raise ValueError(f"{what} must be a finite number, got {value!r}")
+    value = number
     if low is not None and value < low:
         raise ValueError(f"{what} must be >= {low}, got {value}")
     if high is not None and value > high:

@@ -15,17 +15,19 @@ from sqlalchemy import bindparam, delete, func, select, update
 from keras_fgvc.bootstrap import db as schema
 from keras_fgvc.bootstrap.stats import majority_vote
 from keras_fgvc.bootstrap.store_checks import check_decisions, check_int, check_labeler
-from keras_fgvc.bootstrap.store_queue import A, R, T, ids_param, locking, lowest_free
+from keras_fgvc.bootstrap.store_queue import A, R, T, ids_param, lowest_free
 
 D = schema.Decision.__table__
-_LOCK = locking(select(T.c.id, T.c.round, T.c.taken, R.c.status, R.c.model_version)
-                .join(R, R.c.index == T.c.round).where(T.c.id.in_(ids_param()))
-                .order_by(T.c.id), of=T)
-# Leases with their decisions (every decision has its lease).
-_LEASES = (select(A.c.id, A.c.task_id, A.c.labeler, A.c.slot, A.c.decided,
-                  D.c.id.label("decision_id"), D.c.decision)
-           .outerjoin(D, (D.c.task_id == A.c.task_id) & (D.c.labeler == A.c.labeler))
-           .where(A.c.task_id.in_(ids_param())))
+# Tasks with their round, their leases and the leases' decisions (every decision
+# has its lease): one round trip.
+_TASKS = (select(T.c.id, T.c.round, T.c.taken, T.c.outcome, R.c.status, R.c.model_version,
+                 A.c.id.label("lease_id"), A.c.labeler, A.c.slot, A.c.decided,
+                 D.c.id.label("decision_id"), D.c.decision)
+          .select_from(T.join(R, R.c.index == T.c.round).outerjoin(A, A.c.task_id == T.c.id)
+                       .outerjoin(D, (D.c.task_id == A.c.task_id)
+                                  & (D.c.labeler == A.c.labeler)))
+          .where(T.c.id.in_(ids_param())).order_by(T.c.id))
+_LOCK = select(T.c.id).where(T.c.id.in_(ids_param())).order_by(T.c.id).with_for_update()
 _CHANGE = update(D).where(D.c.id == bindparam("b_id")).values(
     decision=bindparam("b_decision"), seconds=bindparam("b_seconds"),
     created_at=bindparam("b_created_at"), model_version=bindparam("b_model_version"))
@@ -40,6 +42,10 @@ def settle(votes, taken, overlap):
 _SET_TASK = (update(T).where(T.c.id == bindparam("b_id"))
              .values(taken=bindparam("b_taken"), open=bindparam("b_open"),
                      outcome=bindparam("b_outcome")))
+# While `taken` stays, so does `open` (= taken < overlap): leaving both out of the
+# SET list spares the two queue indexes (a third of the pages a decision writes).
+_SET_OUTCOME = update(T).where(T.c.id == bindparam("b_id")).values(
+    outcome=bindparam("b_outcome"))
 
 
 class DecisionsMixin:
@@ -59,16 +65,17 @@ class DecisionsMixin:
         overlap = self.settings()["overlap"]
 
         def work(session):
-            tasks = self._lock_tasks(session, {item["task_id"] for item in items})
+            tasks, rows = self._lock_tasks(session, {item["task_id"] for item in items})
             for task in tasks.values():
                 if task.status == "closed":
                     raise ValueError(f"task {task.id} belongs to round {task.round}, which is "
                                      "closed (ingested); its decisions can no longer change")
             leases, votes = {}, defaultdict(dict)
-            for row in session.execute(_LEASES, {"ids": list(tasks)}):
-                leases[(row.task_id, row.labeler)] = row
+            for row in rows:
+                if row.lease_id is not None:
+                    leases[(row.id, row.labeler)] = row
                 if row.decision is not None:
-                    votes[row.task_id][row.labeler] = row.decision
+                    votes[row.id][row.labeler] = row.decision
             used = defaultdict(set)
             for (task_id, _), lease in leases.items():
                 used[task_id].add(lease.slot)
@@ -93,7 +100,7 @@ class DecisionsMixin:
                                        "assigned_at": now, "decided": True})
                     taken[task_id] += 1
                 elif not lease.decided:
-                    decided.append(lease.id)
+                    decided.append(lease.lease_id)
             if new:
                 session.execute(D.insert(), new)
             if changed:
@@ -102,24 +109,38 @@ class DecisionsMixin:
                 session.execute(A.insert(), new_leases)
             if decided:
                 session.execute(_DECIDED, {"ids": decided})
-            session.execute(_SET_TASK, [
-                dict(zip(("b_outcome", "b_open"),
-                         settle(list(votes[task_id].values()), taken[task_id], overlap)),
-                     b_id=task_id, b_taken=taken[task_id]) for task_id in tasks])
+            retaken, outcomes = [], []
+            for task_id, task in tasks.items():
+                outcome, is_open = settle(list(votes[task_id].values()), taken[task_id],
+                                          overlap)
+                if taken[task_id] != task.taken:
+                    retaken.append({"b_id": task_id, "b_taken": taken[task_id],
+                                    "b_open": is_open, "b_outcome": outcome})
+                elif outcome != task.outcome:
+                    outcomes.append({"b_id": task_id, "b_outcome": outcome})
+            if retaken:
+                session.execute(_SET_TASK, retaken)
+            if outcomes:
+                session.execute(_SET_OUTCOME, outcomes)
             return len(items)
 
-        return self._write(work)
+        return self._write(work, core=True)
 
     def _lock_tasks(self, session, task_ids):
-        """{id: (id, round, taken, status, model_version)} of these tasks, locked on
-        PostgreSQL; ValueError if one is unknown."""
-        tasks = {task.id: task for task in session.execute(
-            _LOCK[self.backend == "postgresql"], {"ids": list(task_ids)})}
+        """({id: row}, rows) of these tasks, locked on PostgreSQL: a row (see `_TASKS`) a
+        lease, or one with lease_id None; ValueError if a task is unknown."""
+        params = {"ids": list(task_ids)}
+        if self.backend == "postgresql":
+            # Lock first, then read: a locking SELECT that waited for a lock sees the
+            # locked rows as now committed, but the rows it joins as they were before.
+            session.execute(_LOCK, params)
+        rows = session.execute(_TASKS, params).all()
+        tasks = {row.id: row for row in rows}
         missing = sorted(set(task_ids) - set(tasks))
         if missing:
             raise ValueError(f"unknown task_id {missing[0]}" if len(missing) == 1
                              else f"unknown task_ids {missing[:20]}")
-        return tasks
+        return tasks, rows
 
     def undo(self, task_id, labeler):
         """Take back `labeler`'s decision on `task_id`; the task stays leased to them.
@@ -130,7 +151,7 @@ class DecisionsMixin:
         overlap = self.settings()["overlap"]
 
         def work(session):
-            task = self._lock_tasks(session, {task_id})[task_id]
+            task = self._lock_tasks(session, {task_id})[0][task_id]
             if task.status == "closed":
                 raise ValueError(f"task {task_id} belongs to round {task.round}, which is closed")
             gone = session.execute(delete(D).where(D.c.task_id == task_id,

@@ -48,6 +48,12 @@ class _KeepAliveHandler(WSGIRequestHandler):
 
     protocol_version = "HTTP/1.1"
 
+    def log_request(self, code="-", size="-"):
+        # werkzeug formats the line (URL decoding included: 30 us) before the logger
+        # drops it; skip that unless request logging is on (`log_requests`).
+        if logging.getLogger("werkzeug").isEnabledFor(logging.INFO):
+            super().log_request(code, size)
+
 
 def _host_name(host_header):
     """The host part of a Host header ('[::1]:80' -> '::1', 'a:80' -> 'a')."""

@@ -76,7 +76,11 @@ def test_bad_requests_get_400_and_write_nothing(client):
         (json.dumps({"decisions": [good, dict(good, decision="yes")]}), "application/json",
          "decision must be one of"),
         (json.dumps({"decisions": [good, dict(good, labeler=None)]}), "application/json",
-         "labeler")]
+         "labeler"),
+        (json.dumps({"decisions": [good, dict(good, task_id=2**64)]}), "application/json",
+         "out of the 64-bit integer range"),
+        (json.dumps({"decisions": [good, dict(good, seconds=10**400)]}), "application/json",
+         "seconds must be a finite number")]
     for body, content_type, message in cases:
         response = client.post("/api/decisions", data=body, content_type=content_type)
         assert response.status_code == 400, (body, response.data)
@@ -85,6 +89,7 @@ def test_bad_requests_get_400_and_write_nothing(client):
     for url, message in (("/api/next", "labeler is required"),
                          ("/api/next?labeler=ann&n=x", "n must be an integer"),
                          ("/api/next?labeler=ann&n=0", "n must be >= 1"),
+                         (f"/api/next?labeler=ann&round={2**64}", "64-bit"),
                          ("/api/next?labeler=ann&category=dog", "unknown category 'dog'")):
         response = client.get(url)
         assert response.status_code == 400 and message in response.get_json()["error"], url
@@ -222,3 +227,33 @@ def test_over_a_real_socket(db, tmp_path):
         server.shutdown()
         server.server_close()
         server.app.extensions["bootstrap_store"].close()
+
+
+def test_request_lines_are_formatted_only_when_logged(tmp_path, monkeypatch, caplog):
+    import logging
+
+    import werkzeug.serving
+
+    db = str(tmp_path / "project.db")
+    make_project(db, str(tmp_path), n_pool=3)[0].close()
+    formatted, real = [], werkzeug.serving.uri_to_iri
+    monkeypatch.setattr(werkzeug.serving, "uri_to_iri",
+                        lambda uri: formatted.append(uri) or real(uri))
+    level = logging.getLogger("werkzeug").level
+    try:
+        for log_requests in (False, True):
+            server = web.make_server(db, port=0, log_requests=log_requests)
+            thread = threading.Thread(target=server.serve_forever, daemon=True)
+            thread.start()
+            try:
+                status, _ = _http(f"http://127.0.0.1:{server.server_port}",
+                                  f"/api/status?logged={log_requests}")
+            finally:
+                server.shutdown()
+                server.server_close()
+                server.app.extensions["bootstrap_store"].close()
+            assert status == 200
+    finally:
+        logging.getLogger("werkzeug").setLevel(level)
+    assert formatted == ["/api/status?logged=True"]
+    assert "GET /api/status?logged=True HTTP/1.1" in caplog.text
