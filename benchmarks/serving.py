@@ -10,10 +10,9 @@ process and (b) gRPC Predict against `serving/server.py` in a subprocess
 without server-side batching, and (c) the same server started with
 ``--enable_batching --batching_parameters_file=F`` for each of `BATCHING`
 (TF Serving's BatchingParameters text proto), at batch 1 with 1 and 8 clients,
-and (d) the transport's ceiling: the same requests against a no-op
-PredictionService on the same gRPC stack (thread pool of the server's default
-size) that answers an empty response without reading the request; no server,
-batched or not, can serve more requests per second than that.
+and (d) a scale for (b) and (c): the same requests against a no-op
+PredictionService on the same gRPC stack (a synchronous grpcio server with the
+server's default thread pool) that answers an empty response at once.
 Goals: added p50 latency at batch 1 with one client <= 1.5 ms; with batching,
 8 clients x batch 1 serve >= 0.8x the in-process images/s at the same
 concurrency (p99 latency reported beside it).
@@ -90,16 +89,22 @@ def _noop_ceiling(pngs, clients, n, warmup):
     from keras_fgvc.serving.launch import free_port
 
     port = free_port()
-    child = subprocess.Popen([sys.executable, os.path.abspath(__file__),
-                              f"--noop_server_port={port}"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            grpc.channel_ready_future(channel).result(timeout=120)
-        return _grpc(port, pngs, 1, clients, n, warmup)
-    finally:
-        child.kill()
-        child.wait()
+    with tempfile.TemporaryFile("w+") as log:
+        child = subprocess.Popen([sys.executable, os.path.abspath(__file__),
+                                  f"--noop_server_port={port}"],
+                                 stdout=log, stderr=subprocess.STDOUT)
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                try:
+                    grpc.channel_ready_future(channel).result(timeout=120)
+                except grpc.FutureTimeoutError:
+                    log.seek(0)
+                    raise RuntimeError(f"The no-op server did not start (exit code "
+                                       f"{child.poll()}):\n{log.read()[-3000:]}") from None
+            return _grpc(port, pngs, 1, clients, n, warmup)
+        finally:
+            child.kill()
+            child.wait()
 
 
 def _grpc(port, pngs, batch, clients, n, warmup):
@@ -223,8 +228,8 @@ def main(argv):
         results["grpc_noop_ceiling_8_clients"] = {
             **noop, "images_per_s_in_process": in_process[8],
             "ratio_to_in_process": round(noop["requests_per_s"] / in_process[8], 3),
-            "note": "a no-op Predict on the same gRPC stack, 8 clients x batch 1: the most "
-                    "any gRPC server answers here, model or not"}
+            "note": "a no-op Predict (empty response) on the same synchronous grpcio stack, "
+                    "8 clients x batch 1: the round trips alone"}
         print(json.dumps(results["grpc_noop_ceiling_8_clients"]), flush=True)
     best = max((r for r in results["batching"] if r["clients"] == 8),
                key=lambda r: r["ratio_to_in_process"])

@@ -213,7 +213,11 @@ def export_model(model, model_base_path, model_name, class_names, thresholds=Non
             json.dump({"class_names": class_names, "thresholds": thresholds}, f, indent=1)
         preprocessing_path = os.path.join(staging, PREPROCESSING_FILE)
         with open(preprocessing_path, "w") as f:
-            json.dump({**preprocessing, "has_background": bool(has_background)}, f, indent=1)
+            # absorbed_columns: the probability columns `background` also holds, so a
+            # reader of the served model knows what its background output sums.
+            json.dump({**preprocessing, "has_background": bool(has_background),
+                       **({"absorbed_columns": sorted(int(c) for c in absorbed_columns)}
+                          if absorbed_columns else {})}, f, indent=1)
 
         assets = tf.Module()
         assets.labels = tf.saved_model.Asset(labels_path)
@@ -305,10 +309,11 @@ def read_workdir(workdir):
     has_background = bool(preprocessing.get("has_background", True))
     foreground = labels[1:] if has_background else labels
     absorbed = preprocessing.get("absorbed_classes", [])
-    if not isinstance(absorbed, list) or not set(absorbed) <= set(foreground):
+    if (not isinstance(absorbed, list) or not all(isinstance(n, str) for n in absorbed)
+            or len(set(absorbed)) != len(absorbed) or not set(absorbed) <= set(foreground)):
         raise ValueError(f"{os.path.join(workdir, PREPROCESSING_FILE)!r}: absorbed_classes "
-                         f"{absorbed!r} must be a list of foreground classes of labels.txt "
-                         f"{foreground!r}.")
+                         f"{absorbed!r} must be a list of distinct foreground classes of "
+                         f"labels.txt {foreground!r}.")
     served = [i for i, name in enumerate(foreground) if name not in absorbed]
     thresholds = None
     thresholds_path = os.path.join(workdir, THRESHOLDS_FILE)
@@ -352,11 +357,14 @@ def export_from_workdir(workdir, model_base_path, model_name, version=None, **kw
         model_base_path: ``MODEL_BASE``.
         model_name: served model name.
         version: int version, default the next free one.
-        **kwargs: passed to `export_model`.
+        **kwargs: passed to `export_model`, over what the workdir gives
+            (`read_workdir`).
 
     Returns:
         The path of the published version directory.
     """
     info = read_workdir(workdir)
     model = _load_keras_model(info.pop("model_path"))
-    return export_model(model, model_base_path, model_name, version=version, **info, **kwargs)
+    # What the caller passes wins over what the workdir says (e.g. other thresholds).
+    return export_model(model, model_base_path, model_name, version=version,
+                        **{**info, **kwargs})

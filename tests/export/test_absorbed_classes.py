@@ -101,6 +101,8 @@ def test_export_serves_the_categories_and_folds_hard_negatives_into_background(
     with open(os.path.join(path, "assets", "thresholds.json")) as f:
         assert json.load(f) == {"class_names": list(CATEGORIES),
                                 "thresholds": category_thresholds}
+    with open(os.path.join(path, "assets", "preprocessing.json")) as f:
+        assert json.load(f)["absorbed_columns"] == absorbed  # what `background` also sums
     loaded = tf.saved_model.load(path)
     meta = loaded.signatures["metadata"]()
     assert [n.decode() for n in meta["class_names"].numpy()] == list(CATEGORIES)
@@ -152,9 +154,27 @@ def test_bad_absorbed_classes_and_columns_are_refused(manifest, tmp_path):
         preprocessing = json.load(f)
     artifacts.write_json(str(tmp_path / "preprocessing.json"),
                          {**preprocessing, "absorbed_classes": ["zebra"]})
-    with pytest.raises(ValueError, match="absorbed_classes .*'zebra'.* must be a list of "
-                                         "foreground classes"):
+    for bad in (["zebra"], "hard_negative", [["hard_negative"]],
+                ["hard_negative", "hard_negative"]):
+        artifacts.write_json(str(tmp_path / "preprocessing.json"),
+                             {**preprocessing, "absorbed_classes": bad})
+        with pytest.raises(ValueError, match="absorbed_classes .* must be a list of "
+                                             "distinct foreground classes"):
+            saved_model.read_workdir(str(tmp_path))
+    artifacts.write_json(str(tmp_path / "preprocessing.json"), preprocessing)
+    with open(tmp_path / "thresholds.json") as f:
+        thresholds = json.load(f)
+    artifacts.write_json(str(tmp_path / "thresholds.json"),
+                         {**thresholds, "thresholds": thresholds["thresholds"][:-1]})
+    with pytest.raises(ValueError, match="has 3 thresholds for the 4 foreground classes"):
         saved_model.read_workdir(str(tmp_path))
+    artifacts.write_json(str(tmp_path / "thresholds.json"), thresholds)
+    # What the caller passes wins over the workdir's own values.
+    path = saved_model.export_from_workdir(str(tmp_path), str(tmp_path / "over"), "det",
+                                           thresholds=[0.25] * len(CATEGORIES),
+                                           warmup_batch_sizes=(), update_model_config=False)
+    with open(os.path.join(path, "assets", "thresholds.json")) as f:
+        assert json.load(f)["thresholds"] == [0.25] * len(CATEGORIES)
     base = str(tmp_path / "models")
     for columns, message in (([0], "0 is not a foreground column"),
                              ([5], "5 is not a foreground column"),
