@@ -62,11 +62,12 @@ def read_seed(seed_dir):
     (`keras_fgvc.data.folder_task.read_layout`; the background is optional
     here); category names the softmax baselines reserve are refused.
     """
+    from keras_fgvc.data.bootstrap_manifest import HARD_NEGATIVE_CLASS
     from keras_fgvc.data.folder_task import BACKGROUND, read_layout
 
     parts = read_layout(seed_dir, f"seed_dir {seed_dir}", background_required=False)
     background = parts.pop(BACKGROUND)
-    reserved = [n for n in parts if n.split(":")[0] == "hard_negative"]
+    reserved = [n for n in parts if n.split(":")[0] == HARD_NEGATIVE_CLASS]
     if reserved:
         raise ValueError(f"the category name {reserved[0]!r} is reserved for the hard-negative "
                          "classes of the softmax baselines; rename "

@@ -42,8 +42,9 @@ def settle(votes, taken, overlap):
 _SET_TASK = (update(T).where(T.c.id == bindparam("b_id"))
              .values(taken=bindparam("b_taken"), open=bindparam("b_open"),
                      outcome=bindparam("b_outcome")))
-# While `taken` stays, so does `open` (= taken < overlap): leaving both out of the
-# SET list spares the two queue indexes (a third of the pages a decision writes).
+# While `taken` stays, so does `open` (= taken < overlap; overlap is fixed at `init`
+# and never changes): leaving both out of the SET list spares the two queue indexes
+# (a third of the pages a decision writes).
 _SET_OUTCOME = update(T).where(T.c.id == bindparam("b_id")).values(
     outcome=bindparam("b_outcome"))
 
