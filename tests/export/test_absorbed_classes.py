@@ -21,6 +21,7 @@ from keras_fgvc.data.preprocessing import make_spec
 from keras_fgvc.export import saved_model
 from keras_fgvc.training import artifacts, evaluation
 from tests.bootstrap.loop_data import CATEGORIES, SIZE, round_manifest
+from tests.test_case import reload_in_fresh_process
 
 HNM = [f"hard_negative:{c}" for c in CATEGORIES]
 
@@ -121,6 +122,13 @@ def test_export_serves_the_categories_and_folds_hard_negatives_into_background(
         np.testing.assert_allclose(scores.sum(axis=1) + out["background"].numpy(), 1.0,
                                    atol=1e-5)
         np.testing.assert_array_equal(out["detected"].numpy(), scores >= category_thresholds)
+
+    if mode == "one_class":  # once: a fresh process (no state of this one) serves the same
+        fresh = reload_in_fresh_process(path, "predict_images", [images])
+        np.testing.assert_allclose(fresh["scores"], _probabilities(model, images)[:, columns],
+                                   atol=1e-5)
+        np.testing.assert_allclose(fresh["scores"].sum(axis=1) + fresh["background"], 1.0,
+                                   atol=1e-5)
 
     # serving_default and classify (what REST :classify runs) serve the categories only.
     encoded = [tf.io.encode_png(tf.cast(image, tf.uint8)).numpy() for image in images]
