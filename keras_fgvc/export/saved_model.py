@@ -216,7 +216,7 @@ def export_model(model, model_base_path, model_name, class_names, thresholds=Non
             # absorbed_columns: the probability columns `background` also holds, so a
             # reader of the served model knows what its background output sums.
             json.dump({**preprocessing, "has_background": bool(has_background),
-                       **({"absorbed_columns": sorted(int(c) for c in absorbed_columns)}
+                       **({"absorbed_columns": absorbed_columns}
                           if absorbed_columns else {})}, f, indent=1)
 
         assets = tf.Module()
