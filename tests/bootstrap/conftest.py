@@ -107,6 +107,16 @@ def db(request, tmp_path):
     return request.getfixturevalue("postgres_db")
 
 
+class Clock:
+    """A store clock (`open_store(..., clock=)`) that stands still until a test moves `now`."""
+
+    def __init__(self, now=1_000_000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
 def make_project(db, root, n_pool=30, overlap=1, lease_seconds=600, uniform_every=3,
                  gold_every=0, seed_per_category=4, clock=None, status="labelling"):
     """A project with 3 categories, seed positives, one round of `n_pool` open tasks.

@@ -9,15 +9,7 @@ from sqlalchemy import select, text
 from keras_fgvc.bootstrap import db as schema
 from keras_fgvc.bootstrap import stats
 from keras_fgvc.bootstrap.store import open_store
-from tests.bootstrap.conftest import make_project
-
-
-class Clock:
-    def __init__(self, now=1_000_000.0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
+from tests.bootstrap.conftest import Clock, make_project
 
 
 def _decide(store, labeler, tasks, decision="accept"):

@@ -12,15 +12,7 @@ import sqlite3
 from sqlalchemy import event, select
 
 from keras_fgvc.bootstrap import db as schema
-from tests.bootstrap.conftest import make_project
-
-
-class Clock:
-    def __init__(self, now=1_000_000.0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
+from tests.bootstrap.conftest import Clock, make_project
 
 
 def _statements(store):
