@@ -29,6 +29,7 @@ the other classes only (`keras_fgvc.export.signatures`).
 import json
 import math
 import os
+import warnings
 
 import keras
 import tensorflow as tf
@@ -39,6 +40,7 @@ import keras_fgvc.export.model_config as model_config
 import keras_fgvc.export.signatures as signatures
 import keras_fgvc.export.versions as versions
 import keras_fgvc.export.warmup as warmup
+from keras_fgvc.data.bootstrap_manifest import HARD_NEGATIVE_CLASS
 from keras_fgvc.data.preprocessing import spec_from_json
 
 LABELS_FILE = "labels.txt"
@@ -281,7 +283,9 @@ def read_workdir(workdir):
     keys existed are read with `keras_fgvc.data.preprocessing.LEGACY_DEFAULTS`
     (the whole image resized bilinearly, no crop: what serving did then).
     The classes its ``absorbed_classes`` key names (module docstring) are left
-    out of the served classes and thresholds.
+    out of the served classes and thresholds; a bootstrapping round's workdir
+    (it has ``lineage.json``) trained before that key existed has its
+    hard-negative classes, known by their reserved names, left out too, with a warning.
 
     Returns:
         dict with ``model_path``, ``class_names`` (the served foreground
@@ -314,6 +318,9 @@ def read_workdir(workdir):
         raise ValueError(f"{os.path.join(workdir, PREPROCESSING_FILE)!r}: absorbed_classes "
                          f"{absorbed!r} must be a list of distinct foreground classes of "
                          f"labels.txt {foreground!r}.")
+    lineage = _read_lineage(workdir)
+    if "absorbed_classes" not in preprocessing and lineage is not None:
+        absorbed = _legacy_absorbed(workdir, foreground)
     served = [i for i, name in enumerate(foreground) if name not in absorbed]
     thresholds = None
     thresholds_path = os.path.join(workdir, THRESHOLDS_FILE)
@@ -328,14 +335,6 @@ def read_workdir(workdir):
             raise ValueError(f"{thresholds_path!r} has {len(thresholds)} thresholds for the "
                              f"{len(foreground)} foreground classes of labels.txt.")
         thresholds = [thresholds[i] for i in served]
-    lineage = None
-    lineage_path = os.path.join(workdir, LINEAGE_FILE)
-    if os.path.exists(lineage_path):
-        try:
-            with open(lineage_path) as f:
-                lineage = json.load(f)
-        except ValueError as error:
-            raise ValueError(f"{lineage_path!r} is not JSON ({error}).") from None
     return {
         "model_path": model_path,
         "class_names": [foreground[i] for i in served],
@@ -347,6 +346,33 @@ def read_workdir(workdir):
         "lineage": lineage,
         "absorbed_columns": [int(has_background) + foreground.index(name) for name in absorbed],
     }
+
+
+def _read_lineage(workdir):
+    """``W/lineage.json`` (a `keras_fgvc.bootstrap` round's), or None when there is none."""
+    path = os.path.join(workdir, LINEAGE_FILE)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except ValueError as error:
+        raise ValueError(f"{path!r} is not JSON ({error}).") from None
+
+
+def _legacy_absorbed(workdir, foreground):
+    """The hard-negative classes of a bootstrapping round trained before the trainer wrote
+    ``absorbed_classes``: those with the names `keras_fgvc.data.bootstrap_manifest` reserves
+    for them (no category may take them), folded into background with a warning."""
+    names = [n for n in foreground
+             if n == HARD_NEGATIVE_CLASS or n.startswith(f"{HARD_NEGATIVE_CLASS}:")]
+    if names:
+        warnings.warn(
+            f"{os.path.join(workdir, PREPROCESSING_FILE)!r} has no absorbed_classes (the round "
+            f"was trained before the trainer wrote them): the hard-negative classes {names} "
+            f"are folded into background and not served, as a round trained now would be.",
+            stacklevel=3)
+    return names
 
 
 def export_from_workdir(workdir, model_base_path, model_name, version=None, **kwargs):

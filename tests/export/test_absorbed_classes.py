@@ -10,6 +10,7 @@ thresholds the trainer chose on the same probabilities.
 
 import json
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -153,6 +154,32 @@ def test_a_workdir_without_hard_negative_classes_reads_as_before(manifest, tmp_p
     info = saved_model.read_workdir(str(tmp_path))
     assert info["class_names"] == list(CATEGORIES) == trained["class_names"]
     assert info["thresholds"] == trained["thresholds"] and info["absorbed_columns"] == []
+
+
+@pytest.mark.parametrize("mode", ["one_class", "per_class"])
+def test_a_round_trained_before_absorbed_classes_existed_folds_them_with_a_warning(
+        manifest, tmp_path, mode):
+    """A round workdir (lineage.json) without the key: its reserved-name hard-negative
+    classes are absorbed as if the trainer had listed them; a workdir with no lineage
+    (not a bootstrapping round) is read as it says."""
+    task = _task(manifest, mode)
+    _workdir(task, str(tmp_path))
+    expected = saved_model.read_workdir(str(tmp_path))
+    assert expected["absorbed_columns"]
+    with open(tmp_path / "preprocessing.json") as f:
+        preprocessing = json.load(f)
+    del preprocessing["absorbed_classes"]
+    artifacts.write_json(str(tmp_path / "preprocessing.json"), preprocessing)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plain = saved_model.read_workdir(str(tmp_path))  # no lineage: no guess, no warning
+    assert plain["absorbed_columns"] == [] and len(plain["class_names"]) == task.num_classes - 1
+    artifacts.write_json(str(tmp_path / "lineage.json"), {"round": 1})
+    with pytest.warns(UserWarning, match="has no absorbed_classes .* folded into background"):
+        legacy = saved_model.read_workdir(str(tmp_path))
+    for key in ("class_names", "thresholds", "absorbed_columns"):
+        assert legacy[key] == expected[key], key
+    assert legacy["lineage"] == {"round": 1}
 
 
 def test_bad_absorbed_classes_and_columns_are_refused(manifest, tmp_path):
