@@ -2,6 +2,7 @@
 undo, overlap, majority vote, kappa, ingest, selection quality, status, export."""
 
 import threading
+import time
 
 import pytest
 from sqlalchemy import select, text
@@ -309,3 +310,57 @@ def test_task_dicts_hide_the_source_and_carry_evidence(project):
         store.next_tasks("ann", 1, category="dog")
     with pytest.raises(ValueError, match="n must be"):
         store.next_tasks("ann", 0)
+
+
+def test_postgresql_decisions_on_one_task_wait_for_each_other(postgres_db, tmp_path,
+                                                              monkeypatch):
+    """Ann's transaction is held open after it wrote her lease and vote; Bob's, on the same
+    overlap-2 task (no leases: decisions posted by a script), must wait for Ann's row lock
+    and then read her slot and vote. Reading before locking (the race the three-labeler
+    test above caught only by chance) makes Bob take slot 0 too or leave `taken` at 1."""
+    from keras_fgvc.bootstrap import store_decisions
+
+    store, _ = make_project(postgres_db, str(tmp_path), n_pool=3, overlap=2)
+    other = open_store(postgres_db)
+    task_id = min(t.id for t in _rows(store, schema.Task))
+    inside, go, errors = threading.Event(), threading.Event(), []
+    settle = store_decisions.settle
+
+    def held_open(votes, taken, overlap):  # after the lease and decision inserts
+        if threading.current_thread().name == "ann":
+            inside.set()
+            go.wait(60)
+        return settle(votes, taken, overlap)
+
+    monkeypatch.setattr(store_decisions, "settle", held_open)
+
+    def decide(on, labeler):
+        try:
+            on.record_decisions([{"task_id": task_id, "labeler": labeler, "decision": "accept"}])
+        except Exception as err:  # noqa: BLE001 - reported by the assertion below
+            errors.append(err)
+
+    ann = threading.Thread(target=decide, args=(store, "ann"), name="ann")
+    ann.start()
+    assert inside.wait(60)
+    bob = threading.Thread(target=decide, args=(other, "bob"), name="bob")
+    bob.start()
+    waiting = text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                   "AND wait_event_type = 'Lock'")
+    with store.engine.connect() as probe:
+        for _ in range(300):  # until Bob waits on Ann's lock (or, if he does not, is done)
+            if probe.execute(waiting).scalar() or not bob.is_alive():
+                break
+            time.sleep(0.05)
+        blocked = probe.execute(waiting).scalar()
+    assert blocked == 1 and bob.is_alive()
+    go.set()
+    ann.join(60)
+    bob.join(60)
+    assert errors == []
+    leases = _rows(store, schema.Assignment, schema.Assignment.task_id == task_id)
+    assert sorted((x.slot, x.labeler) for x in leases) == [(0, "ann"), (1, "bob")]
+    (task,) = _rows(store, schema.Task, schema.Task.id == task_id)
+    assert (task.taken, task.open, task.outcome) == (2, False, "accept")
+    other.close()
+    store.close()
