@@ -65,7 +65,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         response.model_spec.version.value = servable.version
         response.model_spec.signature_name = key
         for name, value in outputs.items():
-            response.outputs[name].CopyFrom(tensors.to_tensor_proto(value))
+            tensors.fill_tensor_proto(response.outputs[name], value)
         return response
 
     def Classify(self, request, context):  # noqa: N802 - gRPC method name

@@ -21,6 +21,16 @@ from keras_fgvc.serving import errors, limits
 
 INIT_OP_SIGNATURE = "__saved_model_init_op"
 DEFAULT_SIGNATURE = "serving_default"
+_DTYPE_NAMES = {}
+
+
+def _numpy_dtype_name(dtype):
+    """TensorFlow's name of a NumPy dtype ("string" for bytes / str / object), cached."""
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = "string" if dtype.kind in "OSU" else tf.dtypes.as_dtype(dtype).name
+        _DTYPE_NAMES[dtype] = name
+    return name
 
 
 def read_signature_defs(saved_model_dir):
@@ -35,10 +45,6 @@ def read_signature_defs(saved_model_dir):
 
 def _shape_str(dims):
     return "[" + ",".join(str(d) for d in dims) + "]"
-
-
-def _dtype_name(enum):
-    return tf.dtypes.as_dtype(enum).name
 
 
 def _first_tf_message(err):
@@ -73,6 +79,16 @@ class Servable:
         self.signature_defs = read_signature_defs(path)
         self._loaded = tf.saved_model.load(path)
         self._functions = {k: self._loaded.signatures[k] for k in self.signature_defs}
+        # Per signature, per input: (dtype name, dims or None for unknown rank, whether
+        # it is encoded images whose headers `limits` checks); read once, not per request.
+        self._input_specs = {
+            key: {name: (tf.dtypes.as_dtype(info.dtype).name,
+                         None if info.tensor_shape.unknown_rank
+                         else [d.size for d in info.tensor_shape.dim],
+                         info.dtype == tf.string.as_datatype_enum
+                         and name.endswith("image_bytes"))
+                  for name, info in sig.inputs.items()}
+            for key, sig in self.signature_defs.items()}
         self._batchers = {}
         if batcher_factory is not None:
             for key, sig in self.signature_defs.items():
@@ -101,9 +117,9 @@ class Servable:
 
     def check_inputs(self, signature_key, inputs):
         """Validate a dict of NumPy inputs against the signature; returns the batch size."""
-        sig = self.signature_defs[signature_key]
-        sent, expected = set(inputs), set(sig.inputs)
-        if sent != expected:
+        specs = self._input_specs[signature_key]
+        if inputs.keys() != specs.keys():
+            sent, expected = set(inputs), set(specs)
             raise errors.invalid_argument(
                 f"input size does not match signature: {len(sent)}!={len(expected)} "
                 f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}}). "
@@ -111,14 +127,12 @@ class Servable:
                 f"Missing but required: {{{','.join(sorted(expected - sent))}}}.")
         batch = None
         for key in sorted(inputs):
-            info, value = sig.inputs[key], inputs[key]
-            want = tf.dtypes.as_dtype(info.dtype)
-            got = "string" if value.dtype.kind in "OSU" else tf.dtypes.as_dtype(value.dtype).name
-            if got != want.name:
+            (want, dims, _), value = specs[key], inputs[key]
+            got = _numpy_dtype_name(value.dtype)
+            if got != want:
                 raise errors.invalid_argument(
-                    f"Expects arg[{key}] to be {want.name} but {got} is provided")
-            if not info.tensor_shape.unknown_rank:
-                dims = [d.size for d in info.tensor_shape.dim]
+                    f"Expects arg[{key}] to be {want} but {got} is provided")
+            if dims is not None:
                 ok = len(dims) == value.ndim and all(
                     d == -1 or d == s for d, s in zip(dims, value.shape))
                 if not ok:
@@ -133,7 +147,7 @@ class Servable:
         if batch is not None:
             self.limits.check_batch(batch)
         for key in sorted(inputs):
-            if sig.inputs[key].dtype == tf.string.as_datatype_enum and key.endswith("image_bytes"):
+            if specs[key][2]:
                 self.limits.check_images(key, inputs[key].reshape(-1))
         return batch or 0
 

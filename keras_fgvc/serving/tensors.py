@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow.core.framework import tensor_pb2, types_pb2
 
 _NUMPY_TO_ENUM = {
     np.dtype(np.float32): types_pb2.DT_FLOAT,
@@ -31,21 +31,29 @@ _ENUM_TO_NUMPY = {v: k for k, v in _NUMPY_TO_ENUM.items()}
 
 def to_tensor_proto(value):
     """NumPy array (or array-like) -> TensorProto."""
+    proto = tensor_pb2.TensorProto()
+    fill_tensor_proto(proto, value)
+    return proto
+
+
+def fill_tensor_proto(proto, value):
+    """Write `value` into an empty TensorProto in place (e.g. ``response.outputs[key]``),
+    sparing the copy of `to_tensor_proto` + ``CopyFrom`` on the request path."""
     array = np.asarray(value)
     if array.dtype.kind in "OS":
         flat = array.reshape(-1)
         if all(isinstance(v, bytes) for v in flat):
-            proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING)
-            proto.tensor_shape.CopyFrom(_shape(array.shape))
+            proto.dtype = types_pb2.DT_STRING
+            _fill_shape(proto, array.shape)
             proto.string_val.extend(flat.tolist())
-            return proto
+            return
     enum = _NUMPY_TO_ENUM.get(array.dtype)
     if enum is None:
-        return tf.make_tensor_proto(array)
-    proto = tensor_pb2.TensorProto(dtype=enum)
-    proto.tensor_shape.CopyFrom(_shape(array.shape))
+        proto.CopyFrom(tf.make_tensor_proto(array))
+        return
+    proto.dtype = enum
+    _fill_shape(proto, array.shape)
     proto.tensor_content = np.ascontiguousarray(array).tobytes()
-    return proto
 
 
 # The repeated value field of each dtype (TensorProto's ``*_val``).
@@ -120,8 +128,7 @@ def to_ndarray(proto):
     return tf.make_ndarray(proto)
 
 
-def _shape(dims):
-    shape = tensor_shape_pb2.TensorShapeProto()
+def _fill_shape(proto, dims):
+    add = proto.tensor_shape.dim.add
     for d in dims:
-        shape.dim.add().size = int(d)
-    return shape
+        add(size=int(d))
