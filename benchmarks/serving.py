@@ -10,9 +10,12 @@ process and (b) gRPC Predict against `serving/server.py` in a subprocess
 without server-side batching, and (c) the same server started with
 ``--enable_batching --batching_parameters_file=F`` for each of `BATCHING`
 (TF Serving's BatchingParameters text proto), at batch 1 with 1 and 8 clients,
-and (d) a scale for (b) and (c): the same requests against a no-op
-PredictionService on the same gRPC stack (a synchronous grpcio server with the
-server's default thread pool) that answers an empty response at once.
+and (d) two scales for (b) and (c) at 8 clients x batch 1: the same requests
+against a no-op PredictionService on the same gRPC stack (a synchronous grpcio
+server with the server's default thread pool) that answers an empty response at
+once, and against the real server (`ModelServer`: parsing, checks, batching,
+response) whose model call returns a cached answer instead of running: what our
+server stack alone can serve on this machine.
 Goals: added p50 latency at batch 1 with one client <= 1.5 ms; with batching,
 8 clients x batch 1 serve >= 0.8x the in-process images/s at the same
 concurrency (p99 latency reported beside it).
@@ -36,6 +39,9 @@ flags.DEFINE_integer("requests", 400, "Requests per client per configuration (fu
 flags.DEFINE_list("batching", None, "Batching configurations to measure (default: all; "
                   "--quick: the first).")
 flags.DEFINE_integer("quick_requests", 20, "Requests per client per configuration (--quick).")
+flags.DEFINE_string("cached_model_server", "", "Internal (the server-stack ceiling starts "
+                    "it): PORT,MODEL_BASE_PATH[,BATCHING_PARAMETERS_FILE]: serve `ModelServer` "
+                    "there with every model call answered from a cache.")
 flags.DEFINE_integer("noop_server_port", 0, "Internal (the ceiling measurement starts it): serve "
                      "a no-op PredictionService on this port until killed.")
 
@@ -82,29 +88,56 @@ def _serve_noop(port):
     server.wait_for_termination()
 
 
-def _noop_ceiling(pngs, clients, n, warmup):
-    """`_grpc` against `_serve_noop` in a child process: the transport's requests/s."""
+def _serve_cached_model(spec):
+    """Block serving `ModelServer` whose model calls return the first answer per batch size."""
+    from keras_fgvc.serving import servable
+    from keras_fgvc.serving.server import ModelServer, ServerOptions
+
+    port, base, *params = spec.split(",")
+    run = servable.Servable.run_unbatched
+    cache = {}
+
+    def cached(self, key, inputs):
+        rows = next(iter(inputs.values())).shape[0]
+        if (key, rows) not in cache:
+            cache[(key, rows)] = run(self, key, inputs)
+        return cache[(key, rows)]
+
+    servable.Servable.run_unbatched = cached
+    options = ServerOptions(port=int(port), model_name="det", model_base_path=base,
+                            enable_batching=bool(params),
+                            batching_parameters_file=params[0] if params else "")
+    ModelServer(options).start().wait()
+
+
+def _child_ceiling(pngs, clients, n, warmup, flag):
+    """`_grpc` against a server this script starts in a child process with `flag`."""
     import grpc
 
-    from keras_fgvc.serving.launch import free_port
-
-    port = free_port()
     with tempfile.TemporaryFile("w+") as log:
-        child = subprocess.Popen([sys.executable, os.path.abspath(__file__),
-                                  f"--noop_server_port={port}"],
+        child = subprocess.Popen([sys.executable, os.path.abspath(__file__), flag],
                                  stdout=log, stderr=subprocess.STDOUT)
+        port = int(flag.split("=")[1].split(",")[0])
         try:
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
                 try:
                     grpc.channel_ready_future(channel).result(timeout=120)
                 except grpc.FutureTimeoutError:
                     log.seek(0)
-                    raise RuntimeError(f"The no-op server did not start (exit code "
+                    raise RuntimeError(f"The server did not start (exit code "
                                        f"{child.poll()}):\n{log.read()[-3000:]}") from None
+            _grpc(port, pngs, 1, clients, warmup, 0)  # the first answers fill the cache
             return _grpc(port, pngs, 1, clients, n, warmup)
         finally:
             child.kill()
             child.wait()
+
+
+def _noop_ceiling(pngs, clients, n, warmup):
+    """`_grpc` against `_serve_noop` in a child process: the transport's requests/s."""
+    from keras_fgvc.serving.launch import free_port
+
+    return _child_ceiling(pngs, clients, n, warmup, f"--noop_server_port={free_port()}")
 
 
 def _grpc(port, pngs, batch, clients, n, warmup):
@@ -155,6 +188,9 @@ def main(argv):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if flags.FLAGS.noop_server_port:
         _serve_noop(flags.FLAGS.noop_server_port)
+        return
+    if flags.FLAGS.cached_model_server:
+        _serve_cached_model(flags.FLAGS.cached_model_server)
         return
     import numpy as np
     import tensorflow as tf
@@ -231,6 +267,16 @@ def main(argv):
             "note": "a no-op Predict (empty response) on the same synchronous grpcio stack, "
                     "8 clients x batch 1: the round trips alone"}
         print(json.dumps(results["grpc_noop_ceiling_8_clients"]), flush=True)
+        best_name = max((r for r in results["batching"] if r["clients"] == 8),
+                        key=lambda r: r["ratio_to_in_process"])["parameters"]
+        results["server_stack_ceiling_8_clients"] = []
+        for name in (None, best_name):
+            spec = f"{free_port()},{base}/det" + (f",{base}/{name}.pbtxt" if name else "")
+            stack = _child_ceiling(pngs, 8, requests, warmup, f"--cached_model_server={spec}")
+            row = {**stack, "batching": name or "none",
+                   "ratio_to_in_process": round(stack["requests_per_s"] / in_process[8], 3)}
+            results["server_stack_ceiling_8_clients"].append(row)
+            print(json.dumps(row), flush=True)
     best = max((r for r in results["batching"] if r["clients"] == 8),
                key=lambda r: r["ratio_to_in_process"])
     results["batching_best_8_clients"] = {

@@ -214,6 +214,14 @@ def test_serving(tmp_path):
     assert noop["p99_ms"] >= noop["p50_ms"] > 0
     assert best["share_of_noop_ceiling"] == pytest.approx(
         report["batching"][1]["images_per_s_grpc"] / noop["requests_per_s"], abs=1e-3)
+    # Our server with the model call answered from a cache, without and with the best batching.
+    stack = report["server_stack_ceiling_8_clients"]
+    assert [r["batching"] for r in stack] == ["none", best["parameters"]]
+    for row in stack:
+        _positive(row["requests_per_s"], "server stack requests_per_s")
+        assert row["p99_ms"] >= row["p50_ms"] > 0
+        assert row["ratio_to_in_process"] == pytest.approx(
+            row["requests_per_s"] / report["batching"][1]["images_per_s_in_process"], abs=1e-3)
 
 
 def test_granularity_speed(tmp_path):
