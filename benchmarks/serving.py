@@ -267,18 +267,16 @@ def main(argv):
             "note": "a no-op Predict (empty response) on the same synchronous grpcio stack, "
                     "8 clients x batch 1: the round trips alone"}
         print(json.dumps(results["grpc_noop_ceiling_8_clients"]), flush=True)
-        best_name = max((r for r in results["batching"] if r["clients"] == 8),
-                        key=lambda r: r["ratio_to_in_process"])["parameters"]
+        best = max((r for r in results["batching"] if r["clients"] == 8),
+                   key=lambda r: r["ratio_to_in_process"])
         results["server_stack_ceiling_8_clients"] = []
-        for name in (None, best_name):
+        for name in (None, best["parameters"]):
             spec = f"{free_port()},{base}/det" + (f",{base}/{name}.pbtxt" if name else "")
             stack = _child_ceiling(pngs, 8, requests, warmup, f"--cached_model_server={spec}")
             row = {**stack, "batching": name or "none",
                    "ratio_to_in_process": round(stack["requests_per_s"] / in_process[8], 3)}
             results["server_stack_ceiling_8_clients"].append(row)
             print(json.dumps(row), flush=True)
-    best = max((r for r in results["batching"] if r["clients"] == 8),
-               key=lambda r: r["ratio_to_in_process"])
     results["batching_best_8_clients"] = {
         "parameters": best["parameters"], "ratio_to_in_process": best["ratio_to_in_process"],
         "p99_ms": best["grpc"]["p99_ms"], "goal_ratio": GOAL_BATCHING_RATIO,
