@@ -347,16 +347,19 @@ def test_postgresql_decisions_on_one_task_wait_for_each_other(postgres_db, tmp_p
     bob.start()
     waiting = text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                    "AND wait_event_type = 'Lock'")
-    with store.engine.connect() as probe:
-        for _ in range(300):  # until Bob waits on Ann's lock (or, if he does not, is done)
-            if probe.execute(waiting).scalar() or not bob.is_alive():
-                break
-            time.sleep(0.05)
-        blocked = probe.execute(waiting).scalar()
-    assert blocked == 1 and bob.is_alive()
-    go.set()
-    ann.join(60)
-    bob.join(60)
+    try:
+        with store.engine.connect() as probe:
+            for _ in range(300):  # until Bob waits on Ann's lock (or, if he does not, is done)
+                if probe.execute(waiting).scalar() or not bob.is_alive():
+                    break
+                time.sleep(0.05)
+            blocked = probe.execute(waiting).scalar()
+    finally:  # let Ann commit whatever happens, so no thread is left waiting
+        bob_was_waiting = bob.is_alive()
+        go.set()
+        ann.join(60)
+        bob.join(60)
+    assert blocked == 1 and bob_was_waiting
     assert errors == []
     leases = _rows(store, schema.Assignment, schema.Assignment.task_id == task_id)
     assert sorted((x.slot, x.labeler) for x in leases) == [(0, "ann"), (1, "bob")]
