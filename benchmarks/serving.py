@@ -110,14 +110,13 @@ def _serve_cached_model(spec):
     ModelServer(options).start().wait()
 
 
-def _child_ceiling(pngs, clients, n, warmup, flag):
-    """`_grpc` against a server this script starts in a child process with `flag`."""
+def _child_ceiling(pngs, clients, n, warmup, port, flag):
+    """`_grpc` against a server this script starts in a child process with `flag` (on `port`)."""
     import grpc
 
     with tempfile.TemporaryFile("w+") as log:
         child = subprocess.Popen([sys.executable, os.path.abspath(__file__), flag],
                                  stdout=log, stderr=subprocess.STDOUT)
-        port = int(flag.split("=")[1].split(",")[0])
         try:
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
                 try:
@@ -137,7 +136,8 @@ def _noop_ceiling(pngs, clients, n, warmup):
     """`_grpc` against `_serve_noop` in a child process: the transport's requests/s."""
     from keras_fgvc.serving.launch import free_port
 
-    return _child_ceiling(pngs, clients, n, warmup, f"--noop_server_port={free_port()}")
+    port = free_port()
+    return _child_ceiling(pngs, clients, n, warmup, port, f"--noop_server_port={port}")
 
 
 def _grpc(port, pngs, batch, clients, n, warmup):
@@ -271,8 +271,10 @@ def main(argv):
                    key=lambda r: r["ratio_to_in_process"])
         results["server_stack_ceiling_8_clients"] = []
         for name in (None, best["parameters"]):
-            spec = f"{free_port()},{base}/det" + (f",{base}/{name}.pbtxt" if name else "")
-            stack = _child_ceiling(pngs, 8, requests, warmup, f"--cached_model_server={spec}")
+            port = free_port()
+            spec = f"{port},{base}/det" + (f",{base}/{name}.pbtxt" if name else "")
+            stack = _child_ceiling(pngs, 8, requests, warmup, port,
+                                   f"--cached_model_server={spec}")
             row = {**stack, "batching": name or "none",
                    "ratio_to_in_process": round(stack["requests_per_s"] / in_process[8], 3)}
             results["server_stack_ceiling_8_clients"].append(row)
