@@ -4,6 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 EXTRAS := all
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make test` (0: one process); one file stays on one worker, so
+# module fixtures (a trained teacher, a PostgreSQL server) are built once per worker.
+PYTEST_WORKERS ?= 2
 
 .PHONY: demo test lint install fashion-mnist test-services clean
 
@@ -50,7 +53,7 @@ lint: install
 	$(BIN)/ruff check .
 
 test: install fashion-mnist test-services lint
-	@set +e; TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest -q -ra --durations=25 $(PYTEST_ARGS); rc=$$?; \
+	@set +e; TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest -q -ra --durations=25 -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 demo: install fashion-mnist
