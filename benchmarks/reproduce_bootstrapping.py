@@ -25,14 +25,18 @@ recall of the > 0.5 selection (against the known truth and as the uniform
 sample estimates it) and the human decisions spent per accepted image.
 
     python benchmarks/reproduce_bootstrapping.py --workdir /tmp/bootstrap_repro \\
-        [--seeds 3] [--error-rates 0,0.05] [--quick] [--output PATH]
+        [--seeds 3] [--first-seed 0] [--error-rates 0,0.05] [--quick] [--output PATH]
 
 ``--workdir`` makes a run resumable: data, rounds, labels and trainings
-already done are reused. ``--quick``: 1 seed, 5% errors, 5 seed images per
-category, a pool of 120 in 2 rounds, threshold 0 (every candidate a task, so
-hard negatives exist), one training step per model (TF functions run
-eagerly: cheaper than tracing them for one step), 400 test images: proves
-the pipeline, the numbers mean nothing.
+already done are reused. Each (seed, error rate) has its own folder under
+``--workdir``, so cells can run as separate processes on one workdir
+(``--first-seed 1 --seeds 1 --error-rates 0`` is seed 1 at 0% alone); a last
+run over every cell then only reads their results and writes the table.
+``--quick``: 1 seed, 5% errors, 5 seed images per category, a pool of 120
+in 2 rounds, threshold 0 (every candidate a task, so hard negatives exist),
+one training step per model (TF functions run eagerly: cheaper than tracing
+them for one step), 400 test images: proves the pipeline, the numbers mean
+nothing.
 """
 
 import argparse
@@ -195,6 +199,8 @@ def main(argv=None):
     parser.add_argument("--workdir", default=None, help="data, projects, models (resumable)")
     parser.add_argument("--output", default=None, help="JSON (default benchmarks/results/)")
     parser.add_argument("--seeds", type=int, default=None, help="3 (--quick: 1)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="run seeds first-seed .. first-seed + seeds - 1 (0)")
     parser.add_argument("--error-rates", default=None, help="0,0.05 (--quick: 0.05)")
     parser.add_argument("--rounds", type=int, default=None, help="k (3; --quick: 2)")
     parser.add_argument("--seed-per-class", type=int, default=None, help="S_0 per category (50)")
@@ -211,7 +217,9 @@ def main(argv=None):
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     args.methods = [m for m in args.methods.split(",") if m]
-    seeds = args.seeds or (1 if args.quick else 3)
+    if args.first_seed < 0:
+        parser.error(f"--first-seed must be >= 0, got {args.first_seed}")
+    seeds = range(args.first_seed, args.first_seed + (args.seeds or (1 if args.quick else 3)))
     args.rounds = args.rounds or (2 if args.quick else 3)
     error_rates = [float(e) for e in (args.error_rates or ("0.05" if args.quick else "0,0.05"))
                    .split(",")]
@@ -250,7 +258,7 @@ def main(argv=None):
     # --quick: one step per model, cheaper run eagerly than traced into a graph.
     tf.config.run_functions_eagerly(eager or args.quick)
     try:
-        for seed in range(seeds):
+        for seed in seeds:
             data = write_data(os.path.join(args.workdir, "data", f"seed{seed}"), x, y,
                               categories, outside, per_class, pool_size, seed)
             for error_rate in error_rates:
@@ -264,7 +272,7 @@ def main(argv=None):
                  "metric learning with humans in the loop, CVPR 2016 (dissertation Ch. 2, "
                  "Sec. 2.2.2, 2.4.3, Table 2.3)",
         "paper_results": PAPER,
-        "settings": {"seeds": seeds, "error_rates": error_rates, "rounds": args.rounds,
+        "settings": {"seeds": list(seeds), "error_rates": error_rates, "rounds": args.rounds,
                      "seed_per_class": per_class, "pool_size": pool_size or "all",
                      "categories": names, "outside": [slug(CLASS_NAMES[c]) for c in outside],
                      "uniform_share": args.uniform_share, "threshold": args.threshold,

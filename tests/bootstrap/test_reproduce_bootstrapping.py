@@ -29,10 +29,15 @@ def test_quick_reproduction_writes_table_2_3(tmp_path, monkeypatch):
     output = tmp_path / "repro.json"
     workdir = tmp_path / "work"
     module = _load("reproduce_bootstrapping")
-    module.main(["--quick", "--quiet", "--workdir", str(workdir), "--output", str(output)])
+    args = ["--quick", "--quiet", "--workdir", str(workdir), "--output", str(output),
+            "--first-seed", "1"]  # a cell of its own, as a second process would run it
+    module.main(args)
     report = json.loads(output.read_text())
     assert report["settings"]["rounds"] == 2 and report["settings"]["test_images"] == 400
+    assert report["settings"]["seeds"] == [1]
     (run,) = report["runs"]
+    assert run["seed"] == 1 and os.listdir(workdir / "runs") == ["seed1_err0.05"]
+    assert os.listdir(workdir / "data") == ["seed1"]
     assert set(run["accuracy"]) == _load_methods()
     assert all(_fraction(v) for v in run["accuracy"].values())
     assert [r["round"] for r in run["rounds"]] == [1, 2]
@@ -46,14 +51,20 @@ def test_quick_reproduction_writes_table_2_3(tmp_path, monkeypatch):
                         run["accuracy"]["Triplet-A + HN"] - run["accuracy"]["Triplet-A (Sk)"])
     assert set(summary["rounds"]) == {"1", "2"}
     # resumable: a second run reuses every result (and rewrites the same table)
-    again = module.main(["--quick", "--quiet", "--workdir", str(workdir), "--output",
-                         str(output)])
+    again = module.main(args)
     assert again["runs"] == report["runs"]
     # killed after its rounds, before its result: the rounds are not started again
-    os.remove(os.path.join(workdir, "runs", "seed0_err0.05", "result.json"))
-    resumed = module.main(["--quick", "--quiet", "--workdir", str(workdir), "--output",
-                           str(output)])
+    os.remove(os.path.join(workdir, "runs", "seed1_err0.05", "result.json"))
+    resumed = module.main(args)
     assert resumed["runs"][0]["rounds"] == report["runs"][0]["rounds"]
+
+
+def test_a_negative_first_seed_is_refused_before_anything_is_written(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        _load("reproduce_bootstrapping").main(["--first-seed", "-1", "--workdir",
+                                               str(tmp_path / "work")])
+    assert "--first-seed must be >= 0, got -1" in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()
 
 
 def _load_methods():
