@@ -23,7 +23,7 @@ copied); a name already taken in a folder gets the image id appended, so no
 file is overwritten. Everything is written into ``OUT.tmp-<pid>`` beside OUT
 and renamed to OUT at the end: OUT appears whole or not at all. OUT must not
 exist (an empty folder is replaced); a killed export's temporary folder is
-removed by the next export.
+removed by the next export (one whose process still runs is left alone).
 """
 
 import csv
@@ -46,11 +46,13 @@ def _redacted(db):
 
 def _place(source, folder, image_id, taken, link):
     """Copy / link `source` into `folder` under a free name; returns the new path."""
-    name = os.path.basename(source)
-    if name in taken.setdefault(folder, set()):
-        stem, ext = os.path.splitext(name)
-        name = f"{stem}-{image_id}{ext}"
-    taken[folder].add(name)
+    name, used = os.path.basename(source), taken.setdefault(folder, set())
+    stem, ext = os.path.splitext(name)
+    k = 1
+    while name in used:  # `stem-<id>` may itself be another image's name: count on
+        name = f"{stem}-{image_id}{ext}" if k == 1 else f"{stem}-{image_id}-{k}{ext}"
+        k += 1
+    used.add(name)
     os.makedirs(folder, exist_ok=True)
     target = os.path.join(folder, name)
     if link:
@@ -69,8 +71,22 @@ def _check_out(out):
         raise ValueError(f"{out} already exists and is not an empty folder; export writes a "
                          "new folder and never overwrites one: give another --out.")
     for stale in glob.glob(f"{glob.escape(out)}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+        if not _running(stale.rsplit("-", 1)[1]):  # a live one is another export's
+            shutil.rmtree(stale, ignore_errors=True)
     return out
+
+
+def _running(pid):
+    """Whether the process `pid` (a string) is alive on this machine."""
+    if not pid.isdigit() or int(pid) == 0:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except PermissionError:  # alive, another user's
+        return True
+    except (ProcessLookupError, OverflowError):
+        return False
+    return True
 
 
 def export_project(db, out, link=False, verbose=True, shard_size=1024):

@@ -163,6 +163,10 @@ def init_project(db, seed_dir, pool_dir, rounds, config="bootstrap_triplet_a_hn"
     if not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"rounds must be a positive integer, got {rounds!r}.")
     training = get_config(config)  # unknown name: a ValueError listing the registered ones
+    if training.task != "bootstrap":  # checked here: a project's config cannot change later
+        raise ValueError(f"config {config!r} trains task {training.task!r}; a bootstrapping "
+                         "project needs a config of task 'bootstrap' (e.g. "
+                         "bootstrap_triplet_a_hn, bootstrap_softmax_hns).")
     channels = channels or training.channels
     seed_dir = os.path.abspath(require_path(seed_dir, "seed_dir"))
     pool_dir = os.path.abspath(require_path(pool_dir, "pool_dir"))

@@ -103,6 +103,24 @@ def test_export_writes_the_grown_folder_records_decisions_and_lineage(grown, tmp
     assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]
 
 
+def test_a_name_made_free_is_checked_again(tmp_path):
+    """a-7.png (image 3), a.png (5), a.png (7), a-7.png (9): four files, none overwritten."""
+    sources = []
+    for i, name in enumerate(["a-7.png", "a.png", "a.png", "a-7.png"]):
+        folder = tmp_path / "src" / str(i)
+        folder.mkdir(parents=True)
+        (folder / name).write_bytes(f"image {i}".encode())
+        sources.append(str(folder / name))
+    out, taken = str(tmp_path / "out"), {}
+    for link in (False, True):
+        placed = [export_module._place(path, os.path.join(out, str(link)), image_id, taken, link)
+                  for path, image_id in zip(sources, [3, 5, 7, 9])]
+        assert [os.path.basename(p) for p in placed] == ["a-7.png", "a.png", "a-7-2.png",
+                                                         "a-7-9.png"]
+        assert [open(p, "rb").read() for p in placed] == [b"image 0", b"image 1", b"image 2",
+                                                          b"image 3"]
+
+
 def test_link_mode_hard_links(grown, tmp_path):
     out = str(tmp_path / "linked")
     export_project(grown["db"], out, link=True, verbose=False)
@@ -119,6 +137,8 @@ def test_never_overwrites_and_a_failed_export_leaves_nothing(grown, tmp_path, mo
     assert os.listdir(taken) == ["keep.txt"]
     stale = tmp_path / "fresh.tmp-999999"
     stale.mkdir()
+    running = tmp_path / f"fresh.tmp-{os.getppid()}"  # another export, still running
+    running.mkdir()
 
     def fail(*args, **kwargs):
         raise OSError("disk full")
@@ -126,7 +146,8 @@ def test_never_overwrites_and_a_failed_export_leaves_nothing(grown, tmp_path, mo
     monkeypatch.setattr(export_module, "_write_records", fail)
     with pytest.raises(OSError, match="disk full"):
         export_project(grown["db"], str(tmp_path / "fresh"), verbose=False)
-    assert not [p for p in os.listdir(tmp_path) if p.startswith("fresh")]  # stale one too
+    # the stale one is gone too; the running export's folder is left alone
+    assert [p for p in os.listdir(tmp_path) if p.startswith("fresh")] == [running.name]
     monkeypatch.undo()
     empty = tmp_path / "empty"
     empty.mkdir()

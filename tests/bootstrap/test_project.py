@@ -138,6 +138,9 @@ def test_clear_errors(tmp_path):
         _init(tmp_path, gold_share=0.1)
     with pytest.raises(ValueError, match="Unknown config 'nope'"):
         _init(tmp_path, config="nope")
+    with pytest.raises(ValueError, match="'fashion_lt10_softmax' trains task 'fashion_lt'.*"
+                                         "needs a config of task 'bootstrap'"):
+        _init(tmp_path, config="fashion_lt10_softmax")
     with pytest.raises(ValueError, match="--workdir is needed"):
         init_project("postgresql://u@/x", str(tmp_path / "seed"), str(tmp_path / "pool"), 2)
     os.makedirs(tmp_path / "seed" / "rare" / "dress")
