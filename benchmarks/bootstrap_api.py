@@ -127,7 +127,7 @@ def labeler(base, name, batch, until, warmup, out, think_ms=0.0):
                       "decision": rng.choice(("accept", "reject", "reject", "unsure"))}
                      for t in tasks]
         ms_post, payload = client.timed("/api/decisions", {"decisions": decisions})
-        assert payload == {"recorded": len(decisions)}, payload
+        assert payload == {"recorded": len(decisions), "skipped": []}, payload
         if think_ms:
             time.sleep(rng.uniform(0.5, 1.5) * think_ms / 1000.0)
         loops += 1

@@ -62,8 +62,9 @@ def simulate(db, url, error_rate, labeler, seed=0, batch=50, max_tasks=None, aut
              timeout=60):
     """Label the tasks the server hands `labeler` until none is left (or `max_tasks`).
 
-    Returns {'labeler', 'decisions', 'accepted', 'rejected', 'flipped', 'requests',
-    'seconds'}.
+    Returns {'labeler', 'decisions', 'accepted', 'rejected', 'flipped', 'skipped',
+    'requests', 'seconds'} ('skipped': decisions the server did not record because
+    the task's slots had gone to other labelers, e.g. after this one's lease lapsed).
     """
     error_rate = check_number(error_rate, "error_rate", 0, 1)
     labeler = check_labeler(labeler)
@@ -76,7 +77,7 @@ def simulate(db, url, error_rate, labeler, seed=0, batch=50, max_tasks=None, aut
     base = url.rstrip("/")
     truths = _truths(db)
     counts = {"labeler": labeler, "decisions": 0, "accepted": 0, "rejected": 0, "flipped": 0,
-              "requests": 0}
+              "skipped": 0, "requests": 0}
     start = time.perf_counter()
     while max_tasks is None or counts["decisions"] < max_tasks:
         n = batch if max_tasks is None else min(batch, max_tasks - counts["decisions"])
@@ -86,7 +87,7 @@ def simulate(db, url, error_rate, labeler, seed=0, batch=50, max_tasks=None, aut
         counts["requests"] += 1
         if not tasks:
             break
-        decisions = []
+        decisions, flips = [], []
         for task in tasks:
             truth = truths.get(task["candidate_id"])
             if truth is None:
@@ -94,15 +95,22 @@ def simulate(db, url, error_rate, labeler, seed=0, batch=50, max_tasks=None, aut
                                  "no recorded truth; record it with `init --truth CSV`")
             decision, flipped = simulated_decision(truth, task["category"], error_rate, seed,
                                                    labeler, task["task_id"])
-            counts["flipped"] += flipped
-            counts["accepted" if decision == "accept" else "rejected"] += 1
+            flips.append(flipped)
             decisions.append({"task_id": task["task_id"], "labeler": labeler,
                               "decision": decision, "seconds": 0.0})
-        recorded = _request(f"{base}/api/decisions", {"decisions": decisions},
-                            auth_token=auth_token, timeout=timeout)["recorded"]
+        answer = _request(f"{base}/api/decisions", {"decisions": decisions},
+                          auth_token=auth_token, timeout=timeout)
         counts["requests"] += 1
-        if recorded != len(decisions):
-            raise RuntimeError(f"the server recorded {recorded} of {len(decisions)} decisions")
-        counts["decisions"] += recorded
+        skipped = {item["task_id"] for item in answer.get("skipped", [])}
+        if answer["recorded"] + len(skipped) != len(decisions):
+            raise RuntimeError(f"the server recorded {answer['recorded']} of {len(decisions)} "
+                               f"decisions and skipped {len(skipped)}")
+        for item, flipped in zip(decisions, flips):
+            if item["task_id"] in skipped:
+                counts["skipped"] += 1
+                continue
+            counts["flipped"] += flipped
+            counts["accepted" if item["decision"] == "accept" else "rejected"] += 1
+        counts["decisions"] += answer["recorded"]
     counts["seconds"] = time.perf_counter() - start
     return counts

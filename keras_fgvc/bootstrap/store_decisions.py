@@ -3,9 +3,17 @@
 A decision is one transaction, idempotent per (task, labeler): re-posting
 replaces that labeler's decision. In the same transaction the task's lease is
 marked decided and its `outcome` (the majority vote once `overlap` labelers
-decided; a tie is 'unsure') and `open` flag are brought up to date. On
-PostgreSQL the tasks are locked in id order first (SELECT ... FOR UPDATE), so
-concurrent decisions on one task queue instead of racing.
+decided; a tie is 'unsure') and `open` flag are brought up to date. A decision
+from a labeler without a lease on the task (theirs lapsed, or a script that
+never asked for it) takes a free slot if there is one; when all `overlap`
+slots are taken by others it is not recorded (reported as skipped), so a late
+vote can never outvote the labelers the task went to.
+
+On PostgreSQL the tasks are locked in id order first (SELECT ... FOR UPDATE),
+so concurrent decisions on one task queue instead of racing, then their rounds
+FOR SHARE; `ingest` locks its round FOR UPDATE before it reads the outcomes. A
+decision and the ingest of its round thus never interleave: the decision lands
+before the round closes (and is ingested) or is refused after.
 """
 
 from collections import Counter, defaultdict
@@ -28,6 +36,9 @@ _TASKS = (select(T.c.id, T.c.round, T.c.taken, T.c.outcome, R.c.status, R.c.mode
                                   & (D.c.labeler == A.c.labeler)))
           .where(T.c.id.in_(ids_param())).order_by(T.c.id))
 _LOCK = select(T.c.id).where(T.c.id.in_(ids_param())).order_by(T.c.id).with_for_update()
+_LOCK_ROUNDS = (select(R.c.index).where(R.c.index.in_(
+    select(T.c.round).where(T.c.id.in_(ids_param())))).order_by(R.c.index)
+    .with_for_update(read=True))
 _CHANGE = update(D).where(D.c.id == bindparam("b_id")).values(
     decision=bindparam("b_decision"), seconds=bindparam("b_seconds"),
     created_at=bindparam("b_created_at"), model_version=bindparam("b_model_version"))
@@ -52,17 +63,20 @@ _SET_OUTCOME = update(T).where(T.c.id == bindparam("b_id")).values(
 class DecisionsMixin:
     """Decisions and ingest (mixed into Store)."""
 
-    def record_decisions(self, decisions):
+    def record_decisions(self, decisions, report=False):
         """Record decisions [dict(task_id, labeler, decision, seconds)]; returns the count.
 
         Everything is checked first; any bad item (malformed, unknown task,
         closed round) raises ValueError and nothing is written. Re-posting a
         (task, labeler) pair replaces that labeler's decision (idempotent).
-        `seconds` (time taken) may be missing or null.
+        `seconds` (time taken) may be missing or null. A decision on a task
+        whose `overlap` slots went to other labelers is skipped (module
+        docstring); with `report`, returns ``{"recorded": count, "skipped":
+        [{"task_id", "labeler", "reason"}]}`` instead of the count.
         """
         items = check_decisions(decisions)
         if not items:
-            return 0
+            return {"recorded": 0, "skipped": []} if report else 0
         overlap = self.settings()["overlap"]
 
         def work(session):
@@ -82,12 +96,17 @@ class DecisionsMixin:
                 used[task_id].add(lease.slot)
             taken = {task_id: task.taken for task_id, task in tasks.items()}
             now = self.clock()
-            new, changed, new_leases, decided = [], [], [], []
+            new, changed, new_leases, decided, skipped = [], [], [], [], []
             for item in items:
                 task_id, labeler = item["task_id"], item["labeler"]
                 row = {"decision": item["decision"], "seconds": item["seconds"],
                        "created_at": now, "model_version": tasks[task_id].model_version}
                 lease = leases.get((task_id, labeler))
+                if lease is None and taken[task_id] >= overlap:
+                    skipped.append({"task_id": task_id, "labeler": labeler, "reason": (
+                        f"task {task_id} went to other labelers (its {overlap} slot(s) are "
+                        f"taken; {labeler}'s lease lapsed or was never given): not recorded")})
+                    continue
                 if lease is not None and lease.decision_id is not None:
                     changed.append({"b_" + k: v for k, v in row.items()}
                                    | {"b_id": lease.decision_id})
@@ -123,7 +142,8 @@ class DecisionsMixin:
                 session.execute(_SET_TASK, retaken)
             if outcomes:
                 session.execute(_SET_OUTCOME, outcomes)
-            return len(items)
+            recorded = len(items) - len(skipped)
+            return {"recorded": recorded, "skipped": skipped} if report else recorded
 
         return self._write(work, core=True)
 
@@ -134,7 +154,10 @@ class DecisionsMixin:
         if self.backend == "postgresql":
             # Lock first, then read: a locking SELECT that waited for a lock sees the
             # locked rows as now committed, but the rows it joins as they were before.
+            # The rounds FOR SHARE: an ingest (FOR UPDATE) of one waits for this
+            # transaction, or this one for it and then reads the round closed.
             session.execute(_LOCK, params)
+            session.execute(_LOCK_ROUNDS, params)
         rows = session.execute(_TASKS, params).all()
         tasks = {row.id: row for row in rows}
         missing = sorted(set(task_ids) - set(tasks))
@@ -205,7 +228,9 @@ class DecisionsMixin:
         names = {c.id: c.name for c in self.categories()}
 
         def work(session):
-            row = self._round_row(session, round_index)
+            # FOR UPDATE on PostgreSQL (see the module docstring); SQLite's single
+            # writer already keeps decisions out until this transaction ends.
+            row = self._round_row(session, round_index, lock=True)
             counts = Counter()
             for category_id, outcome, selected, n in session.execute(
                     select(T.c.category_id, T.c.outcome, T.c.selected, func.count())

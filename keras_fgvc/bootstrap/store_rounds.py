@@ -80,9 +80,10 @@ class RoundsMixin:
             row = session.scalar(select(schema.Round).where(schema.Round.index == index))
             return None if row is None else _round_dict(row)
 
-    def _round_row(self, session, index, open_only=False):
+    def _round_row(self, session, index, open_only=False, lock=False):
         index = check_int(index, "round", 1)
-        row = session.scalar(select(schema.Round).where(schema.Round.index == index))
+        query = select(schema.Round).where(schema.Round.index == index)
+        row = session.scalar(query.with_for_update() if lock else query)
         if row is None:
             raise ValueError(f"there is no round {index}")
         if open_only and row.status == "closed":

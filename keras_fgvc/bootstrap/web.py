@@ -11,8 +11,10 @@ JSON API (the pages use it too; errors are ``{"error": message}``):
   GET  /api/status                       rounds, counts per category, labelers
   GET  /api/next?labeler=NAME&n=K[&category=C][&round=R]   {"tasks": [...]}
   POST /api/decisions {"decisions": [{task_id, labeler, decision, seconds}]}
-       -> 200 {"recorded": count}; a malformed body, an unknown task or
-       decision -> 400, nothing written
+       -> 200 {"recorded": count, "skipped": [{task_id, labeler, reason}]}
+       (skipped: the task's slots went to other labelers, e.g. after a lease
+       lapsed); a malformed body, an unknown task or decision -> 400,
+       nothing written
   POST /api/undo {"task_id", "labeler"}  -> {"undone": true | false}
   GET  /api/quality                      selection precision / recall, kappa, gold
   GET  /api/export/decisions.jsonl       every decision, one JSON object a line
@@ -181,7 +183,7 @@ def create_app(db, auth_token=None, store=None):
         if not isinstance(body, dict) or set(body) != {"decisions"}:
             raise ValueError('the body must be {"decisions": [{"task_id", "labeler", '
                              '"decision", "seconds"}, ...]}')
-        return jsonify(recorded=store.record_decisions(body["decisions"]))
+        return jsonify(store.record_decisions(body["decisions"], report=True))
 
     @app.post("/api/undo")
     def undo():

@@ -158,6 +158,31 @@ def test_keys_accept_reject_undo(browsers, site, tmp_path):
     screenshot(driver, tmp_path, "after_undo")
 
 
+def test_a_task_that_went_to_another_labeler_is_skipped_with_a_message(browsers, tmp_path):
+    """Ann's page holds a task past its lease; cy gets it and decides it; ann's key press
+    is not recorded, the page says why and moves on to her next task."""
+    import time
+
+    db = str(tmp_path / "project.db")
+    store, _ = make_project(db, str(tmp_path), n_pool=30, lease_seconds=1)
+    with running_server(db) as url:
+        driver = browsers()
+        open_page(driver, f"{url}/?labeler=ann")
+        held = int(body(driver, "taskId"))
+        time.sleep(2.5)  # ann's leases lapse
+        taken = [t["task_id"] for t in store.next_tasks("cy", 30)]
+        assert held in taken
+        store.record_decisions([{"task_id": held, "labeler": "cy", "decision": "reject"}])
+        press(driver, "y")
+        wait(driver, lambda d: body(d, "ready") == "1" and int(body(d, "taskId")) != held)
+        text = driver.find_element("id", "message").text
+        assert text.startswith(f"Not recorded: task {held} went to other labelers"), text
+        assert body(driver, "decided") == "0"
+        assert [(r.task_id, r.labeler, r.decision) for r in decisions(store)] == [
+            (held, "cy", "reject")]
+    store.close()
+
+
 def test_the_name_is_asked_once_and_kept(browsers, site):
     url, store, _ = site
     driver = browsers()

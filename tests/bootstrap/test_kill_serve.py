@@ -57,7 +57,7 @@ def label_until_killed(address, acked, in_flight, stop):
                      for t in tasks]
             in_flight.append(batch)
             status, body = call(address, "/api/decisions", {"decisions": batch})
-            if status == 200 and body == {"recorded": len(batch)}:
+            if status == 200 and body == {"recorded": len(batch), "skipped": []}:
                 acked.append(in_flight.pop())
         except (urllib.error.URLError, http.client.HTTPException, OSError):
             return  # the server was killed (before, during or after the write)

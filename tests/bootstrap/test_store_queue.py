@@ -161,11 +161,40 @@ def test_an_abandoned_lease_goes_to_someone_else(db, tmp_path):
     clock.now += 40  # ann's lease (taken at +0) has lapsed; bob's (at +30) has not
     assert store.next_tasks("cy", 1)[0]["task_id"] == first["task_id"]
     assert store.next_tasks("bob", 1) == [other]
-    # A late decision from ann is still recorded: the task then has two decisions.
-    assert _decide(store, "ann", [first]) == 1
-    assert sorted(a.labeler for a in _rows(store, schema.Assignment, schema.Assignment.task_id ==
-                                           first["task_id"])) == ["ann", "cy"]
+    # A late decision from ann is not recorded: the task's one slot is cy's now, and a
+    # vote beyond `overlap` could turn cy's outcome into a tie.
+    late = {"task_id": first["task_id"], "labeler": "ann", "decision": "accept"}
+    report = store.record_decisions([late], report=True)
+    assert report["recorded"] == 0 and [s["task_id"] for s in report["skipped"]] == [
+        first["task_id"]]
+    assert "went to other labelers" in report["skipped"][0]["reason"]
+    assert _rows(store, schema.Decision, schema.Decision.task_id == first["task_id"]) == []
+    assert _decide(store, "cy", [first], "reject") == 1
+    assert store.record_decisions([late]) == 0  # after cy's decision too
+    (task,) = _rows(store, schema.Task, schema.Task.id == first["task_id"])
+    assert (task.taken, task.outcome) == (1, "reject")
+    assert [a.labeler for a in _rows(store, schema.Assignment, schema.Assignment.task_id ==
+                                     first["task_id"])] == ["cy"]
     store.close()
+
+
+def test_a_decision_without_a_lease_takes_a_free_slot_or_is_skipped(project):
+    """overlap 1: a script's decision on an untouched task is recorded (it takes the slot);
+    one from a labeler the task was never handed, after ann decided it, is skipped and
+    leaves ann's outcome, in the same batch as a recorded one."""
+    store, _ = project
+    (mine,) = store.next_tasks("ann", 1)
+    assert _decide(store, "ann", [mine]) == 1
+    free = max(t.id for t in _rows(store, schema.Task) if t.id != mine["task_id"])
+    report = store.record_decisions([
+        {"task_id": mine["task_id"], "labeler": "bob", "decision": "reject"},
+        {"task_id": free, "labeler": "bob", "decision": "reject"}], report=True)
+    assert report["recorded"] == 1 and [(x["task_id"], x["labeler"]) for x in
+                                        report["skipped"]] == [(mine["task_id"], "bob")]
+    outcome = {t.id: (t.taken, t.outcome) for t in _rows(store, schema.Task)}
+    assert outcome[mine["task_id"]] == (1, "accept") and outcome[free] == (1, "reject")
+    assert store.record_decisions([]) == 0
+    assert store.record_decisions([], report=True) == {"recorded": 0, "skipped": []}
 
 
 def test_undo(project):
@@ -258,24 +287,27 @@ def test_status_and_export(project):
     store, info = project
     tasks = store.next_tasks("ann", 4)
     _decide(store, "ann", tasks[:2], "accept")
-    _decide(store, "bob", tasks[2:3], "reject")
-    # bob decided a task leased to ann: it is settled, so it is not handed back to her;
-    # her other lease comes first, then 3 new tasks.
+    (bobs,) = store.next_tasks("bob", 1)
+    assert bobs["task_id"] not in {t["task_id"] for t in tasks}
+    _decide(store, "bob", [bobs], "reject")
+    # bob's decision on a task leased to ann is not recorded: its one slot is hers.
+    assert _decide(store, "bob", tasks[2:3], "reject") == 0
+    # Her two undecided leases come back first, then 2 new tasks.
     again = [t["task_id"] for t in store.next_tasks("ann", 4)]
-    assert again[0] == tasks[3]["task_id"] and tasks[2]["task_id"] not in again
-    assert not set(again[1:]) & {t["task_id"] for t in tasks}
+    assert set(again[:2]) == {tasks[2]["task_id"], tasks[3]["task_id"]}
+    assert not set(again[2:]) & ({t["task_id"] for t in tasks} | {bobs["task_id"]})
     status = store.status()
     (round_1,) = status["rounds"]
-    # leased: ann's stale lease of the task bob decided, tasks[3] and 3 new ones.
+    # leased (undecided): tasks[2], tasks[3] and the 2 new ones.
     assert (round_1["tasks"], round_1["accepted"], round_1["rejected"], round_1["pending"],
-            round_1["leased"]) == (30, 2, 1, 27, 5)
+            round_1["leased"]) == (30, 2, 1, 27, 4)
     assert sum(c["tasks"] for c in round_1["categories"].values()) == 30
     assert [c["seed"] for c in status["categories"]] == [4, 4, 4]
     assert status["labelers"] == {"ann": 2, "bob": 1}
     exported = list(store.iter_decisions())
     assert [(e["task_id"], e["labeler"], e["decision"]) for e in exported] == [
         (tasks[0]["task_id"], "ann", "accept"), (tasks[1]["task_id"], "ann", "accept"),
-        (tasks[2]["task_id"], "bob", "reject")]
+        (bobs["task_id"], "bob", "reject")]
     first = exported[0]
     assert first["path"] == store.image_path(tasks[0]["candidate_id"])
     assert first["model_version"] == "r1-test" and first["round"] == 1
@@ -365,5 +397,112 @@ def test_postgresql_decisions_on_one_task_wait_for_each_other(postgres_db, tmp_p
     assert sorted((x.slot, x.labeler) for x in leases) == [(0, "ann"), (1, "bob")]
     (task,) = _rows(store, schema.Task, schema.Task.id == task_id)
     assert (task.taken, task.open, task.outcome) == (2, False, "accept")
+    other.close()
+    store.close()
+
+
+def _blocked_on_a_lock(store, thread):
+    """Whether `thread` is seen waiting on a PostgreSQL lock (polls up to 15 s)."""
+    waiting = text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                   "AND wait_event_type = 'Lock'")
+    with store.engine.connect() as probe:
+        for _ in range(300):
+            if probe.execute(waiting).scalar() or not thread.is_alive():
+                break
+            time.sleep(0.05)
+        return bool(probe.execute(waiting).scalar()) and thread.is_alive()
+
+
+def test_postgresql_ingest_waits_for_a_decision_in_flight(postgres_db, tmp_path, monkeypatch):
+    """Ann's decision is held open after its writes; an ingest of the round (another
+    connection) must wait for it and then count her accept into S_1. Without the round
+    lock the ingest reads the outcomes before her commit, closes the round, and her
+    decision lands in a closed round, in neither S_1 nor H_1."""
+    from keras_fgvc.bootstrap import store_decisions
+
+    store, _ = make_project(postgres_db, str(tmp_path), n_pool=3)
+    other = open_store(postgres_db)
+    (task,) = store.next_tasks("ann", 1)
+    inside, go, results = threading.Event(), threading.Event(), {}
+    settle = store_decisions.settle
+
+    def held_open(votes, taken, overlap):
+        if threading.current_thread().name == "ann":
+            inside.set()
+            go.wait(60)
+        return settle(votes, taken, overlap)
+
+    monkeypatch.setattr(store_decisions, "settle", held_open)
+
+    def run(name, call):
+        try:
+            results[name] = call()
+        except Exception as err:  # noqa: BLE001 - checked below
+            results[name] = err
+
+    ann = threading.Thread(target=run, name="ann", args=("ann", lambda: _decide(
+        store, "ann", [task])))
+    ann.start()
+    assert inside.wait(60)
+    ingest = threading.Thread(target=run, args=("ingest", lambda: other.ingest(
+        1, allow_pending=True)))
+    ingest.start()
+    try:
+        blocked = _blocked_on_a_lock(store, ingest)
+    finally:
+        go.set()
+        ann.join(60)
+        ingest.join(60)
+    assert blocked
+    assert results["ann"] == 1
+    assert results["ingest"]["accepted"] == 1 and results["ingest"]["added"] == 1
+    positives = store.members(1, "positive")
+    assert task["candidate_id"] in {row[0] for row in positives}
+    other.close()
+    store.close()
+
+
+def test_postgresql_a_decision_waits_for_an_ingest_in_flight(postgres_db, tmp_path,
+                                                             monkeypatch):
+    """The ingest of round 1 is held open after it wrote S_1 / H_1; Ann's decision (another
+    connection) must wait for it and then be refused: the round is closed. Without the
+    round lock it is recorded into the round being closed and never reaches S_1."""
+    store, _ = make_project(postgres_db, str(tmp_path), n_pool=3)
+    other = open_store(postgres_db)
+    (task,) = other.next_tasks("ann", 1)
+    inside, go, results = threading.Event(), threading.Event(), {}
+    insert = type(store)._insert_members  # a staticmethod
+
+    def held_open(session, members):
+        added = insert(session, members)
+        if threading.current_thread().name == "ingest":
+            inside.set()
+            go.wait(60)
+        return added
+
+    monkeypatch.setattr(type(store), "_insert_members", staticmethod(held_open))
+
+    def run(name, call):
+        try:
+            results[name] = call()
+        except Exception as err:  # noqa: BLE001 - checked below
+            results[name] = err
+
+    ingest = threading.Thread(target=run, name="ingest", args=("ingest", lambda: store.ingest(
+        1, allow_pending=True)))
+    ingest.start()
+    assert inside.wait(60)
+    ann = threading.Thread(target=run, args=("ann", lambda: _decide(other, "ann", [task])))
+    ann.start()
+    try:
+        blocked = _blocked_on_a_lock(store, ann)
+    finally:
+        go.set()
+        ingest.join(60)
+        ann.join(60)
+    assert blocked
+    assert isinstance(results["ann"], ValueError) and "closed" in str(results["ann"])
+    assert results["ingest"]["accepted"] == 0
+    assert _rows(store, schema.Decision) == []
     other.close()
     store.close()

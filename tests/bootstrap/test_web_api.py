@@ -34,7 +34,8 @@ def test_next_decisions_status_round_trip(client):
     decisions = [{"task_id": t["task_id"], "labeler": "ann", "decision": d, "seconds": 1.25}
                  for t, d in zip(tasks, ["accept", "reject", "unsure"])]
     response = _post(client, "/api/decisions", {"decisions": decisions})
-    assert response.status_code == 200 and response.get_json() == {"recorded": 3}
+    assert response.status_code == 200 and response.get_json() == {"recorded": 3,
+                                                                   "skipped": []}
     status = client.get("/api/status").get_json()
     (round_1,) = status["rounds"]
     assert (round_1["accepted"], round_1["rejected"], round_1["unsure"], round_1["pending"]) == (
@@ -42,8 +43,14 @@ def test_next_decisions_status_round_trip(client):
     assert status["labelers"] == {"ann": 3}
     # The same decisions again (a retry) change nothing.
     assert _post(client, "/api/decisions", {"decisions": decisions}).get_json() == {
-        "recorded": 3}
+        "recorded": 3, "skipped": []}
     assert store.count("decision") == 3
+    # Bob was never handed ann's tasks, and their one slot is taken: not recorded, said so.
+    late = _post(client, "/api/decisions", {"decisions": [dict(decisions[0], labeler="bob")]})
+    assert late.status_code == 200 and late.get_json()["recorded"] == 0
+    ((skipped,),) = [late.get_json()["skipped"]]
+    assert skipped["task_id"] == tasks[0]["task_id"] and skipped["labeler"] == "bob"
+    assert "went to other labelers" in skipped["reason"] and store.count("decision") == 3
     one_category = client.get("/api/next?labeler=bob&n=50&category=bee").get_json()["tasks"]
     assert one_category and {t["category"] for t in one_category} == {"bee"}
 
@@ -199,7 +206,8 @@ def test_over_a_real_socket(db, tmp_path):
                     status, body = _http(base, "/api/decisions", {"decisions": [
                         {"task_id": t["task_id"], "labeler": name, "decision": "reject",
                          "seconds": 0.5} for t in tasks]}, headers=auth)
-                    assert (status, json.loads(body)) == (200, {"recorded": len(tasks)})
+                    assert (status, json.loads(body)) == (200, {"recorded": len(tasks),
+                                                                "skipped": []})
             except Exception as e:  # surfaced below
                 errors.append(e)
 

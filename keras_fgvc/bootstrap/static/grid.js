@@ -78,6 +78,10 @@ async function submit(rejectAll) {
     const result = await api("/api/decisions", {decisions: decisions});
     document.body.dataset.recorded = String(result.recorded);
     await load();
+    if (result.skipped && result.skipped.length) {
+      message(`${result.skipped.length} of ${decisions.length} not recorded: the tasks had ` +
+              "gone to other labelers (their leases lapsed)");
+    }
   } catch (e) {
     message(`Not recorded: ${e.message}`);
   }

@@ -61,11 +61,16 @@ async function decide(decision) {
   const task = state.current;
   const seconds = (performance.now() - state.shownAt) / 1000;
   try {
-    await api("/api/decisions", {decisions: [
+    const result = await api("/api/decisions", {decisions: [
       {task_id: task.task_id, labeler: state.labeler, decision: decision, seconds: seconds}]});
-    state.history.push(task);
-    state.decided += 1;
-    message("");
+    if (result.skipped && result.skipped.length) {
+      // The task went to another labeler (this page's lease lapsed): move on.
+      message(`Not recorded: ${result.skipped[0].reason}`);
+    } else {
+      state.history.push(task);
+      state.decided += 1;
+      message("");
+    }
     await advance();
     if (state.decided % 10 === 0 || !state.current) showProgress();
   } catch (e) {
