@@ -236,7 +236,7 @@ def _open_tasks(store, settings, index, model, spec, strategy, batch_size):
     truth = {i: t for i, _, t in store.images(origin="pool", subset=index) if t is not None}
     tasks = choose_tasks(image_ids, category_ids, scores, truth, settings["threshold"],
                          settings["uniform_share"], settings["gold_share"], settings["seed"],
-                         index)
+                         index, {c.id: c.name for c in store.categories()})
     call = scoring.embedding_call(model)
     batch_size = batch_size or scoring.BATCH_SIZE
     paths = dict((i, p) for i, p, _ in store.images(origin="pool", subset=index))

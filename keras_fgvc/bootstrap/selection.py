@@ -7,9 +7,13 @@
   each a task for its argmax category. Their decisions estimate the precision
   and recall of the selection without bias (`Store.selection_quality`); a
   selected candidate drawn is one task, marked both.
-- Gold items: ``round(gold_share * tasks)`` more candidates whose label is
-  known (``init --truth``), drawn among the scored ones that are not tasks
-  yet, to measure each labeler's accuracy.
+- Gold items: ``round(gold_share * tasks)`` candidates whose label is known
+  (``init --truth``), to measure each labeler's accuracy: half whose right
+  answer is accept (the truth is the argmax category) and half reject, as far
+  as the known ones allow, drawn among all scored candidates (a task already
+  chosen is marked gold; others become extra tasks). Drawn from the
+  candidates below the threshold alone, nearly every right answer would be
+  reject, and a labeler who rejects everything would score ~100%.
 
 All draws are seeded by the project's seed and the round. Evidence: every
 task shows the 3 labelled images of its category (S_{i-1}) nearest to the
@@ -22,12 +26,14 @@ NEIGHBORS = 3
 
 
 def choose_tasks(image_ids, category_ids, scores, truth, threshold=0.5, uniform_share=0.1,
-                 gold_share=0.0, seed=0, round_index=1):
+                 gold_share=0.0, seed=0, round_index=1, category_names=None):
     """Task rows (dicts of `Store.open_tasks` without neighbours) for the scored candidates.
 
     Args:
         image_ids, category_ids, scores: the round's scores (argmax category, top confidence).
         truth: {image_id: known label} (gold candidates), possibly empty.
+        category_names: {category_id: name}, to tell a gold item's right answer
+            (accept when its truth is the name); needed when gold_share > 0.
         threshold, uniform_share, gold_share, seed, round_index: module docstring.
 
     Returns:
@@ -43,9 +49,17 @@ def choose_tasks(image_ids, category_ids, scores, truth, threshold=0.5, uniform_
     uniform[rng.choice(n, size=min(n, int(round(uniform_share * n))), replace=False)] = True
     chosen = selected | uniform
     gold = np.zeros(n, bool)
-    known = np.flatnonzero(~chosen & np.isin(image_ids, list(truth)))
-    count = min(len(known), int(round(gold_share * chosen.sum())))
-    gold[rng.choice(known, size=count, replace=False)] = True
+    count = int(round(gold_share * chosen.sum()))
+    if count:
+        if category_names is None:
+            raise ValueError("choose_tasks: gold_share > 0 needs category_names")
+        known = np.flatnonzero(np.isin(image_ids, list(truth)))
+        accept = np.array([truth[int(image_ids[i])] == category_names[int(category_ids[i])]
+                           for i in known], bool)
+        yes, no = rng.permutation(known[accept]), rng.permutation(known[~accept])
+        half = min(len(yes), max(count - len(no), (count + 1) // 2))
+        gold[yes[:half]] = True
+        gold[no[:count - half]] = True
     keep = np.flatnonzero(chosen | gold)
     return [{"image_id": int(image_ids[i]), "category_id": int(category_ids[i]),
              "score": float(scores[i]), "selected": bool(selected[i]),

@@ -97,7 +97,7 @@ def test_the_whole_loop_from_the_command_line(tmp_path, monkeypatch, capsys):
     db = os.path.join(root, "project.db")
     out = cli_here(capsys, "init", "--db", db, "--seed_dir", os.path.join(root, "seed"),
                    "--pool_dir", os.path.join(root, "pool"), "--rounds", "2", "--truth", truth,
-                   "--shard_size", "4", "--uniform_share", "0.25",
+                   "--shard_size", "4", "--uniform_share", "0.25", "--gold_share", "0.3",
                    "--threshold", "0.0")  # 2 training steps make an unsure model: select all
     assert "Pool: 26 images in 2 subsets (13, 13)" in out.stdout
     refused = cli("ingest", "--db", db, check=False)
@@ -113,6 +113,8 @@ def test_the_whole_loop_from_the_command_line(tmp_path, monkeypatch, capsys):
         for index, error_rate in ((1, "0.3"), (2, "0.0")):
             out = cli_here(capsys, "round", "--db", db, *[f"--set={o}" for o in TINY])
             assert f"Round {index} is open for labelling" in out.stdout
+            # every candidate is a task (threshold 0); 4 of the 13 are gold as well
+            assert "4 gold)" in out.stdout, out.stdout
             busy = cli("round", "--db", db, check=False)
             assert busy.returncode and f"round {index} is open for labelling" in busy.stderr
             labelled = json.loads(cli_here(capsys, "simulate", "--db", db, "--url", url,

@@ -148,9 +148,11 @@ def test_selection_above_threshold_uniform_sample_and_gold():
     scores = np.linspace(0.0, 1.0, n)
     scores[10] = 0.5  # exactly the threshold: not selected (> 0.5)
     categories = ids % 3 + 10
-    truth = {int(i): "x" for i in ids[::7]}
+    names = {10: "ant", 11: "bee", 12: "cat"}
+    # Known labels: every 7th image; a third of them are what the model says.
+    truth = {int(i): names[int(i) % 3 + 10] if i % 3 == 0 else "none" for i in ids[::7]}
     tasks = choose_tasks(ids, categories, scores, truth, threshold=0.5, uniform_share=0.1,
-                         gold_share=0.05, seed=3, round_index=2)
+                         gold_share=0.05, seed=3, round_index=2, category_names=names)
     by_id = {t["image_id"]: t for t in tasks}
     selected = {int(i) for i in ids[scores > 0.5]}
     assert {i for i, t in by_id.items() if t["selected"]} == selected and 11 not in by_id
@@ -159,12 +161,28 @@ def test_selection_above_threshold_uniform_sample_and_gold():
     assert 25 < sum(not t["selected"] for t in uniform) < 75  # above and below the threshold
     gold = [t for t in tasks if t["gold"]]
     chosen = len(selected | {t["image_id"] for t in uniform})
-    assert len(gold) == round(0.05 * chosen)
-    assert all(t["image_id"] in truth and not t["selected"] and not t["uniform"] for t in gold)
+    assert len(gold) == round(0.05 * chosen) == 27
+    assert all(t["image_id"] in truth for t in gold)
+    # Half the gold answers are accept: rejecting everything scores 50%, not ~100%.
+    answers = [truth[t["image_id"]] == names[t["category_id"]] for t in gold]
+    assert sum(answers) == 14  # ceil(27 / 2)
+    assert {t["selected"] for t in gold} == {True, False}  # from above and below the threshold
     assert all(t["category_id"] == t["image_id"] % 3 + 10 for t in tasks)
-    again = choose_tasks(ids, categories, scores, truth, 0.5, 0.1, 0.05, seed=3, round_index=2)
+    again = choose_tasks(ids, categories, scores, truth, 0.5, 0.1, 0.05, seed=3, round_index=2,
+                         category_names=names)
     assert again == tasks
-    other = choose_tasks(ids, categories, scores, truth, 0.5, 0.1, 0.05, seed=3, round_index=3)
+    # Few known accept answers: all of them, the rest reject.
+    scarce = {i: t for i, t in truth.items() if t == "none" or i < 40}
+    few = choose_tasks(ids, categories, scores, scarce, 0.5, 0.1, 0.05, seed=3, round_index=2,
+                       category_names=names)
+    few_gold = [t for t in few if t["gold"]]
+    accept = sum(scarce[t["image_id"]] == names[t["category_id"]] for t in few_gold)
+    assert len(few_gold) == 27 and accept == sum(
+        t == names[i % 3 + 10] for i, t in scarce.items())
+    with pytest.raises(ValueError, match="needs category_names"):
+        choose_tasks(ids, categories, scores, truth, 0.5, 0.1, 0.05)
+    other = choose_tasks(ids, categories, scores, truth, 0.5, 0.1, 0.05, seed=3, round_index=3,
+                         category_names=names)
     assert {t["image_id"] for t in other if t["uniform"]} != {t["image_id"] for t in uniform}
 
 
