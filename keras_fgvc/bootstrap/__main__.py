@@ -128,14 +128,25 @@ def _status():
     with open_store(FLAGS.db) as store:
         status = store.status()
         quality = {r["index"]: store.selection_quality(r["index"]) for r in store.rounds()}
+        people = {"agreement": store.agreement(), "gold": store.gold()}
     if FLAGS.json:
-        print(json.dumps({"status": status, "quality": quality}, indent=2, default=str))
+        print(json.dumps({"status": status, "quality": quality, **people}, indent=2,
+                         default=str))
         return
-    print(format_status(status, quality))
+    print(format_status(status, quality, **people))
 
 
-def format_status(status, quality):
-    """The plain-text `status` report: categories (S, H), rounds and their tasks."""
+def _share(p):
+    """'71.9% [70.1, 73.6] (n=1,234)' for a `stats.proportion` dict; 'n/a' without items."""
+    if not p or p.get("value") is None:
+        return "n/a (no items)"
+    return (f"{100 * p['value']:.1f}% [{100 * p['low']:.1f}, {100 * p['high']:.1f}] "
+            f"(n={p['n']:,})")
+
+
+def format_status(status, quality, agreement=None, gold=None):
+    """The plain-text `status` report: categories (S, H), rounds and their tasks, the
+    selection's precision and recall (95% Wilson intervals), gold accuracy, kappa."""
     lines = [f"Project: {json.dumps(status['project'], sort_keys=True)}",
              "Categories (seed / S / H over all rounds):"]
     for c in status["categories"]:
@@ -144,13 +155,21 @@ def format_status(status, quality):
     lines.append(f"Background: {status['background']}")
     for r in status["rounds"]:
         overall = (quality.get(r["index"]) or {}).get("overall") or {}
-        precision = overall.get("precision")
         lines.append(f"Round {r['index']} [{r['status']}] {r['model_version']}: {r['tasks']} "
                      f"tasks, {r['pending']} pending, {r['accepted']} accepted, "
-                     f"{r['rejected']} rejected, {r['unsure']} unsure"
-                     + (f"; selection precision {precision}" if precision is not None else ""))
+                     f"{r['rejected']} rejected, {r['unsure']} unsure")
+        if overall:
+            lines.append(f"  selection (from the uniform sample): precision "
+                         f"{_share(overall.get('precision'))}, recall "
+                         f"{_share(overall.get('recall'))}")
     if status.get("labelers"):
         lines.append(f"Decisions per labeler: {status['labelers']}")
+    for labeler, accuracy in sorted((gold or {}).items()):
+        lines.append(f"Gold accuracy of {labeler}: {_share(accuracy)}")
+    for pair in (agreement or {}).get("pairs", []):
+        kappa = "undefined" if pair["kappa"] is None else f"{pair['kappa']:.3f}"
+        lines.append(f"Cohen's kappa {' / '.join(pair['labelers'])}: {kappa} over "
+                     f"{pair['n']} shared tasks")
     return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ process, which has TensorFlow loaded already.
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -152,6 +153,9 @@ def test_the_whole_loop_from_the_command_line(tmp_path, monkeypatch, capsys):
     assert done.returncode and "all 2 rounds are done" in done.stderr
     status = cli("status", "--db", db).stdout
     assert "Round 2 [closed]" in status and "Round 1 [closed]" in status
+    assert re.search(r"selection \(from the uniform sample\): precision \d+\.\d% \[[\d.]+, "
+                     r"[\d.]+\] \(n=\d+\), recall ", status), status
+    assert "Gold accuracy of sim1: " in status and "Gold accuracy of sim2: " in status
     out = os.path.join(root, "grown")
     cli_here(capsys, "export", "--db", db, "--out", out)
     grown = {c: len(os.listdir(os.path.join(out, "rare", c))) for c in names}
@@ -196,3 +200,24 @@ def _served_model_carries(train_dir, lineage, root):
 def labelled_total(db, before_round):
     with open_store(db) as store:
         return sum(1 for d in store.iter_decisions() if d["round"] < before_round)
+
+
+def test_status_text_reads_the_quality_figures():
+    from keras_fgvc.bootstrap.__main__ import format_status
+
+    status = {"project": {"rounds": 1}, "categories": [], "background": 0,
+              "rounds": [{"index": 1, "status": "labelling", "model_version": "r1", "tasks": 9,
+                          "pending": 1, "accepted": 5, "rejected": 2, "unsure": 1}],
+              "labelers": {"ann": 5, "bob": 3}}
+    quality = {1: {"overall": {"precision": {"value": 0.75, "low": 0.5, "high": 0.9, "k": 3,
+                                             "n": 4},
+                               "recall": {"value": None, "low": None, "high": None, "k": 0,
+                                          "n": 0}}}}
+    text = format_status(status, quality,
+                         agreement={"pairs": [{"labelers": ["ann", "bob"], "n": 3,
+                                               "kappa": 0.4}], "tasks": 3},
+                         gold={"ann": {"value": 1.0, "low": 0.44, "high": 1.0, "k": 3, "n": 3}})
+    assert ("  selection (from the uniform sample): precision 75.0% [50.0, 90.0] (n=4), "
+            "recall n/a (no items)") in text
+    assert "Gold accuracy of ann: 100.0% [44.0, 100.0] (n=3)" in text
+    assert "Cohen's kappa ann / bob: 0.400 over 3 shared tasks" in text
