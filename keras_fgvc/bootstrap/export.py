@@ -1,6 +1,7 @@
 """`export`: the grown data set, its hard negatives, the decisions and the lineage, in one folder.
 
-    OUT/rare/<category>/...            S_k: seed images + accepted candidates
+    OUT/rare/<category>/...            S_k: seed images + accepted candidates,
+                                       and DEFINITION.txt (the category's definition)
     OUT/background/...                 the seed background (if any)
     OUT/hard_negatives/<category>/...  H_k: candidates rejected for that category
     OUT/tfrecords/train-*.tfrecord     S_k + background (label 0 = background,
@@ -33,6 +34,7 @@ import os
 import shutil
 import time
 
+from keras_fgvc.bootstrap.project import DEFINITION_FILES
 from keras_fgvc.data.folder_task import BACKGROUND
 
 
@@ -142,6 +144,12 @@ def _write(store, tmp, link, shard_size):
             target = _place(path, os.path.join(tmp, *folder), image_id, taken, link)
             files.append((os.path.relpath(target, tmp), path, image_id, kind, category or "",
                           joined))
+    for category in categories:  # `init --seed_dir OUT` reads them back
+        if category.definition and category.definition != category.name:
+            folder = os.path.join(tmp, "rare", category.name)
+            os.makedirs(folder, exist_ok=True)
+            with open(os.path.join(folder, DEFINITION_FILES[0]), "w", encoding="utf-8") as f:
+                f.write(category.definition + "\n")
     with open(os.path.join(tmp, "files.csv"), "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["file", "original_path", "image_id", "kind", "category", "round"])

@@ -158,7 +158,10 @@ def test_the_whole_loop_from_the_command_line(tmp_path, monkeypatch, capsys):
     assert "Gold accuracy of sim1: " in status and "Gold accuracy of sim2: " in status
     out = os.path.join(root, "grown")
     cli_here(capsys, "export", "--db", db, "--out", out)
-    grown = {c: len(os.listdir(os.path.join(out, "rare", c))) for c in names}
+    grown = {c: len([f for f in os.listdir(os.path.join(out, "rare", c)) if f.endswith(".png")])
+             for c in names}
+    with open(os.path.join(out, "rare", "bag", "DEFINITION.txt")) as f:
+        assert f.read() == "A bag.\n"  # the seed's definition, for the next `init`
     with open_store(db) as store:
         final = store.members(2, "positive")
         negatives = store.members(2, "hard_negative")

@@ -9,7 +9,7 @@ import pytest
 
 from keras_fgvc.bootstrap import export as export_module
 from keras_fgvc.bootstrap.export import export_project
-from keras_fgvc.bootstrap.project import init_project
+from keras_fgvc.bootstrap.project import init_project, read_seed
 from keras_fgvc.bootstrap.store import open_store
 from keras_fgvc.data.folder_task import load_folder_task
 from keras_fgvc.data.tfrecords import read_tfrecords
@@ -25,7 +25,8 @@ def _cache(tmp_path, monkeypatch):
 def grown(tmp_path):
     """Round 1 ingested (2 accepted, 1 hard negative, 1 uniform rejection), round 2 open."""
     root = str(tmp_path)
-    seed = make_seed_dir(os.path.join(root, "seed"), per_class=3, background=2)
+    seed = make_seed_dir(os.path.join(root, "seed"), per_class=3, background=2,
+                         definitions={"bag": ("README.txt", "A bag: handles.")})
     # a second 's000.png' of bag, deeper: the export must keep both
     twin = write_png(os.path.join(root, "seed", "rare", "bag", "deeper", "s000.png"),
                      open_image(seed["bag"][1]))
@@ -82,6 +83,12 @@ def test_export_writes_the_grown_folder_records_decisions_and_lineage(grown, tmp
         with open(os.path.join(out, row["file"]), "rb") as a, open(row["original_path"], "rb") as b:
             assert a.read() == b.read()
     assert sorted(os.listdir(os.path.join(out, "background"))) == ["b000.png", "b001.png"]
+    # the definitions travel with the folder: `init --seed_dir OUT` reads them back
+    categories, background = read_seed(out)
+    assert {c: d for c, (d, _) in categories.items()} == {
+        "ankle_boot": "ankle_boot", "bag": "A bag: handles.", "coat": "coat"}
+    assert os.listdir(os.path.join(out, "rare", "coat")).count("DEFINITION.txt") == 0
+    assert {c: len(p) for c, (_, p) in categories.items()} == summary["positives"]
     task = load_folder_task(out, channels=1, val_fraction=0.0, test_fraction=0.0)
     assert task.class_names == ["background", *CATEGORIES]  # the folder task reads it back
     assert task.class_counts("train").tolist() == [2, 3, 5, 4]
