@@ -165,12 +165,15 @@ def _write(store, tmp, link, shard_size):
                "hard_negatives": count("hard_negative"),
                "background": sum(1 for r in files if r[3] == "background"),
                "decisions": decisions}
+    model = next((r for r in reversed(rounds) if r["index"] <= last and r["model_path"]), None)
     summary["lineage"] = {
         "exported_at": time.time(), "last_ingested_round": last,
         "open_rounds_left_out": [r["index"] for r in rounds if r["status"] != "closed"],
         "settings": settings, "rounds": [r["lineage"] for r in rounds if r["lineage"]],
-        "model": next((r["model_path"] for r in reversed(rounds) if r["index"] <= last
-                       and r["model_path"]), None),
+        # the last ingested round's model: it chose that round's candidates, trained on
+        # S_{i-1} / H_{i-1}; no model has been trained on the exported S_k yet
+        "model": model["model_path"] if model else None,
+        "model_round": model["index"] if model else None,
         "counts": {k: summary[k] for k in ("positives", "hard_negatives", "background",
                                            "decisions")}}
     return summary

@@ -106,7 +106,8 @@ def test_export_writes_the_grown_folder_records_decisions_and_lineage(grown, tmp
         lineage = json.load(f)
     assert lineage["last_ingested_round"] == 1 and lineage["open_rounds_left_out"] == [2]
     assert lineage["rounds"] == [{"round": 1, "model_version": "r1-abc"}]
-    assert lineage["model"] == "/models/r1.keras" and lineage["settings"]["rounds"] == 2
+    assert lineage["model"] == "/models/r1.keras" and lineage["model_round"] == 1
+    assert lineage["settings"]["rounds"] == 2
     assert not [p for p in os.listdir(tmp_path) if ".tmp-" in p]
 
 
