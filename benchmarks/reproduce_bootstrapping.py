@@ -43,6 +43,7 @@ import argparse
 import os
 import platform
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -70,7 +71,11 @@ def slug(name):
 
 
 def write_data(folder, x, y, categories, outside, per_class, pool_size, seed):
-    """SEED/rare/<category>/, POOL/ (nested) and truth.csv for one seed (written once)."""
+    """SEED/rare/<category>/, POOL/ (nested) and truth.csv for one seed (written once).
+
+    Written into FOLDER.tmp-<pid> and renamed: two processes (two error rates of one
+    seed) may write it at once, and the one that renames second keeps the first's.
+    """
     from keras_fgvc.data.fashion_mnist import CLASS_NAMES
     from keras_fgvc.training import artifacts
 
@@ -78,6 +83,9 @@ def write_data(folder, x, y, categories, outside, per_class, pool_size, seed):
     if os.path.exists(done):
         return folder
     import tensorflow as tf
+
+    tmp = f"{folder}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
 
     rng = np.random.default_rng([seed, 23])
     seed_idx = np.concatenate([rng.choice(np.flatnonzero(y == c), per_class, replace=False)
@@ -87,16 +95,25 @@ def write_data(folder, x, y, categories, outside, per_class, pool_size, seed):
         rest = np.sort(rng.choice(rest, min(pool_size, len(rest)), replace=False))
     truth = []
     for i in seed_idx:
-        path = os.path.join(folder, "seed", "rare", slug(CLASS_NAMES[y[i]]), f"{i:05d}.png")
+        path = os.path.join(tmp, "seed", "rare", slug(CLASS_NAMES[y[i]]), f"{i:05d}.png")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tf.io.write_file(path, tf.io.encode_png(x[i][..., None]))
     for i in rest:
-        path = os.path.join(folder, "pool", f"{i // 1000:02d}", f"{i:05d}.png")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tf.io.write_file(path, tf.io.encode_png(x[i][..., None]))
-        truth.append(f"{path},{slug(CLASS_NAMES[y[i]]) if y[i] in categories else 'none'}\n")
-    artifacts.write_text(os.path.join(folder, "truth.csv"), "path,label\n" + "".join(truth))
-    artifacts.write_text(done, f"{len(seed_idx)} seed, {len(rest)} pool\n")
+        relative = os.path.join("pool", f"{i // 1000:02d}", f"{i:05d}.png")
+        os.makedirs(os.path.dirname(os.path.join(tmp, relative)), exist_ok=True)
+        tf.io.write_file(os.path.join(tmp, relative), tf.io.encode_png(x[i][..., None]))
+        label = slug(CLASS_NAMES[y[i]]) if y[i] in categories else "none"
+        truth.append(f"{os.path.join(folder, relative)},{label}\n")  # the final path
+    artifacts.write_text(os.path.join(tmp, "truth.csv"), "path,label\n" + "".join(truth))
+    artifacts.write_text(os.path.join(tmp, "DONE"), f"{len(seed_idx)} seed, {len(rest)} pool\n")
+    if os.path.isdir(folder) and not os.path.exists(done):
+        shutil.rmtree(folder)  # a partial folder written in place by an older version
+    try:
+        os.rename(tmp, folder)
+    except OSError:
+        if not os.path.exists(done):
+            raise
+        shutil.rmtree(tmp)  # another process renamed its copy first: the same data
     return folder
 
 
@@ -197,7 +214,9 @@ def summarise(results, error_rates):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", default=None, help="data, projects, models (resumable)")
-    parser.add_argument("--output", default=None, help="JSON (default benchmarks/results/)")
+    parser.add_argument("--output", default=None,
+                        help="JSON (default benchmarks/results/reproduce_bootstrapping.json; "
+                        "a run of some cells only: ..._seeds<a>-<b>_err<rates>.json)")
     parser.add_argument("--seeds", type=int, default=None, help="3 (--quick: 1)")
     parser.add_argument("--first-seed", type=int, default=0,
                         help="run seeds first-seed .. first-seed + seeds - 1 (0)")
@@ -233,8 +252,10 @@ def main(argv=None):
     if not args.workdir:
         scratch = tempfile.TemporaryDirectory(prefix="bootstrap_repro_")
         args.workdir = scratch.name
+    cell = "" if args.quick or (list(seeds) == [0, 1, 2] and error_rates == [0.0, 0.05]) else (
+        f"_seeds{seeds[0]}-{seeds[-1]}_err{'-'.join(f'{e:g}' for e in error_rates)}")
     output = args.output or os.path.join(
-        HERE, "results", f"reproduce_bootstrapping{'_quick' if args.quick else ''}.json")
+        HERE, "results", f"reproduce_bootstrapping{'_quick' if args.quick else ''}{cell}.json")
 
     from keras_fgvc.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist
 

@@ -80,7 +80,7 @@ def _check_out(out):
 
 def _running(pid):
     """Whether the process `pid` (a string) is alive on this machine."""
-    if not pid.isdigit() or int(pid) == 0:
+    if not pid.isdigit() or int(pid) in (0, os.getpid()):  # ours: left by a killed run
         return False
     try:
         os.kill(int(pid), 0)

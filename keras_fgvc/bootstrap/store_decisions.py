@@ -10,10 +10,14 @@ slots are taken by others it is not recorded (reported as skipped), so a late
 vote can never outvote the labelers the task went to.
 
 On PostgreSQL the tasks are locked in id order first (SELECT ... FOR UPDATE),
-so concurrent decisions on one task queue instead of racing, then their rounds
-FOR SHARE; `ingest` locks its round FOR UPDATE before it reads the outcomes. A
-decision and the ingest of its round thus never interleave: the decision lands
-before the round closes (and is ingested) or is refused after.
+so concurrent decisions on one task queue instead of racing, then a shared
+transaction-level advisory lock is taken per round of theirs; `ingest` takes
+the round's advisory lock exclusively before it reads the outcomes. A decision
+and the ingest of its round thus never interleave: the decision lands before
+the round closes (and is ingested) or is refused after. Advisory locks, not
+row locks on the round: a waiting ingest queues new decisions behind it (a
+stream of FOR SHARE row locks would hold it off indefinitely), and no row is
+written per decision.
 """
 
 from collections import Counter, defaultdict
@@ -36,9 +40,10 @@ _TASKS = (select(T.c.id, T.c.round, T.c.taken, T.c.outcome, R.c.status, R.c.mode
                                   & (D.c.labeler == A.c.labeler)))
           .where(T.c.id.in_(ids_param())).order_by(T.c.id))
 _LOCK = select(T.c.id).where(T.c.id.in_(ids_param())).order_by(T.c.id).with_for_update()
-_LOCK_ROUNDS = (select(R.c.index).where(R.c.index.in_(
-    select(T.c.round).where(T.c.id.in_(ids_param())))).order_by(R.c.index)
-    .with_for_update(read=True))
+ROUND_LOCK = 0x6B66  # first key of the rounds' advisory locks (the second: the round)
+_ROUNDS_OF = select(T.c.round.label("r")).where(T.c.id.in_(ids_param())).distinct().subquery()
+_LOCK_ROUNDS = (select(func.pg_advisory_xact_lock_shared(ROUND_LOCK, _ROUNDS_OF.c.r))
+                .order_by(_ROUNDS_OF.c.r))
 _CHANGE = update(D).where(D.c.id == bindparam("b_id")).values(
     decision=bindparam("b_decision"), seconds=bindparam("b_seconds"),
     created_at=bindparam("b_created_at"), model_version=bindparam("b_model_version"))
@@ -154,8 +159,8 @@ class DecisionsMixin:
         if self.backend == "postgresql":
             # Lock first, then read: a locking SELECT that waited for a lock sees the
             # locked rows as now committed, but the rows it joins as they were before.
-            # The rounds FOR SHARE: an ingest (FOR UPDATE) of one waits for this
-            # transaction, or this one for it and then reads the round closed.
+            # Each round's advisory lock, shared: an ingest of one (exclusive) waits for
+            # this transaction, or this one for it and then reads the round closed.
             session.execute(_LOCK, params)
             session.execute(_LOCK_ROUNDS, params)
         rows = session.execute(_TASKS, params).all()
@@ -228,9 +233,11 @@ class DecisionsMixin:
         names = {c.id: c.name for c in self.categories()}
 
         def work(session):
-            # FOR UPDATE on PostgreSQL (see the module docstring); SQLite's single
-            # writer already keeps decisions out until this transaction ends.
-            row = self._round_row(session, round_index, lock=True)
+            # The round's advisory lock on PostgreSQL (module docstring); SQLite's
+            # single writer already keeps decisions out until this transaction ends.
+            if self.backend == "postgresql":
+                session.execute(select(func.pg_advisory_xact_lock(ROUND_LOCK, round_index)))
+            row = self._round_row(session, round_index)
             counts = Counter()
             for category_id, outcome, selected, n in session.execute(
                     select(T.c.category_id, T.c.outcome, T.c.selected, func.count())

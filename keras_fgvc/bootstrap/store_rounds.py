@@ -80,10 +80,9 @@ class RoundsMixin:
             row = session.scalar(select(schema.Round).where(schema.Round.index == index))
             return None if row is None else _round_dict(row)
 
-    def _round_row(self, session, index, open_only=False, lock=False):
+    def _round_row(self, session, index, open_only=False):
         index = check_int(index, "round", 1)
-        query = select(schema.Round).where(schema.Round.index == index)
-        row = session.scalar(query.with_for_update() if lock else query)
+        row = session.scalar(select(schema.Round).where(schema.Round.index == index))
         if row is None:
             raise ValueError(f"there is no round {index}")
         if open_only and row.status == "closed":

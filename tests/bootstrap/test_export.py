@@ -147,6 +147,7 @@ def test_never_overwrites_and_a_failed_export_leaves_nothing(grown, tmp_path, mo
     stale.mkdir()
     running = tmp_path / f"fresh.tmp-{os.getppid()}"  # another export, still running
     running.mkdir()
+    (tmp_path / f"fresh.tmp-{os.getpid()}").mkdir()  # ours, left by a killed run (same PID)
 
     def fail(*args, **kwargs):
         raise OSError("disk full")

@@ -81,3 +81,47 @@ def test_quick_scoring_benchmark(tmp_path):
     for key in ("scoring", "predict", "predict_memory"):
         assert report["images_per_s"][key] > 0 and report["images_per_cpu_s"][key] > 0
     assert report["ratio_scoring_vs_predict"] > 0 and report["goal"] == 0.9
+
+
+def test_seed_data_appears_whole_once_even_when_two_processes_write_it(tmp_path, monkeypatch):
+    """write_data renames a finished copy into place: a partial folder of an older run is
+    rewritten, and a copy finished second gives way to the first (same data)."""
+    import numpy as np
+
+    module = _load("reproduce_bootstrapping")
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (60, 28, 28), dtype=np.uint8)
+    y = np.arange(60) % 10
+    folder = str(tmp_path / "data" / "seed0")
+    args = (x, y, list(range(8)), [8, 9], 2, 5, 0)
+    os.makedirs(os.path.join(folder, "pool"))  # an older version, killed mid-write
+    assert module.write_data(folder, *args) == folder
+    files = sorted(os.path.relpath(os.path.join(d, f), folder)
+                   for d, _, fs in os.walk(folder) for f in fs)
+    assert len([f for f in files if f.startswith("seed/")]) == 16
+    assert len([f for f in files if f.startswith("pool/")]) == 5
+    with open(os.path.join(folder, "truth.csv")) as f:
+        paths = [line.split(",")[0] for line in f.read().splitlines()[1:]]
+    assert all(p.startswith(folder + os.sep) and os.path.isfile(p) for p in paths)
+    # Another process renamed its copy first: this one's is dropped, theirs kept.
+    shutil = module.shutil
+    shutil.rmtree(folder)
+
+    def lose_the_race(src, dst):  # theirs lands first (a copy of the same data)
+        shutil.copytree(src, dst)
+        raise OSError("Directory not empty")
+
+    from keras_fgvc.training import artifacts
+
+    write_text, visible = artifacts.write_text, []
+
+    def spy(path, text):  # truth.csv and DONE: is a half-written folder visible?
+        visible.append(os.path.exists(folder))
+        return write_text(path, text)
+
+    monkeypatch.setattr(artifacts, "write_text", spy)
+    monkeypatch.setattr(module.os, "rename", lose_the_race)
+    assert module.write_data(folder, *args) == folder
+    assert visible == [False, False]
+    assert os.path.exists(os.path.join(folder, "DONE"))
+    assert sorted(os.listdir(tmp_path / "data")) == ["seed0"]

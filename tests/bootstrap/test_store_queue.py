@@ -5,7 +5,7 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from keras_fgvc.bootstrap import db as schema
 from keras_fgvc.bootstrap import stats
@@ -66,10 +66,22 @@ def test_a_malformed_batch_writes_nothing(project, bad, message):
 
 def _label_all(store, labeler, seen, barrier, n=3):
     barrier.wait()
+    deadline = time.monotonic() + 60
     while True:
         tasks = store.next_tasks(labeler, n)
         if not tasks:
-            return
+            # On PostgreSQL the queue skips tasks another labeler's decision has locked
+            # (SKIP LOCKED): an empty page while a task still has a free slot this labeler
+            # has not filled means "try again", not "done".
+            a, t = schema.Assignment, schema.Task
+            mine = select(a.task_id).where(a.labeler == labeler)
+            with store._read() as session:
+                left = session.scalar(select(func.count()).select_from(t).where(
+                    t.open.is_(True), t.id.not_in(mine)))
+            if not left or time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
+            continue
         seen[labeler].extend(t["task_id"] for t in tasks)
         _decide(store, labeler, tasks)
 
@@ -401,28 +413,32 @@ def test_postgresql_decisions_on_one_task_wait_for_each_other(postgres_db, tmp_p
     store.close()
 
 
-def _blocked_on_a_lock(store, thread):
-    """Whether `thread` is seen waiting on a PostgreSQL lock (polls up to 15 s)."""
+def _blocked_on_a_lock(store, thread, waiters=1):
+    """Whether `thread` is seen waiting on a PostgreSQL lock, with `waiters` sessions
+    waiting in all (polls up to 15 s)."""
     waiting = text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                    "AND wait_event_type = 'Lock'")
     with store.engine.connect() as probe:
         for _ in range(300):
-            if probe.execute(waiting).scalar() or not thread.is_alive():
+            if probe.execute(waiting).scalar() >= waiters or not thread.is_alive():
                 break
             time.sleep(0.05)
-        return bool(probe.execute(waiting).scalar()) and thread.is_alive()
+        return probe.execute(waiting).scalar() >= waiters and thread.is_alive()
 
 
 def test_postgresql_ingest_waits_for_a_decision_in_flight(postgres_db, tmp_path, monkeypatch):
     """Ann's decision is held open after its writes; an ingest of the round (another
     connection) must wait for it and then count her accept into S_1. Without the round
     lock the ingest reads the outcomes before her commit, closes the round, and her
-    decision lands in a closed round, in neither S_1 nor H_1."""
+    decision lands in a closed round, in neither S_1 nor H_1. Bob's decision, sent while
+    the ingest waits, queues behind it (a stream of decisions cannot hold an ingest off)
+    and is refused once the round is closed."""
     from keras_fgvc.bootstrap import store_decisions
 
     store, _ = make_project(postgres_db, str(tmp_path), n_pool=3)
-    other = open_store(postgres_db)
+    other, third = open_store(postgres_db), open_store(postgres_db)
     (task,) = store.next_tasks("ann", 1)
+    (bobs,) = store.next_tasks("bob", 1)
     inside, go, results = threading.Event(), threading.Event(), {}
     settle = store_decisions.settle
 
@@ -447,19 +463,25 @@ def test_postgresql_ingest_waits_for_a_decision_in_flight(postgres_db, tmp_path,
     ingest = threading.Thread(target=run, args=("ingest", lambda: other.ingest(
         1, allow_pending=True)))
     ingest.start()
+    bob = threading.Thread(target=run, args=("bob", lambda: _decide(third, "bob", [bobs])))
     try:
         blocked = _blocked_on_a_lock(store, ingest)
+        bob.start()
+        queued = _blocked_on_a_lock(store, bob, waiters=2)
     finally:
         go.set()
         ann.join(60)
         ingest.join(60)
-    assert blocked
+        if bob.ident:
+            bob.join(60)
+    assert blocked and queued
     assert results["ann"] == 1
     assert results["ingest"]["accepted"] == 1 and results["ingest"]["added"] == 1
+    assert isinstance(results["bob"], ValueError) and "closed" in str(results["bob"])
     positives = store.members(1, "positive")
     assert task["candidate_id"] in {row[0] for row in positives}
-    other.close()
-    store.close()
+    for s in (third, other, store):
+        s.close()
 
 
 def test_postgresql_a_decision_waits_for_an_ingest_in_flight(postgres_db, tmp_path,

@@ -47,7 +47,7 @@ function columns() {
   return n === -1 ? all.length : n;
 }
 
-async function load() {
+async function load(notice) {
   const category = document.getElementById("category").value;
   const n = document.getElementById("page-size").value;
   if (!category) return;
@@ -59,7 +59,7 @@ async function load() {
     grid.marked = new Set();
     grid.focus = 0;
     render();
-    message("");
+    message(notice || "");
   } catch (e) {
     message(e.message);
   }
@@ -77,11 +77,9 @@ async function submit(rejectAll) {
   try {
     const result = await api("/api/decisions", {decisions: decisions});
     document.body.dataset.recorded = String(result.recorded);
-    await load();
-    if (result.skipped && result.skipped.length) {
-      message(`${result.skipped.length} of ${decisions.length} not recorded: the tasks had ` +
-              "gone to other labelers (their leases lapsed)");
-    }
+    const skipped = (result.skipped || []).length;
+    await load(skipped ? `${skipped} of ${decisions.length} not recorded: the tasks had ` +
+                         "gone to other labelers (their leases lapsed)" : "");
   } catch (e) {
     message(`Not recorded: ${e.message}`);
   }
@@ -115,8 +113,8 @@ document.addEventListener("keydown", (event) => {
 document.getElementById("submit").onclick = () => submit(false);
 document.getElementById("reject-all").onclick = () => submit(true);
 document.getElementById("clear").onclick = () => { grid.marked = new Set(); paint(); };
-document.getElementById("category").onchange = load;
-document.getElementById("page-size").onchange = load;
+document.getElementById("category").onchange = () => load();
+document.getElementById("page-size").onchange = () => load();
 
 labelerName(async (name) => {
   grid.labeler = name;
