@@ -356,63 +356,6 @@ def test_task_dicts_hide_the_source_and_carry_evidence(project):
         store.next_tasks("ann", 0)
 
 
-def test_postgresql_decisions_on_one_task_wait_for_each_other(postgres_db, tmp_path,
-                                                              monkeypatch):
-    """Ann's transaction is held open after it wrote her lease and vote; Bob's, on the same
-    overlap-2 task (no leases: decisions posted by a script), must wait for Ann's row lock
-    and then read her slot and vote. Reading before locking (the race the three-labeler
-    test above caught only by chance) makes Bob take slot 0 too or leave `taken` at 1."""
-    from keras_fgvc.bootstrap import store_decisions
-
-    store, _ = make_project(postgres_db, str(tmp_path), n_pool=3, overlap=2)
-    other = open_store(postgres_db)
-    task_id = min(t.id for t in _rows(store, schema.Task))
-    inside, go, errors = threading.Event(), threading.Event(), []
-    settle = store_decisions.settle
-
-    def held_open(votes, taken, overlap):  # after the lease and decision inserts
-        if threading.current_thread().name == "ann":
-            inside.set()
-            go.wait(60)
-        return settle(votes, taken, overlap)
-
-    monkeypatch.setattr(store_decisions, "settle", held_open)
-
-    def decide(on, labeler):
-        try:
-            on.record_decisions([{"task_id": task_id, "labeler": labeler, "decision": "accept"}])
-        except Exception as err:  # noqa: BLE001 - reported by the assertion below
-            errors.append(err)
-
-    ann = threading.Thread(target=decide, args=(store, "ann"), name="ann")
-    ann.start()
-    assert inside.wait(60)
-    bob = threading.Thread(target=decide, args=(other, "bob"), name="bob")
-    bob.start()
-    waiting = text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                   "AND wait_event_type = 'Lock'")
-    try:
-        with store.engine.connect() as probe:
-            for _ in range(300):  # until Bob waits on Ann's lock (or, if he does not, is done)
-                if probe.execute(waiting).scalar() or not bob.is_alive():
-                    break
-                time.sleep(0.05)
-            blocked = probe.execute(waiting).scalar()
-    finally:  # let Ann commit whatever happens, so no thread is left waiting
-        bob_was_waiting = bob.is_alive()
-        go.set()
-        ann.join(60)
-        bob.join(60)
-    assert blocked == 1 and bob_was_waiting
-    assert errors == []
-    leases = _rows(store, schema.Assignment, schema.Assignment.task_id == task_id)
-    assert sorted((x.slot, x.labeler) for x in leases) == [(0, "ann"), (1, "bob")]
-    (task,) = _rows(store, schema.Task, schema.Task.id == task_id)
-    assert (task.taken, task.open, task.outcome) == (2, False, "accept")
-    other.close()
-    store.close()
-
-
 def _blocked_on_a_lock(store, thread, waiters=1):
     """Whether `thread` is seen waiting on a PostgreSQL lock, with `waiters` sessions
     waiting in all (polls up to 15 s)."""
@@ -426,6 +369,72 @@ def _blocked_on_a_lock(store, thread, waiters=1):
         return probe.execute(waiting).scalar() >= waiters and thread.is_alive()
 
 
+def _hold_decisions_open(monkeypatch, thread_name):
+    """(inside, go): the decision transaction of the thread named `thread_name` stops after
+    its lease and vote inserts (it sets `inside`) until `go` is set."""
+    from keras_fgvc.bootstrap import store_decisions
+
+    inside, go = threading.Event(), threading.Event()
+    settle = store_decisions.settle
+
+    def held_open(votes, taken, overlap):
+        if threading.current_thread().name == thread_name:
+            inside.set()
+            go.wait(60)
+        return settle(votes, taken, overlap)
+
+    monkeypatch.setattr(store_decisions, "settle", held_open)
+    return inside, go
+
+
+def _thread(results, name, call):
+    """A thread named `name` that stores call()'s result, or its exception, in results[name]."""
+    def run():
+        try:
+            results[name] = call()
+        except Exception as err:  # noqa: BLE001 - checked by the tests
+            results[name] = err
+
+    return threading.Thread(target=run, name=name)
+
+
+def test_postgresql_decisions_on_one_task_wait_for_each_other(postgres_db, tmp_path,
+                                                              monkeypatch):
+    """Ann's transaction is held open after it wrote her lease and vote; Bob's, on the same
+    overlap-2 task (no leases: decisions posted by a script), must wait for Ann's row lock
+    and then read her slot and vote. Reading before locking (the race the three-labeler
+    test above caught only by chance) makes Bob take slot 0 too or leave `taken` at 1."""
+    store, _ = make_project(postgres_db, str(tmp_path), n_pool=3, overlap=2)
+    other = open_store(postgres_db)
+    task_id = min(t.id for t in _rows(store, schema.Task))
+    inside, go = _hold_decisions_open(monkeypatch, "ann")
+    results = {}
+
+    def decide(on, labeler):
+        return on.record_decisions([{"task_id": task_id, "labeler": labeler,
+                                     "decision": "accept"}])
+
+    ann = _thread(results, "ann", lambda: decide(store, "ann"))
+    ann.start()
+    assert inside.wait(60)
+    bob = _thread(results, "bob", lambda: decide(other, "bob"))
+    bob.start()
+    try:
+        blocked = _blocked_on_a_lock(store, bob)
+    finally:  # let Ann commit whatever happens, so no thread is left waiting
+        go.set()
+        ann.join(60)
+        bob.join(60)
+    assert blocked
+    assert results == {"ann": 1, "bob": 1}
+    leases = _rows(store, schema.Assignment, schema.Assignment.task_id == task_id)
+    assert sorted((x.slot, x.labeler) for x in leases) == [(0, "ann"), (1, "bob")]
+    (task,) = _rows(store, schema.Task, schema.Task.id == task_id)
+    assert (task.taken, task.open, task.outcome) == (2, False, "accept")
+    other.close()
+    store.close()
+
+
 def test_postgresql_ingest_waits_for_a_decision_in_flight(postgres_db, tmp_path, monkeypatch):
     """Ann's decision is held open after its writes; an ingest of the round (another
     connection) must wait for it and then count her accept into S_1. Without the round
@@ -433,37 +442,18 @@ def test_postgresql_ingest_waits_for_a_decision_in_flight(postgres_db, tmp_path,
     decision lands in a closed round, in neither S_1 nor H_1. Bob's decision, sent while
     the ingest waits, queues behind it (a stream of decisions cannot hold an ingest off)
     and is refused once the round is closed."""
-    from keras_fgvc.bootstrap import store_decisions
-
     store, _ = make_project(postgres_db, str(tmp_path), n_pool=3)
     other, third = open_store(postgres_db), open_store(postgres_db)
     (task,) = store.next_tasks("ann", 1)
     (bobs,) = store.next_tasks("bob", 1)
-    inside, go, results = threading.Event(), threading.Event(), {}
-    settle = store_decisions.settle
-
-    def held_open(votes, taken, overlap):
-        if threading.current_thread().name == "ann":
-            inside.set()
-            go.wait(60)
-        return settle(votes, taken, overlap)
-
-    monkeypatch.setattr(store_decisions, "settle", held_open)
-
-    def run(name, call):
-        try:
-            results[name] = call()
-        except Exception as err:  # noqa: BLE001 - checked below
-            results[name] = err
-
-    ann = threading.Thread(target=run, name="ann", args=("ann", lambda: _decide(
-        store, "ann", [task])))
+    inside, go = _hold_decisions_open(monkeypatch, "ann")
+    results = {}
+    ann = _thread(results, "ann", lambda: _decide(store, "ann", [task]))
     ann.start()
     assert inside.wait(60)
-    ingest = threading.Thread(target=run, args=("ingest", lambda: other.ingest(
-        1, allow_pending=True)))
+    ingest = _thread(results, "ingest", lambda: other.ingest(1, allow_pending=True))
     ingest.start()
-    bob = threading.Thread(target=run, args=("bob", lambda: _decide(third, "bob", [bobs])))
+    bob = _thread(results, "bob", lambda: _decide(third, "bob", [bobs]))
     try:
         blocked = _blocked_on_a_lock(store, ingest)
         bob.start()
@@ -503,18 +493,10 @@ def test_postgresql_a_decision_waits_for_an_ingest_in_flight(postgres_db, tmp_pa
         return added
 
     monkeypatch.setattr(type(store), "_insert_members", staticmethod(held_open))
-
-    def run(name, call):
-        try:
-            results[name] = call()
-        except Exception as err:  # noqa: BLE001 - checked below
-            results[name] = err
-
-    ingest = threading.Thread(target=run, name="ingest", args=("ingest", lambda: store.ingest(
-        1, allow_pending=True)))
+    ingest = _thread(results, "ingest", lambda: store.ingest(1, allow_pending=True))
     ingest.start()
     assert inside.wait(60)
-    ann = threading.Thread(target=run, args=("ann", lambda: _decide(other, "ann", [task])))
+    ann = _thread(results, "ann", lambda: _decide(other, "ann", [task]))
     ann.start()
     try:
         blocked = _blocked_on_a_lock(store, ann)
