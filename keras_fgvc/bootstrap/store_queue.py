@@ -60,8 +60,12 @@ _MINE = {category: locking(
     .where(A.c.labeler == bindparam("labeler"), A.c.decided == false(),
            (T.c.round + _PLAIN).in_(ids_param("rounds")), T.c.outcome.is_(None),
            *([T.c.category_id + _PLAIN == bindparam("category_id")] if category else []))
-    .order_by(T.c.round, T.c.order_key).limit(bindparam("n")), of=T)
+    .order_by(T.c.round, T.c.order_key).limit(bindparam("n")), skip_locked=True, of=T)
     for category in (False, True)}
+# SKIP LOCKED on one's own leases too: a lease whose task a decision holds (being decided,
+# e.g. from the labeler's other tab) is left out of this page instead of waited for. A wait
+# there, while this transaction holds the tasks it reclaimed, could close a deadlock with a
+# decision batch waiting on one of those.
 _TAKE = {category: locking(
     select(*TASK_COLUMNS)
     .where(T.c.round == bindparam("round"), T.c.open == true(),

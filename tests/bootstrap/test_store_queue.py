@@ -510,3 +510,33 @@ def test_postgresql_a_decision_waits_for_an_ingest_in_flight(postgres_db, tmp_pa
     assert _rows(store, schema.Decision) == []
     other.close()
     store.close()
+
+
+def test_postgresql_asking_for_tasks_never_waits_on_ones_own_task_being_decided(
+        postgres_db, tmp_path, monkeypatch):
+    """Ann's first tab holds its decision on her first task open; her second tab asks for a
+    page. It must not wait on that task's lock (a wait there could close a deadlock with a
+    decision batch): the page comes at once, without the task being decided."""
+    store, _ = make_project(postgres_db, str(tmp_path), n_pool=6)
+    other = open_store(postgres_db)
+    first, second = store.next_tasks("ann", 2)
+    inside, go = _hold_decisions_open(monkeypatch, "tab1")
+    results = {}
+    tab1 = _thread(results, "tab1", lambda: _decide(store, "ann", [first]))
+    tab1.start()
+    assert inside.wait(60)
+    tab2 = _thread(results, "tab2", lambda: other.next_tasks("ann", 2))
+    tab2.start()
+    try:
+        tab2.join(10)
+        waited = tab2.is_alive()
+    finally:
+        go.set()
+        tab1.join(60)
+        tab2.join(60)
+    assert not waited
+    ids = [t["task_id"] for t in results["tab2"]]
+    assert len(ids) == 2 and ids[0] == second["task_id"] and first["task_id"] not in ids
+    assert results["tab1"] == 1
+    other.close()
+    store.close()
