@@ -36,6 +36,7 @@ import time
 
 from keras_fgvc.bootstrap.project import DEFINITION_FILES
 from keras_fgvc.data.folder_task import BACKGROUND
+from keras_fgvc.export.versions import pid_alive
 
 
 def _redacted(db):
@@ -73,22 +74,11 @@ def _check_out(out):
         raise ValueError(f"{out} already exists and is not an empty folder; export writes a "
                          "new folder and never overwrites one: give another --out.")
     for stale in glob.glob(f"{glob.escape(out)}.tmp-*"):
-        if not _running(stale.rsplit("-", 1)[1]):  # a live one is another export's
+        pid = stale.rsplit("-", 1)[1]
+        # a live process's folder is another export's; ours was left by a killed run
+        if not (pid.isdigit() and int(pid) not in (0, os.getpid()) and pid_alive(int(pid))):
             shutil.rmtree(stale, ignore_errors=True)
     return out
-
-
-def _running(pid):
-    """Whether the process `pid` (a string) is alive on this machine."""
-    if not pid.isdigit() or int(pid) in (0, os.getpid()):  # ours: left by a killed run
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except PermissionError:  # alive, another user's
-        return True
-    except (ProcessLookupError, OverflowError):
-        return False
-    return True
 
 
 def export_project(db, out, link=False, verbose=True, shard_size=1024):

@@ -37,12 +37,13 @@ def temp_prefix(tag):
     return f"{TEMP_PREFIX}{tag}-{_host()}.{os.getpid()}-"
 
 
-def _pid_alive(pid):
+def pid_alive(pid):
+    """Whether process `pid` (an int) runs on this host."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # gone, or no pid at all
         return False
-    except PermissionError:
+    except PermissionError:  # alive, another user's
         return True
     return True
 
@@ -63,7 +64,7 @@ def remove_stale_temp_dirs(model_dir):
         path = os.path.join(model_dir, entry)
         match = _TEMP_NAME.match(entry)
         if match:
-            stale = match["host"] == _host() and not _pid_alive(int(match["pid"]))
+            stale = match["host"] == _host() and not pid_alive(int(match["pid"]))
         else:
             try:
                 stale = time.time() - os.path.getmtime(path) > _LEGACY_STALE_S
