@@ -5,9 +5,11 @@ replaces that labeler's decision. In the same transaction the task's lease is
 marked decided and its `outcome` (the majority vote once `overlap` labelers
 decided; a tie is 'unsure') and `open` flag are brought up to date. A decision
 from a labeler without a lease on the task (theirs lapsed, or a script that
-never asked for it) takes a free slot if there is one; when all `overlap`
-slots are taken by others it is not recorded (reported as skipped), so a late
-vote can never outvote the labelers the task went to.
+never asked for it) takes a free slot if there is one, or else the slot of
+another labeler's lapsed, undecided lease (as the queue would give it away
+next); when all `overlap` slots are held by others' live or decided leases it
+is not recorded (reported as skipped), so a late vote can never outvote the
+labelers the task went to.
 
 On PostgreSQL the tasks are locked in id order first (SELECT ... FOR UPDATE),
 so concurrent decisions on one task queue instead of racing, then a shared
@@ -33,7 +35,7 @@ D = schema.Decision.__table__
 # Tasks with their round, their leases and the leases' decisions (every decision
 # has its lease): one round trip.
 _TASKS = (select(T.c.id, T.c.round, T.c.taken, T.c.outcome, R.c.status, R.c.model_version,
-                 A.c.id.label("lease_id"), A.c.labeler, A.c.slot, A.c.decided,
+                 A.c.id.label("lease_id"), A.c.labeler, A.c.slot, A.c.decided, A.c.assigned_at,
                  D.c.id.label("decision_id"), D.c.decision)
           .select_from(T.join(R, R.c.index == T.c.round).outerjoin(A, A.c.task_id == T.c.id)
                        .outerjoin(D, (D.c.task_id == A.c.task_id)
@@ -65,6 +67,13 @@ _SET_OUTCOME = update(T).where(T.c.id == bindparam("b_id")).values(
     outcome=bindparam("b_outcome"))
 
 
+def _lapsed_lease(leases, task_id, cutoff):
+    """The oldest undecided lease on `task_id` taken before `cutoff`, or None."""
+    lapsed = [lease for (tid, _), lease in leases.items()
+              if tid == task_id and not lease.decided and lease.assigned_at < cutoff]
+    return min(lapsed, key=lambda lease: lease.assigned_at, default=None)
+
+
 class DecisionsMixin:
     """Decisions and ingest (mixed into Store)."""
 
@@ -82,7 +91,8 @@ class DecisionsMixin:
         items = check_decisions(decisions)
         if not items:
             return {"recorded": 0, "skipped": []} if report else 0
-        overlap = self.settings()["overlap"]
+        settings = self.settings()
+        overlap = settings["overlap"]
 
         def work(session):
             tasks, rows = self._lock_tasks(session, {item["task_id"] for item in items})
@@ -101,12 +111,20 @@ class DecisionsMixin:
                 used[task_id].add(lease.slot)
             taken = {task_id: task.taken for task_id, task in tasks.items()}
             now = self.clock()
-            new, changed, new_leases, decided, skipped = [], [], [], [], []
+            cutoff = now - settings["lease_seconds"]
+            new, changed, new_leases, decided, skipped, dropped = [], [], [], [], [], []
             for item in items:
                 task_id, labeler = item["task_id"], item["labeler"]
                 row = {"decision": item["decision"], "seconds": item["seconds"],
                        "created_at": now, "model_version": tasks[task_id].model_version}
                 lease = leases.get((task_id, labeler))
+                if lease is None and taken[task_id] >= overlap:
+                    lapsed = _lapsed_lease(leases, task_id, cutoff)
+                    if lapsed is not None:  # reclaim it here, as the queue would
+                        del leases[(task_id, lapsed.labeler)]
+                        used[task_id].discard(lapsed.slot)
+                        dropped.append(lapsed.lease_id)
+                        taken[task_id] -= 1
                 if lease is None and taken[task_id] >= overlap:
                     skipped.append({"task_id": task_id, "labeler": labeler, "reason": (
                         f"task {task_id} went to other labelers (its {overlap} slot(s) are "
@@ -126,6 +144,8 @@ class DecisionsMixin:
                     taken[task_id] += 1
                 elif not lease.decided:
                     decided.append(lease.lease_id)
+            if dropped:  # before the new leases take their slots
+                session.execute(delete(A).where(A.c.id.in_(dropped)))
             if new:
                 session.execute(D.insert(), new)
             if changed:

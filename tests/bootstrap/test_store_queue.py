@@ -190,6 +190,31 @@ def test_an_abandoned_lease_goes_to_someone_else(db, tmp_path):
     store.close()
 
 
+def test_a_decision_without_a_lease_takes_a_lapsed_lease_not_yet_reclaimed(db, tmp_path):
+    """overlap 1: bob posts on a task leased to ann. While ann's lease is live it is skipped;
+    once it has lapsed (no queue request has reclaimed it yet) bob's decision takes its
+    slot, and ann's late one is skipped, as if the queue had given the task to bob."""
+    clock = Clock()
+    store, _ = make_project(db, str(tmp_path), n_pool=6, lease_seconds=60, clock=clock)
+    (task,) = store.next_tasks("ann", 1)
+    bob = {"task_id": task["task_id"], "labeler": "bob", "decision": "reject"}
+    clock.now += 59  # ann's lease is live
+    report = store.record_decisions([bob], report=True)
+    assert report["recorded"] == 0 and report["skipped"][0]["labeler"] == "bob"
+    clock.now += 2  # lapsed, and nobody asked the queue since
+    assert store.record_decisions([bob], report=True) == {"recorded": 1, "skipped": []}
+    late = {"task_id": task["task_id"], "labeler": "ann", "decision": "accept"}
+    report = store.record_decisions([late], report=True)
+    assert report["recorded"] == 0 and report["skipped"][0]["labeler"] == "ann"
+    (row,) = _rows(store, schema.Task, schema.Task.id == task["task_id"])
+    assert (row.taken, row.open, row.outcome) == (1, False, "reject")
+    assert [(a.labeler, a.slot, a.decided) for a in _rows(
+        store, schema.Assignment, schema.Assignment.task_id == task["task_id"])] == [
+        ("bob", 0, True)]
+    assert store.next_tasks("ann", 1)[0]["task_id"] != task["task_id"]
+    store.close()
+
+
 def test_a_decision_without_a_lease_takes_a_free_slot_or_is_skipped(project):
     """overlap 1: a script's decision on an untouched task is recorded (it takes the slot);
     one from a labeler the task was never handed, after ann decided it, is skipped and
