@@ -60,12 +60,17 @@ def _scalar_metadata():
     return _SCALAR_METADATA
 
 
+# Evaluation entries that are counts or settings, not metrics: left out of the epoch line.
+_NOT_METRICS = ("head_threshold", "num_classes", "num_examples")
+
+
 class ProgressHook(Hook):
     """A progress bar per epoch with loss and learning rate (chief only)."""
 
     def __init__(self, verbose=1):
         self.verbose = verbose
         self.bar = None
+        self.said_batchnorm = False
 
     def on_epoch_begin(self, trainer, epoch):
         if trainer.chief and self.verbose:
@@ -85,8 +90,18 @@ class ProgressHook(Hook):
     def on_epoch_end(self, trainer, epoch, logs):
         if trainer.chief and self.verbose and logs:
             text = ", ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items())
-                             if isinstance(v, float))
-            print(f"Epoch {epoch + 1} evaluation: {text}", flush=True)
+                             if isinstance(v, float) and k not in _NOT_METRICS)
+            count = logs.get("num_examples")
+            on = f" ({int(count)} val images)" if isinstance(count, (int, float)) else ""
+            print(f"Epoch {epoch + 1} evaluation{on}: {text}", flush=True)
+            batches = getattr(trainer.config, "bn_reestimate_batches", 0)
+            if batches and not self.said_batchnorm:
+                # In a short run the moving averages lag the weights, so these figures
+                # can sit near chance while the final, re-estimated ones are fine.
+                print(f"  (per-epoch figures use the BatchNorm moving statistics as trained; "
+                      f"each stage's end re-estimates them from {batches} training batches "
+                      "before its final evaluation)", flush=True)
+                self.said_batchnorm = True
         self.bar = None
 
 

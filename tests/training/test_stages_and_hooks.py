@@ -197,3 +197,24 @@ def test_mixed_precision_step(policy):
     assert trainer.model.get_layer("classifier").compute_dtype == policy.split("_")[1]
     assert (type(trainer.optimizer).__name__ == "LossScaleOptimizer") == (policy ==
                                                                          "mixed_float16")
+
+
+def test_progress_line_shows_metrics_and_says_once_that_batchnorm_comes_later(capsys):
+    """The epoch line leaves out counts and settings; with BN re-estimation on, it says once
+    that these figures use the statistics as trained (they can read near chance)."""
+    import types
+
+    trainer = types.SimpleNamespace(chief=True,
+                                    config=types.SimpleNamespace(bn_reestimate_batches=20))
+    logs = {"top1_accuracy": 0.125, "mAP": 0.25, "head_threshold": 100.0, "num_classes": 8.0,
+            "num_examples": 1386.0}
+    hook = hooks.ProgressHook(verbose=1)
+    hook.on_epoch_end(trainer, 0, logs)
+    hook.on_epoch_end(trainer, 1, logs)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "Epoch 1 evaluation (1386 val images): mAP=0.2500, top1_accuracy=0.1250"
+    assert "BatchNorm moving statistics as trained" in lines[1] and "20 training" in lines[1]
+    assert lines[2].startswith("Epoch 2 evaluation") and len(lines) == 3
+    trainer.config.bn_reestimate_batches = 0
+    hooks.ProgressHook(verbose=1).on_epoch_end(trainer, 0, logs)
+    assert "BatchNorm" not in capsys.readouterr().out
