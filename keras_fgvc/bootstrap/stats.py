@@ -7,6 +7,12 @@ Pure Python (no NumPy needed), each written from its formula:
 - `cohen_kappa`: ``(p_o - p_e) / (1 - p_e)`` for two raters (Cohen 1960).
 - `majority_vote`: the decision with strictly the most votes; a tie is 'unsure'.
 - `gold_accuracy`: each labeler's accuracy on gold items, with its Wilson interval.
+- `ratio_estimate`: a ratio of two Horvitz-Thompson sums over a uniform
+  sample, ``R = sum(a) / sum(b)``, with the linearisation (delta-method)
+  interval ``R -+ z sqrt(n / (n - 1) sum((a - R b)^2)) / sum(b)`` (Cochran,
+  Sampling Techniques, ch. 6), clipped to [0, 1]; where it has no width (every
+  a_i = R b_i, so R is 0 or 1) the Wilson interval at Kish's effective sample
+  size ``sum(b)^2 / sum(b^2)`` instead.
 """
 
 import math
@@ -53,6 +59,39 @@ def proportion(successes, n, confidence=0.95):
     low, high = wilson_interval(successes, n, confidence)
     return {"value": successes / n if n else None, "low": low, "high": high,
             "k": successes, "n": n}
+
+
+def ratio_estimate(a, b, confidence=0.95):
+    """{'value', 'low', 'high', 'n'}: sum(a) / sum(b) over n sampled units and its interval.
+
+    For a ratio of two totals estimated from the same uniform sample (each unit's
+    a_i, b_i already weighted by 1 / its inclusion chance). The value is None and
+    the interval (0, 1) when sum(b) = 0; with n < 2 the interval is (0, 1).
+    """
+    a, b = [float(v) for v in a], [float(v) for v in b]
+    if len(a) != len(b):
+        raise ValueError(f"a and b differ in length: {len(a)} vs {len(b)}")
+    if any(not math.isfinite(v) or v < 0 for v in a + b):
+        raise ValueError("a and b must be finite and non-negative")
+    n, total = len(a), sum(b)
+    if total <= 0:
+        return {"value": None, "low": 0.0, "high": 1.0, "n": n}
+    ratio = sum(a) / total
+    if n < 2:
+        return {"value": ratio, "low": 0.0, "high": 1.0, "n": n}
+    z = _z(confidence)
+    spread = sum((x - ratio * y) ** 2 for x, y in zip(a, b)) * n / (n - 1)
+    if spread > 0:
+        half = z * math.sqrt(spread) / total
+        low, high = max(0.0, ratio - half), min(1.0, ratio + half)
+    else:  # every a = R b (R = 0 or 1, as Wald's interval at p = 0): Wilson at Kish's n
+        n_eff = total * total / sum(y * y for y in b)
+        center = (ratio + z * z / (2 * n_eff)) / (1 + z * z / n_eff)
+        half = z * math.sqrt(ratio * (1 - ratio) / n_eff + z * z / (4 * n_eff ** 2)) / (
+            1 + z * z / n_eff)
+        low, high = max(0.0, center - half), min(1.0, center + half)
+        low, high = (0.0, high) if ratio == 0 else (low, 1.0) if ratio == 1 else (low, high)
+    return {"value": ratio, "low": low, "high": high, "n": n}
 
 
 def cohen_kappa(rater_a, rater_b):

@@ -119,3 +119,46 @@ def test_gold_accuracy_by_hand():
     assert stats.gold_accuracy([]) == {}
     with pytest.raises(ValueError, match="correct decision"):
         stats.gold_accuracy([("ann", "accept", "unsure")])
+
+
+def ratio_reference(a, b, z=Z95):
+    """Ratio of two Horvitz-Thompson totals, R = sum a / sum b, and its linearisation
+    interval R -+ z sqrt(n / (n - 1) sum (a - R b)^2) / sum b (Cochran ch. 6), in [0, 1]."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    ratio = a.sum() / b.sum()
+    half = z * np.sqrt(len(a) / (len(a) - 1) * ((a - ratio * b) ** 2).sum()) / b.sum()
+    return float(ratio), max(0.0, float(ratio - half)), min(1.0, float(ratio + half))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_ratio_estimate_matches_reference(seed):
+    rng = np.random.default_rng(seed)
+    q = rng.uniform(0.05, 1.0, 300)
+    y = rng.random(300) < 0.6
+    hit = y & (rng.random(300) < 0.7)
+    a, b = hit / q, y / q
+    got = stats.ratio_estimate(a.tolist(), b.tolist())
+    value, low, high = ratio_reference(a, b)
+    assert got["n"] == 300
+    np.testing.assert_allclose([got["value"], got["low"], got["high"]], [value, low, high],
+                               rtol=1e-12)
+    assert got["low"] < got["value"] < got["high"]
+
+
+def test_ratio_estimate_degenerate_cases():
+    assert stats.ratio_estimate([], []) == {"value": None, "low": 0.0, "high": 1.0, "n": 0}
+    assert stats.ratio_estimate([0, 0], [0, 0])["value"] is None  # nothing in the categories
+    assert stats.ratio_estimate([2.0], [2.0]) == {"value": 1.0, "low": 0.0, "high": 1.0,
+                                                 "n": 1}
+    # a = R b leaves the linearisation no width: Wilson at Kish's n = (sum b)^2 / sum b^2.
+    every = stats.ratio_estimate([1.0, 3.0, 0.0], [1.0, 3.0, 0.0])  # every positive found
+    n_eff = 16 / 10
+    assert every["value"] == 1.0 and every["high"] == 1.0
+    assert every["low"] == pytest.approx(wilson_reference(n_eff, n_eff)[0])
+    none = stats.ratio_estimate([0.0, 0.0, 0.0], [1.0, 2.0, 0.0])
+    assert none["value"] == 0.0 and none["low"] == 0.0
+    assert none["high"] == pytest.approx(wilson_reference(0.0, 9 / 5)[1])
+    for a, b, message in (([1.0], [1.0, 2.0], "length"), ([-1.0], [1.0], "non-negative"),
+                          ([float("nan")], [1.0], "finite")):
+        with pytest.raises(ValueError, match=message):
+            stats.ratio_estimate(a, b)
