@@ -4,8 +4,9 @@ One module owns the schema (SQLAlchemy 2 ORM). A database is a SQLite file
 (the default: zero set-up) or a PostgreSQL server (``postgresql://...``, driven
 through psycopg 3). The schema version is stored in the ``meta`` table and is
 checked on every open: a database written by a newer keras_fgvc is refused
-with a message naming both versions, and so is an older one (there is no
-older schema to migrate from yet).
+with a message naming both versions; an older one is migrated in place, in
+one transaction (`MIGRATIONS`; version 1 -> 2 adds the recall probes' columns
+to ``score``, left NULL for the rounds scored before).
 
 Tables (see `keras_fgvc/bootstrap/store.py` for what each row means):
 ``meta``, ``category``, ``image``, ``member``, ``round``, ``score``,
@@ -32,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 KINDS = ("positive", "hard_negative", "background")
 ORIGINS = ("seed", "pool")
@@ -110,6 +111,13 @@ class Score(Base):
     category_id: Mapped[int] = mapped_column(ForeignKey("category.id"))  # argmax
     score: Mapped[float] = mapped_column(Float)  # top confidence
     shard: Mapped[int] = mapped_column(Integer)
+    # The recall probe (`selection.probe_distribution`): the category a uniform-sample
+    # task asks about, the chance q it was drawn with, and the model's confidence in it.
+    # NULL for rounds scored by schema version 1 (their uniform tasks ask the argmax).
+    probe_category_id: Mapped[int | None] = mapped_column(ForeignKey("category.id"),
+                                                          nullable=True)
+    probe_q: Mapped[float | None] = mapped_column(Float, nullable=True)
+    probe_score: Mapped[float | None] = mapped_column(Float, nullable=True)
     __table_args__ = (
         UniqueConstraint("round", "image_id", name="uq_score"),
         Index("ix_score_round_shard", "round", "shard"),
@@ -265,13 +273,46 @@ def check_schema(engine, create=False):
             f"{where} has schema version {version}, newer than this keras_fgvc's "
             f"{SCHEMA_VERSION}; upgrade keras_fgvc to open it")
     if version < SCHEMA_VERSION:
-        raise SchemaVersionError(
-            f"{where} has schema version {version}, older than this keras_fgvc's "
-            f"{SCHEMA_VERSION}, and no migration from {version} exists; re-run `init` "
-            "into a new database")
+        missing = [v for v in range(version, SCHEMA_VERSION) if v not in MIGRATIONS]
+        if missing:
+            raise SchemaVersionError(
+                f"{where} has schema version {version}, older than this keras_fgvc's "
+                f"{SCHEMA_VERSION}, and no migration from {missing[0]} exists; re-run "
+                "`init` into a new database")
+        migrate(engine, version)
+        version = SCHEMA_VERSION
     if create:
         Base.metadata.create_all(engine)  # checkfirst: only adds missing tables
     return version
+
+
+# version -> the statements that take a database of that version to the next one.
+MIGRATIONS = {
+    1: ("ALTER TABLE score ADD COLUMN probe_category_id INTEGER REFERENCES category (id)",
+        "ALTER TABLE score ADD COLUMN probe_q FLOAT",
+        "ALTER TABLE score ADD COLUMN probe_score FLOAT"),
+}
+
+
+def migrate(engine, version):
+    """Bring a database of schema `version` up to `SCHEMA_VERSION`, in one transaction.
+
+    Concurrent openers are safe: the version row is re-read under a write lock
+    first (SQLite: BEGIN IMMEDIATE; PostgreSQL: FOR UPDATE), so a migration
+    runs once.
+    """
+    with engine.connect().execution_options(sqlite_begin="IMMEDIATE") as connection, \
+            connection.begin():
+        query = select(Meta.value).where(Meta.key == "schema_version")
+        if backend(engine) == "postgresql":
+            query = query.with_for_update()
+        current = int(connection.scalar(query))
+        for step in range(current, SCHEMA_VERSION):
+            for statement in MIGRATIONS[step]:
+                connection.exec_driver_sql(statement)
+        connection.execute(Meta.__table__.update().where(Meta.key == "schema_version")
+                           .values(value=str(SCHEMA_VERSION)))
+    return SCHEMA_VERSION
 
 
 def backend(engine: Engine):

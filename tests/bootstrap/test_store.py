@@ -139,3 +139,37 @@ def test_rounds_and_scores_by_shard(db, tmp_path):
                                [0.9, 0.1, 0.75, 0.25])
     assert [r["index"] for r in store.rounds()] == [1] and store.round(3) is None
     store.close()
+
+
+def test_a_version_1_database_is_migrated_in_place(db):
+    """Schema 1 had no probe columns on `score`: opening it adds them (NULL for the rounds
+    scored before), records version 2, and keeps every row."""
+    from sqlalchemy import MetaData, Table, inspect, select
+
+    v1 = MetaData()
+    for table in schema.Base.metadata.sorted_tables:
+        if table.name != "score":
+            table.to_metadata(v1)
+    score = schema.Base.metadata.tables["score"]
+    Table("score", v1, *[c._copy() for c in score.columns if not c.name.startswith("probe_")])
+    engine = schema.make_engine(db, create=True)
+    v1.create_all(engine)
+    with engine.begin() as connection:
+        connection.execute(schema.Meta.__table__.insert(), [
+            {"key": "schema_version", "value": "1"}])
+        connection.execute(v1.tables["category"].insert(), [
+            {"id": 1, "index": 0, "name": "a", "definition": ""}])
+        connection.execute(v1.tables["image"].insert(), [
+            {"id": 1, "path": "/x.png", "origin": "pool", "subset": 1, "truth": None}])
+        connection.execute(v1.tables["score"].insert(), [
+            {"round": 1, "image_id": 1, "category_id": 1, "score": 0.75, "shard": 0}])
+    engine.dispose()
+    store = open_store(db)
+    columns = {c["name"] for c in inspect(store.engine).get_columns("score")}
+    assert {"probe_category_id", "probe_q", "probe_score"} <= columns
+    with store._read() as session:
+        assert session.get(schema.Meta, "schema_version").value == str(schema.SCHEMA_VERSION)
+        assert session.execute(select(schema.Score.score, schema.Score.probe_q)).all() == [
+            (0.75, None)]
+    store.close()
+    open_store(db).close()  # opening again: already version 2, nothing to do
