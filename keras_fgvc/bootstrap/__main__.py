@@ -33,6 +33,10 @@ flags.DEFINE_string("truth", None, "init: optional CSV path,label of known label
 flags.DEFINE_string("workdir", None, "init: where rounds train (default: beside a SQLite DB).")
 flags.DEFINE_float("threshold", 0.5, "init: confidence above which a candidate is a task.")
 flags.DEFINE_float("uniform_share", 0.1, "init: share of each scored subset sampled uniformly.")
+flags.DEFINE_float("probe_share", 0.0, "init: chance that a uniform-sample task asks about "
+                   "another category than the model's argmax (the recall probes: an unbiased "
+                   "recall estimate from accurate labelers; 0 asks the argmax only, whose "
+                   "recall estimate is an upper bound). See the README.")
 flags.DEFINE_float("gold_share", 0.0, "init: known-label items mixed in, per task.")
 flags.DEFINE_integer("overlap", 1, "init: labelers per task (majority vote when > 1).")
 flags.DEFINE_float("lease_seconds", 600, "init: a handed-out task returns to the queue after.")
@@ -71,8 +75,9 @@ def _init():
     quiet_tensorflow_import()
     from keras_fgvc.bootstrap.project import init_project
 
-    settings = {k: getattr(FLAGS, k) for k in ("threshold", "uniform_share", "gold_share",
-                                               "overlap", "lease_seconds", "seed")}
+    settings = {k: getattr(FLAGS, k) for k in ("threshold", "uniform_share", "probe_share",
+                                               "gold_share", "overlap", "lease_seconds",
+                                               "seed")}
     if FLAGS.shard_size:
         settings["shard_size"] = FLAGS.shard_size
     init_project(FLAGS.db, FLAGS.seed_dir, FLAGS.pool_dir, FLAGS.rounds, config=FLAGS.config,
@@ -137,7 +142,8 @@ def _status():
 
 
 def _share(p):
-    """'71.9% [70.1, 73.6] (n=1,234)' for a `stats.proportion` dict; 'n/a' without items."""
+    """'71.9% [70.1, 73.6] (n=1,234)' for a `stats.proportion` or `stats.ratio_estimate`
+    dict; 'n/a' without items."""
     if not p or p.get("value") is None:
         return "n/a (no items)"
     return (f"{100 * p['value']:.1f}% [{100 * p['low']:.1f}, {100 * p['high']:.1f}] "
@@ -146,7 +152,7 @@ def _share(p):
 
 def format_status(status, quality, agreement=None, gold=None):
     """The plain-text `status` report: categories (S, H), rounds and their tasks, the
-    selection's precision and recall (95% Wilson intervals), gold accuracy, kappa."""
+    selection's precision and recall (95% intervals), gold accuracy, kappa."""
     lines = [f"Project: {json.dumps(status['project'], sort_keys=True)}",
              "Categories (seed / S / H over all rounds):"]
     for c in status["categories"]:
@@ -159,9 +165,11 @@ def format_status(status, quality, agreement=None, gold=None):
                      f"tasks, {r['pending']} pending, {r['accepted']} accepted, "
                      f"{r['rejected']} rejected, {r['unsure']} unsure")
         if overall:
+            bound = ("" if overall.get("recall_method") == "probes" else
+                     " (argmax questions only: an upper bound)")
             lines.append(f"  selection (from the uniform sample): precision "
                          f"{_share(overall.get('precision'))}, recall "
-                         f"{_share(overall.get('recall'))}")
+                         f"{_share(overall.get('recall'))}{bound}")
     if status.get("labelers"):
         lines.append(f"Decisions per labeler: {status['labelers']}")
     for labeler, accuracy in sorted((gold or {}).items()):

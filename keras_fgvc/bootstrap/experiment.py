@@ -87,7 +87,7 @@ def round_report(db):
             truth = {i: t for i, _, t in store.images(origin="pool", subset=index)}
             outcomes = store.outcomes(index)
             selected = [t for t, _ in outcomes if t["selected"]]
-            right = sum(truth.get(t["image_id"]) == t["category"] for t in selected)
+            right = sum(truth.get(t["image_id"]) == t["argmax_category"] for t in selected)
             in_categories = sum(t in names.values() for t in truth.values())
             accepted = sum(o == "accept" for _, o in outcomes)
             quality = store.selection_quality(index)["overall"]
@@ -100,7 +100,8 @@ def round_report(db):
                 "accepted": accepted,
                 "decisions_per_accepted": decisions.get(index, 0) / accepted if accepted
                 else None,
-                "hard_negatives": sum(o == "reject" and t["selected"] for t, o in outcomes)})
+                "hard_negatives": sum(o == "reject" and t["selected"] and t["asks_argmax"]
+                                      for t, o in outcomes)})
     return report
 
 

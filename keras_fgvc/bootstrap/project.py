@@ -149,7 +149,7 @@ def init_project(db, seed_dir, pool_dir, rounds, config="bootstrap_triplet_a_hn"
             required for a server database).
         image_size, channels: recorded; every round trains with them
             (``--set image_size=... --set channels=...``), default the config's.
-        **settings: threshold, uniform_share, gold_share, overlap,
+        **settings: threshold, uniform_share, probe_share, gold_share, overlap,
             lease_seconds, seed, shard_size (see `keras_fgvc.bootstrap.store`).
 
     Raises:

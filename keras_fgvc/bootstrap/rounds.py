@@ -200,9 +200,10 @@ def run_round(db, overrides=(), strategy=None, verbose=1, shard_size=None, batch
         categories = store.categories()
         columns = scoring.category_columns(labels, categories)
         candidates = [(i, p) for i, p, _ in store.images(origin="pool", subset=index)]
+        call = scoring.confidence_call(model, columns, with_probabilities=True)
         scored = scoring.score_subset(
-            store, index, candidates, scoring.confidence_call(model, columns), spec, categories,
-            strategy, shard_size or settings.get("shard_size") or scoring.SHARD_SIZE,
+            store, index, candidates, call, spec, categories, strategy,
+            shard_size or settings.get("shard_size") or scoring.SHARD_SIZE,
             batch_size or scoring.BATCH_SIZE, verbose)
         opened = _open_tasks(store, settings, index, model, spec, strategy, batch_size)
         lineage = {"round": index, "model_version": model_version, "config": config.name,
@@ -232,11 +233,12 @@ def _open_tasks(store, settings, index, model, spec, strategy, batch_size):
     from keras_fgvc.bootstrap import scoring
     from keras_fgvc.bootstrap.selection import choose_tasks, nearest_labelled
 
-    image_ids, category_ids, scores = store.scores(index)
+    image_ids, category_ids, scores, probe_ids, _, probe_scores = store.scores(index, True)
     truth = {i: t for i, _, t in store.images(origin="pool", subset=index) if t is not None}
     tasks = choose_tasks(image_ids, category_ids, scores, truth, settings["threshold"],
                          settings["uniform_share"], settings["gold_share"], settings["seed"],
-                         index, {c.id: c.name for c in store.categories()})
+                         index, {c.id: c.name for c in store.categories()},
+                         probes=(probe_ids, probe_scores))
     call = scoring.embedding_call(model)
     batch_size = batch_size or scoring.BATCH_SIZE
     paths = dict((i, p) for i, p, _ in store.images(origin="pool", subset=index))

@@ -25,6 +25,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from keras_fgvc.bootstrap import selection
+
 SHARD_SIZE = 1024
 BATCH_SIZE = 256
 
@@ -112,15 +114,17 @@ def predict_files(call, paths, keys, spec, strategy=None, batch_size=BATCH_SIZE)
         yield out_keys, outputs
 
 
-def confidence_call(model, columns):
-    """``images -> (top confidence, category index)`` over the category columns."""
+def confidence_call(model, columns, with_probabilities=False):
+    """``images -> (top confidence, category index)`` over the category columns, and the
+    categories' probabilities [B, N] third `with_probabilities` (for the recall probes)."""
     columns = tf.constant(columns, tf.int32)
 
     def call(images):
         probabilities = tf.gather(model(images, training=False)["probabilities"], columns,
                                   axis=-1)
-        return (tf.reduce_max(probabilities, axis=-1),
-                tf.argmax(probabilities, axis=-1, output_type=tf.int32))
+        out = (tf.reduce_max(probabilities, axis=-1),
+               tf.argmax(probabilities, axis=-1, output_type=tf.int32))
+        return (*out, probabilities) if with_probabilities else out
 
     return call
 
@@ -154,7 +158,9 @@ def score_subset(store, round_index, rows, call, spec, categories, strategy=None
         store: the project's `Store`.
         round_index: i.
         rows: C_i as ``(image_id, path)``, ordered by image id (the shard order).
-        call: `confidence_call` of the round's model.
+        call: `confidence_call` of the round's model; with its probabilities
+            (``with_probabilities=True``) each candidate also gets its recall probe
+            (`selection.draw_probes`, the project's ``probe_share`` and seed).
         spec: the evaluation preprocessing spec.
         categories: the store's categories, by index.
         strategy, shard_size, batch_size, verbose: see the module docstring.
@@ -185,10 +191,21 @@ def score_subset(store, round_index, rows, call, spec, categories, strategy=None
 
     paths = [path for s in pending for _, path in shards[s]]
     keys = [image_id for s in pending for image_id, _ in shards[s]]
-    for batch_keys, (top, index) in predict_files(call, paths, keys, spec, strategy,
-                                                  batch_size):
-        for image_id, score, c in zip(batch_keys.tolist(), top.tolist(), index.tolist()):
-            results[shard_of[image_id]].append((image_id, ids[c], float(score)))
+    settings = None
+    for batch_keys, outputs in predict_files(call, paths, keys, spec, strategy, batch_size):
+        top, index = outputs[0], outputs[1]
+        rows = [(image_id, ids[c], float(score)) for image_id, score, c in
+                zip(batch_keys.tolist(), top.tolist(), index.tolist())]
+        if len(outputs) > 2:
+            settings = settings or store.settings()
+            # Projects made before the probes existed keep asking the argmax (share 0).
+            share, seed = settings.get("probe_share", 0.0), settings["seed"]
+            units = selection.probe_units(seed, round_index, batch_keys)
+            probe, q, probe_score = selection.draw_probes(outputs[2], share, units)
+            rows = [(*row, ids[c], float(chance), float(p)) for row, c, chance, p in
+                    zip(rows, probe.tolist(), q.tolist(), probe_score.tolist())]
+        for row in rows:
+            results[shard_of[row[0]]].append(row)
         flush(max(shard_of[k] for k in batch_keys.tolist()))
     flush(len(shards))
     progress.update(0, 0, final=True)

@@ -7,7 +7,8 @@ import numbers
 DECISIONS = ("accept", "reject", "unsure")
 DECISION_KEYS = ("task_id", "labeler", "decision", "seconds")
 DEFAULT_SETTINGS = {"config": "bootstrap_triplet_a_hn", "threshold": 0.5, "uniform_share": 0.1,
-                    "gold_share": 0.0, "overlap": 1, "lease_seconds": 600, "seed": 0}
+                    "gold_share": 0.0, "probe_share": 0.0, "overlap": 1, "lease_seconds": 600,
+                    "seed": 0}
 
 
 def check_int(value, what, low=None):
@@ -65,6 +66,7 @@ def validate_settings(settings):
     check_number(merged["threshold"], "threshold", 0, 1)
     check_number(merged["uniform_share"], "uniform_share", 0, 1)
     check_number(merged["gold_share"], "gold_share", 0, 1)
+    check_number(merged["probe_share"], "probe_share", 0, 0.99)
     check_int(merged["overlap"], "overlap", 1)
     check_number(merged["lease_seconds"], "lease_seconds", 1e-3)
     check_int(merged["seed"], "seed")

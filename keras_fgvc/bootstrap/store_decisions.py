@@ -32,6 +32,7 @@ from keras_fgvc.bootstrap.store_checks import check_decisions, check_int, check_
 from keras_fgvc.bootstrap.store_queue import A, R, T, ids_param, lowest_free
 
 D = schema.Decision.__table__
+_S = schema.Score.__table__
 # Tasks with their round, their leases and the leases' decisions (every decision
 # has its lease): one round trip.
 _TASKS = (select(T.c.id, T.c.round, T.c.taken, T.c.outcome, R.c.status, R.c.model_version,
@@ -220,7 +221,9 @@ class DecisionsMixin:
     # === Outcomes and ingest ===
     def outcomes(self, round_index):
         """[(task, outcome)] of a round by task id: outcome is the majority decision
-        ('accept' | 'reject' | 'unsure') or None while pending."""
+        ('accept' | 'reject' | 'unsure') or None while pending. A task's `category` is the
+        one it asks about; `argmax_category` the model's (they differ for a recall probe:
+        `asks_argmax` False)."""
         round_index = check_int(round_index, "round", 1)
         i = schema.Image.__table__
         categories = self._category_by_id()
@@ -228,24 +231,30 @@ class DecisionsMixin:
             self._round_row(session, round_index)
             rows = session.execute(
                 select(T.c.id, T.c.image_id, T.c.category_id, T.c.score, T.c.selected,
-                       T.c.uniform, T.c.gold, T.c.outcome, i.c.path)
-                .join(i, i.c.id == T.c.image_id)
+                       T.c.uniform, T.c.gold, T.c.outcome, i.c.path,
+                       _S.c.category_id.label("argmax_id"))
+                .select_from(T.join(i, i.c.id == T.c.image_id)
+                             .outerjoin(_S, (_S.c.round == T.c.round)
+                                        & (_S.c.image_id == T.c.image_id)))
                 .where(T.c.round == round_index).order_by(T.c.id)).all()
         out = []
         for row in rows:
             category = categories[row.category_id]
+            argmax = categories[row.argmax_id] if row.argmax_id is not None else category
             out.append(({"task_id": row.id, "image_id": row.image_id, "path": row.path,
                          "category": category.name, "category_id": category.id,
                          "category_index": category.index, "score": row.score,
                          "selected": bool(row.selected), "uniform": bool(row.uniform),
-                         "gold": bool(row.gold)}, row.outcome))
+                         "gold": bool(row.gold), "argmax_category": argmax.name,
+                         "asks_argmax": argmax.id == category.id}, row.outcome))
         return out
 
     def ingest(self, round_index, allow_pending=False):
         """Close round i: accepted tasks join S_i, rejected selected ones join H_i.
 
         'unsure' and tied tasks are left out, and so are rejected tasks of the
-        uniform sample below the threshold (not confident mistakes). Refuses
+        uniform sample below the threshold (not confident mistakes) and rejected
+        recall probes (a question about another category than the argmax). Refuses
         while tasks are pending unless `allow_pending` (they are then left out).
         Idempotent: a second run adds nothing. Returns a summary dict.
         """
@@ -273,11 +282,16 @@ class DecisionsMixin:
                                  f"pending tasks ({dict(sorted(pending.items()))}); label them "
                                  "or ingest with allow_pending")
             members = []
-            for image_id, category_id, outcome, selected in session.execute(
-                    select(T.c.image_id, T.c.category_id, T.c.outcome, T.c.selected)
+            # A hard negative is a rejected answer to the selection's own question: a
+            # selected task asking its argmax (not a recall probe of another category).
+            argmax = _S.c.category_id.is_(None) | (_S.c.category_id == T.c.category_id)
+            for image_id, category_id, outcome, selected, asks_argmax in session.execute(
+                    select(T.c.image_id, T.c.category_id, T.c.outcome, T.c.selected, argmax)
+                    .select_from(T.outerjoin(_S, (_S.c.round == T.c.round)
+                                             & (_S.c.image_id == T.c.image_id)))
                     .where(T.c.round == round_index, T.c.outcome.in_(("accept", "reject")))):
-                kind = "positive" if outcome == "accept" else "hard_negative" if selected \
-                    else None
+                kind = "positive" if outcome == "accept" else \
+                    "hard_negative" if selected and asks_argmax else None
                 if kind:
                     members.append({"image_id": image_id, "category_id": category_id,
                                     "category_key": category_id, "kind": kind,
@@ -291,7 +305,8 @@ class DecisionsMixin:
                            if o == outcome and (selected is None or s == selected))
 
             return {"round": round_index, "accepted": total("accept"),
-                    "rejected": total("reject"), "hard_negatives": total("reject", True),
+                    "rejected": total("reject"),
+                    "hard_negatives": sum(m["kind"] == "hard_negative" for m in members),
                     "unsure": total("unsure"), "pending": sum(pending.values()),
                     "added": added, "pending_by_category": dict(sorted(pending.items()))}
 

@@ -1,17 +1,31 @@
 """Reports of the Store: status counts, selection quality, agreement, gold accuracy, export.
 
 Selection quality (`selection_quality`): the queue mixes a uniform sample of
-the whole scored subset (above and below the threshold) into the tasks, so
-each round's selection (score > threshold) gets unbiased estimates, with 95%
-Wilson intervals, of
+the whole scored subset (above and below the threshold) into the tasks, each
+asking about its recall probe (`selection.probe_distribution`: the argmax
+with chance 1 - probe_share, else another category), so each round's
+selection D_i (score > threshold, argmax category) gets unbiased estimates of
 
-- precision = P(accepted | selected), from uniform tasks that are selected;
-- recall = P(selected | accepted), from uniform tasks that were accepted;
+- precision = P(the argmax is right | selected), from the uniform tasks that
+  are selected and ask their argmax (a draw independent of the answer), with
+  its 95% Wilson interval;
+- recall = (images of D_i whose argmax is right) / (images of C_i in any of the
+  categories), a ratio of two Horvitz-Thompson sums over the uniform tasks:
+  a_u = [selected, asks its argmax] y_u / q_u and b_u = y_u / q_u, with y_u = 1
+  for accept and q_u the chance its question was drawn
+  (`stats.ratio_estimate`, delta-method 95% interval);
 
-plus the acceptance rate of all selected tasks (every selected task is
-reviewed, so that is the selection's precision as the labelers saw it).
-'unsure' and pending tasks are left out of every ratio. Per category (the
-task's argmax category) and overall.
+plus the acceptance rate of all selected tasks that ask their argmax (every
+one is reviewed, so that is the selection's precision as the labelers saw
+it). 'unsure' and pending tasks are left out of every ratio. Per category (a
+task's asked category) and overall. A round scored without probes (projects
+made before them, or ``probe_share`` 0) asked only the argmax: its recall
+counts only images the model placed in their own category, an upper bound,
+and the report says so (``recall_method``: "argmax only (upper bound)").
+The probes assume right answers: a false accept on a probe of chance q adds
+1 / q to the denominator, so a labeler accepting wrong categories at rate e
+lowers the estimate by about e (N - 1) per candidate against the true count
+(`benchmarks/bootstrap_recall.py`).
 """
 
 import datetime
@@ -22,11 +36,11 @@ from collections import Counter, defaultdict
 from sqlalchemy import false, func, select
 
 from keras_fgvc.bootstrap import db as schema
-from keras_fgvc.bootstrap.stats import cohen_kappa, gold_accuracy, proportion
+from keras_fgvc.bootstrap.stats import cohen_kappa, gold_accuracy, proportion, ratio_estimate
 from keras_fgvc.bootstrap.store_checks import check_int
 
 OUTCOME_NAMES = {None: "pending", "accept": "accepted", "reject": "rejected", "unsure": "unsure"}
-PROJECT_KEYS = ("rounds", "threshold", "overlap", "uniform_share", "gold_share",
+PROJECT_KEYS = ("rounds", "threshold", "overlap", "uniform_share", "probe_share", "gold_share",
                 "lease_seconds", "config")
 
 
@@ -34,20 +48,33 @@ def _finite_or_none(value):
     return None if value is None or math.isnan(value) else value
 
 
-def _quality(counts):
-    """Precision / recall / acceptance from {(uniform, selected, outcome): n}."""
-    def n(uniform=None, selected=None, outcomes=("accept", "reject", "unsure", None)):
-        return sum(v for (u, s, o), v in counts.items() if o in outcomes and
-                   (uniform is None or u == uniform) and (selected is None or s == selected))
+def _quality(counts, uniform_rows):
+    """Precision / recall / acceptance.
+
+    counts: {(uniform, selected, asks_argmax, outcome): n} over every task;
+    uniform_rows: [(selected, asks_argmax, outcome, q)] of the uniform tasks.
+    """
+    def n(selected=None, outcomes=("accept", "reject", "unsure", None)):
+        return sum(v for (_, s, argmax, o), v in counts.items() if o in outcomes and argmax
+                   and (selected is None or s == selected))
 
     decided = ("accept", "reject")
-    hits = n(True, True, ("accept",))
-    return {"precision": proportion(hits, n(True, True, decided)),
-            "recall": proportion(hits, n(True, None, ("accept",))),
-            "selected_acceptance": proportion(n(None, True, ("accept",)),
-                                              n(None, True, decided)),
-            "uniform_tasks": n(True), "uniform_decided": n(True, None, decided),
-            "selected_tasks": n(None, True)}
+    hits = sum(1 for s, argmax, o, _ in uniform_rows if s and argmax and o == "accept")
+    asked = sum(1 for s, argmax, o, _ in uniform_rows if s and argmax and o in decided)
+    a, b = [], []
+    for s, argmax, o, q in uniform_rows:
+        if o in decided:
+            y = (o == "accept") / (q or 1.0)
+            b.append(y)
+            a.append(y if s and argmax else 0.0)
+    probed = any(q is not None and q < 1 for *_, q in uniform_rows)
+    return {"precision": proportion(hits, asked),
+            "recall": ratio_estimate(a, b),
+            "recall_method": "probes" if probed else "argmax only (upper bound)",
+            "selected_acceptance": proportion(n(True, ("accept",)), n(True, decided)),
+            "uniform_tasks": len(uniform_rows),
+            "uniform_decided": len(b),
+            "selected_tasks": sum(v for (_, s, _, _), v in counts.items() if s)}
 
 
 class ReportsMixin:
@@ -105,21 +132,32 @@ class ReportsMixin:
         """Precision and recall of round i's selection (see the module docstring)."""
         round_index = check_int(round_index, "round", 1)
         names = {c.id: c.name for c in self.categories()}
-        t = schema.Task
+        t, sc = schema.Task.__table__, schema.Score.__table__
+        argmax = (sc.c.category_id.is_(None) | (sc.c.category_id == t.c.category_id)).label("a")
+        joined = t.outerjoin(sc, (sc.c.round == t.c.round) & (sc.c.image_id == t.c.image_id))
         with self._read() as session:
             self._round_row(session, round_index)
-            rows = session.execute(
-                select(t.category_id, t.uniform, t.selected, t.outcome, func.count())
-                .where(t.round == round_index)
-                .group_by(t.category_id, t.uniform, t.selected, t.outcome)).all()
+            grouped = session.execute(
+                select(t.c.category_id, t.c.uniform, t.c.selected, argmax, t.c.outcome,
+                       func.count()).select_from(joined).where(t.c.round == round_index)
+                .group_by(t.c.category_id, t.c.uniform, t.c.selected, argmax,
+                          t.c.outcome)).all()
+            uniform = session.execute(
+                select(t.c.category_id, t.c.selected, argmax, t.c.outcome, sc.c.probe_q)
+                .select_from(joined).where(t.c.round == round_index, t.c.uniform)).all()
         overall, per_category = Counter(), defaultdict(Counter)
-        for category_id, uniform, selected, outcome, n in rows:
-            key = (bool(uniform), bool(selected), outcome)
+        for category_id, is_uniform, selected, asks_argmax, outcome, n in grouped:
+            key = (bool(is_uniform), bool(selected), bool(asks_argmax), outcome)
             overall[key] += n
             per_category[names[category_id]][key] += n
+        rows, rows_by_category = [], defaultdict(list)
+        for category_id, selected, asks_argmax, outcome, q in uniform:
+            row = (bool(selected), bool(asks_argmax), outcome, q)
+            rows.append(row)
+            rows_by_category[names[category_id]].append(row)
         return {"round": round_index, "threshold": self.settings()["threshold"],
-                "overall": _quality(overall),
-                "categories": {name: _quality(per_category[name])
+                "overall": _quality(overall, rows),
+                "categories": {name: _quality(per_category[name], rows_by_category[name])
                                for name in sorted(per_category)}}
 
     def agreement(self):

@@ -97,24 +97,38 @@ class RoundsMixin:
                                        .where(schema.ScoredShard.round == round_index)))
 
     def add_scores(self, round_index, shard, rows):
-        """Store one shard's scores [(image_id, category_id, score)] and mark it scored.
+        """Store one shard's scores and mark it scored.
 
-        One transaction; a shard already scored is left as it is (returns 0).
+        rows: ``(image_id, category_id, score)``, or with the recall probe
+        ``(image_id, category_id, score, probe_category_id, probe_q, probe_score)``
+        (`selection.draw_probes`). One transaction; a shard already scored is left
+        as it is (returns 0).
         """
         shard = check_int(shard, "shard", 0)
         round_index = check_int(round_index, "round", 1)
         categories = self._category_by_id()
         clean = []
         for row in rows:
-            if not isinstance(row, (tuple, list)) or len(row) != 3:
-                raise ValueError(f"a score row is (image_id, category_id, score), got {row!r}")
+            if not isinstance(row, (tuple, list)) or len(row) not in (3, 6):
+                raise ValueError("a score row is (image_id, category_id, score[, "
+                                 f"probe_category_id, probe_q, probe_score]), got {row!r}")
             image_id = check_int(row[0], "image_id")
-            category_id = check_int(row[1], f"category_id of image {image_id}")
-            if category_id not in categories:
-                raise ValueError(f"unknown category_id {category_id}")
+            ids = [check_int(row[1], f"category_id of image {image_id}")]
+            if len(row) == 6:
+                ids.append(check_int(row[3], f"probe_category_id of image {image_id}"))
+            for category_id in ids:
+                if category_id not in categories:
+                    raise ValueError(f"unknown category_id {category_id}")
+            probe = {"probe_category_id": None, "probe_q": None, "probe_score": None}
+            if len(row) == 6:
+                probe = {"probe_category_id": ids[1],
+                         "probe_q": check_number(row[4], f"probe_q of image {image_id}", 0, 1),
+                         "probe_score": check_number(row[5], f"probe_score of image {image_id}")}
+                if probe["probe_q"] <= 0:
+                    raise ValueError(f"probe_q of image {image_id} must be > 0")
             clean.append({"round": round_index, "shard": shard, "image_id": image_id,
-                          "category_id": category_id,
-                          "score": check_number(row[2], f"score of image {image_id}")})
+                          "category_id": ids[0],
+                          "score": check_number(row[2], f"score of image {image_id}"), **probe})
 
         def work(session):
             self._round_row(session, round_index, open_only=True)
@@ -133,11 +147,16 @@ class RoundsMixin:
 
         return self._write(work)
 
-    def scores(self, round_index):
-        """(image_ids, category_ids, scores): three lists of round `round_index`, by image id."""
+    def scores(self, round_index, probes=False):
+        """(image_ids, category_ids, scores): three lists of round `round_index`, by image id;
+        with `probes`, three more: probe_category_ids, probe_qs, probe_scores (None for a
+        round scored before schema version 2)."""
         round_index = check_int(round_index, "round", 1)
         s = schema.Score
+        columns = [s.image_id, s.category_id, s.score]
+        if probes:
+            columns += [s.probe_category_id, s.probe_q, s.probe_score]
         with self._read() as session:
-            rows = session.execute(select(s.image_id, s.category_id, s.score)
-                                   .where(s.round == round_index).order_by(s.image_id)).all()
-        return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+            rows = session.execute(select(*columns).where(s.round == round_index)
+                                   .order_by(s.image_id)).all()
+        return tuple([r[k] for r in rows] for k in range(len(columns)))

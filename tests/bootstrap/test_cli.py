@@ -78,13 +78,14 @@ def _members(db, round_index):
 
 
 def _expected(db, round_index):
-    """S / H additions the decisions of a round call for: accepted -> S, rejected and
-    selected -> H (unsure and rejected uniform-only candidates left out)."""
+    """S / H additions the decisions of a round call for: accepted -> S, rejected, selected
+    and asking the argmax -> H (unsure, rejected uniform-only candidates and rejected recall
+    probes left out)."""
     with open_store(db) as store:
         outcomes = store.outcomes(round_index)
     return {"positive": {(t["path"], t["category_index"]) for t, o in outcomes if o == "accept"},
             "hard_negative": {(t["path"], t["category_index"]) for t, o in outcomes
-                              if o == "reject" and t["selected"]}}
+                              if o == "reject" and t["selected"] and t["asks_argmax"]}}
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_fgvc.bootstrap import scoring
+from keras_fgvc.bootstrap import scoring, selection
 from keras_fgvc.bootstrap.selection import choose_tasks, nearest_labelled
 from keras_fgvc.bootstrap.store import Category
 from keras_fgvc.data import image_ops
@@ -22,6 +22,11 @@ def _model(num_classes=5, size=28):
     logits = keras.layers.Dense(num_classes, name="classifier")(x)
     probabilities = keras.layers.Softmax(name="probabilities")(logits)
     return keras.Model(inputs, {"logits": logits, "probabilities": probabilities})
+
+
+def _prepared(path, spec):
+    """The evaluation preprocessing of one file (what scoring feeds the model)."""
+    return prepare_image(image_ops.decode_image(tf.io.read_file(path), 1), spec)
 
 
 def _files(tmp_path, n=11, broken=(3,), size=(40, 32)):
@@ -92,8 +97,12 @@ def test_confidence_is_the_category_column_not_renormalised():
 
 
 class _FakeStore:
-    def __init__(self, done=()):
+    def __init__(self, done=(), settings=None):
         self.done, self.written = set(done), {}
+        self._settings = settings or {"seed": 0, "probe_share": 0.5}
+
+    def settings(self):
+        return dict(self._settings)
 
     def scored_shards(self, round_index):
         return set(self.done)
@@ -184,6 +193,70 @@ def test_selection_above_threshold_uniform_sample_and_gold():
     other = choose_tasks(ids, categories, scores, truth, 0.5, 0.1, 0.05, seed=3, round_index=3,
                          category_names=names)
     assert {t["image_id"] for t in other if t["uniform"]} != {t["image_id"] for t in uniform}
+
+
+def test_uniform_tasks_ask_their_probe_and_the_others_their_argmax():
+    n = 600
+    ids = np.arange(1, n + 1)
+    scores = np.linspace(0.0, 1.0, n)
+    categories = ids % 3 + 10
+    names = {10: "ant", 11: "bee", 12: "cat"}
+    probe_ids = [int((i + 1) % 3 + 10) if i % 2 else int(i % 3 + 10) for i in ids]
+    probe_scores = [0.01 * (i % 50) for i in ids]
+    plain = choose_tasks(ids, categories, scores, {}, 0.5, 0.1, seed=3, round_index=2)
+    probed = choose_tasks(ids, categories, scores, {}, 0.5, 0.1, seed=3, round_index=2,
+                          probes=(probe_ids, probe_scores))
+    assert [t["image_id"] for t in probed] == [t["image_id"] for t in plain]  # same draws
+    for task in probed:
+        i = task["image_id"]
+        if task["uniform"]:  # the probe's question and the model's confidence in it
+            assert (task["category_id"], task["score"]) == (probe_ids[i - 1],
+                                                            probe_scores[i - 1])
+        else:
+            assert (task["category_id"], task["score"]) == (i % 3 + 10, scores[i - 1])
+    moved = [t for t in probed if t["uniform"] and t["category_id"] != t["image_id"] % 3 + 10]
+    assert moved and any(t["selected"] for t in moved)  # some selected ones are probes
+    # No probe recorded (None: a round scored without them): the argmax is asked.
+    none = choose_tasks(ids, categories, scores, {}, 0.5, 0.1, seed=3, round_index=2,
+                        probes=([None] * n, [None] * n))
+    assert none == plain
+    # Gold answers are judged against the category a task asks.
+    truth = {int(i): names[probe_ids[i - 1]] for i in ids[::5]}
+    gold = [t for t in choose_tasks(ids, categories, scores, truth, 0.5, 0.1, 0.2, seed=3,
+                                    round_index=2, category_names=names,
+                                    probes=(probe_ids, probe_scores)) if t["gold"]]
+    answers = [truth[t["image_id"]] == names[t["category_id"]] for t in gold]
+    assert gold and sum(answers) == (len(gold) + 1) // 2
+
+
+def test_scoring_with_probabilities_draws_a_probe_per_candidate_fixed_across_resume(tmp_path):
+    paths = _files(tmp_path, n=9, broken=())
+    rows = [(i + 1, p) for i, p in enumerate(paths)]
+    model = _model(num_classes=3)
+    call = scoring.confidence_call(model, [0, 1, 2], with_probabilities=True)
+    spec = make_spec(28, 1)
+    categories = [Category(5, 0, "a", ""), Category(6, 1, "b", ""), Category(7, 2, "c", "")]
+    full = _FakeStore(settings={"seed": 4, "probe_share": 0.5})
+    scoring.score_subset(full, 1, rows, call, spec, categories, shard_size=2, batch_size=3,
+                         verbose=0)
+    written = [r for s in sorted(full.written) for r in full.written[s]]
+    assert all(len(r) == 6 for r in written)
+    probabilities = model.predict(np.stack([_prepared(p, spec) for p in paths]), verbose=0)[
+        "probabilities"]
+    units = selection.probe_units(4, 1, [r[0] for r in written])
+    column, q, p = selection.draw_probes(probabilities, 0.5, units)
+    assert [r[3] for r in written] == [[5, 6, 7][c] for c in column]
+    np.testing.assert_allclose([r[4] for r in written], q, rtol=1e-6)
+    np.testing.assert_allclose([r[5] for r in written], p, rtol=1e-5)
+    resumed = _FakeStore(done={1}, settings={"seed": 4, "probe_share": 0.5})
+    scoring.score_subset(resumed, 1, rows, call, spec, categories, shard_size=2, batch_size=4,
+                         verbose=0)
+    again = {r[0]: r[3:5] for s in resumed.written for r in resumed.written[s]}
+    assert all(again[r[0]][0] == r[3] for r in written if r[0] in again) and len(again) == 7
+    # A project made before the probes (no probe_share setting) always asks the argmax.
+    old = _FakeStore(settings={"seed": 4})
+    scoring.score_subset(old, 1, rows, call, spec, categories, shard_size=9, verbose=0)
+    assert all(r[3] == r[1] and r[4] == 1.0 for r in old.written[0])
 
 
 def test_neighbours_are_the_nearest_labelled_images_of_the_category():

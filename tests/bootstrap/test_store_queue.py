@@ -313,7 +313,15 @@ def test_selection_quality_against_a_hand_count(project):
         census = [r for r in mine if r.selected and decisions[r.id] != "unsure"]
         got = quality["overall"] if name is None else quality["categories"][name]
         assert got["precision"] == stats.proportion(len(precision_k), len(precision_n))
-        assert got["recall"] == stats.proportion(len(precision_k), len(recall_n))
+        # No scores with probes here: every task asks its argmax (q = 1), so the ratio is
+        # the old count ratio, and the report calls it an upper bound.
+        a = [1.0 if r.selected else 0.0 for r in recall_n] + [0.0] * (len(uniform) -
+                                                                   len(recall_n))
+        b = [1.0] * len(recall_n) + [0.0] * (len(uniform) - len(recall_n))
+        assert got["recall"] == stats.ratio_estimate(a, b)
+        assert got["recall"]["value"] == (len(precision_k) / len(recall_n) if recall_n
+                                          else None)
+        assert got["recall_method"] == "argmax only (upper bound)"
         assert got["selected_acceptance"] == stats.proportion(
             sum(decisions[r.id] == "accept" for r in census), len(census))
         assert got["uniform_tasks"] == sum(r.uniform for r in mine)

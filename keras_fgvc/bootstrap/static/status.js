@@ -24,7 +24,8 @@ function table(id, head, rows) {
 function pct(p) {
   if (!p || p.value === null) return `n/a (n=${p ? p.n : 0})`;
   const f = (x) => (100 * x).toFixed(1);
-  return `${f(p.value)}% [${f(p.low)}, ${f(p.high)}] (${p.k}/${p.n})`;
+  const count = p.k === undefined ? `n=${p.n}` : `${p.k}/${p.n}`;  // a ratio has no k
+  return `${f(p.value)}% [${f(p.low)}, ${f(p.high)}] (${count})`;
 }
 
 async function refresh() {
@@ -55,7 +56,9 @@ async function refresh() {
   }
   const qrows = [];
   for (const q of quality.rounds) {
-    qrows.push([`round ${q.round} (all)`, pct(q.overall.precision), pct(q.overall.recall),
+    const bound = q.overall.recall_method === "probes" ? "" : " (upper bound)";
+    qrows.push([`round ${q.round} (all)`, pct(q.overall.precision),
+                pct(q.overall.recall) + bound,
                 pct(q.overall.selected_acceptance), q.overall.uniform_decided]);
     for (const [name, c] of Object.entries(q.categories)) {
       qrows.push([`round ${q.round} ${name}`, pct(c.precision), pct(c.recall),

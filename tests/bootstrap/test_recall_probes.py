@@ -1,0 +1,160 @@
+"""Recall probes: the probe distribution, its draws, and the selection's recall estimate
+against a population whose truth is known (unbiased with probes, an upper bound without)."""
+
+import numpy as np
+import pytest
+
+from keras_fgvc.bootstrap import selection
+from keras_fgvc.bootstrap.store_reports import _quality
+
+
+def probe_reference(p, share, floor=selection.PROBE_FLOOR):
+    """q(argmax) = 1 - share; another category c: share ((1 - floor) p_c / sum of the
+    others' p + floor / (N - 1)), written row by row."""
+    q = np.zeros_like(p)
+    for i, row in enumerate(p):
+        top, others = int(np.argmax(row)), [c for c in range(len(row)) if c != int(np.argmax(row))]
+        mass = sum(row[c] for c in others)
+        for c in others:
+            shape = row[c] / mass if mass > 0 else 1 / len(others)
+            q[i, c] = share * ((1 - floor) * shape + floor / len(others))
+        q[i, top] = 1 - share
+    return q
+
+
+def test_probe_distribution_matches_reference():
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(5) * 0.3, size=50)
+    p[0] = [1.0, 0, 0, 0, 0]  # nothing left for the others: even split
+    for share in (0.0, 0.3, 0.9):
+        q = selection.probe_distribution(p, share)
+        np.testing.assert_allclose(q, probe_reference(p, share), atol=1e-12)
+        np.testing.assert_allclose(q.sum(axis=1), 1.0)
+        if share:
+            assert (q > 0).all()  # every category can be asked: what makes it unbiased
+    np.testing.assert_array_equal(selection.probe_distribution(p[:, :1], 0.3), 1.0)
+    with pytest.raises(ValueError, match=r"\[n, N\]"):
+        selection.probe_distribution(np.ones(3), 0.3)
+
+
+def test_draws_follow_the_distribution_and_are_fixed_by_seed_round_image():
+    p = np.tile([[0.1, 0.6, 0.25, 0.05]], (40000, 1))
+    column, q, score = selection.draw_probes(p, 0.3, np.random.default_rng(1).random(40000))
+    expected = selection.probe_distribution(p[:1], 0.3)[0]
+    np.testing.assert_allclose(np.bincount(column, minlength=4) / 40000, expected, atol=0.01)
+    np.testing.assert_allclose(q, expected[column])
+    np.testing.assert_allclose(score, p[0][column])
+    units = selection.probe_units(7, 2, [5, 6, 7])
+    np.testing.assert_array_equal(units, selection.probe_units(7, 2, [5, 6, 7]))
+    assert units[0] == selection.probe_units(7, 2, [5])[0]  # per image, not per batch
+    assert not np.array_equal(units, selection.probe_units(7, 3, [5, 6, 7]))
+    assert ((units >= 0) & (units < 1)).all()
+    # A unit at the very top never lands on a zero-chance category.
+    edge = selection.draw_probes(np.array([[0.0, 1.0]]), 0.0, [1.0 - 1e-17])[0]
+    assert edge.tolist() == [1]
+
+
+def _population(rng, m=4000, categories=4):
+    """Truth (-1: none of the categories) and the model's probabilities: right 70% of the
+    time, and an image outside the categories gets a confident wrong answer half the time."""
+    truth = rng.integers(-1, categories, m)
+    p = rng.dirichlet(np.ones(categories), size=m)
+    right = (truth >= 0) & (rng.random(m) < 0.7)
+    p[right, truth[right]] += 2.0
+    sure = (truth < 0) & (rng.random(m) < 0.5)
+    p[sure, rng.integers(0, categories, sure.sum())] += 2.0
+    return truth, p / p.sum(axis=1, keepdims=True)
+
+
+def _estimate(rng, truth, p, selected, share, size):
+    """One uniform sample of `size`: each asks its probe, answered from the truth."""
+    sample = rng.choice(len(truth), size, replace=False)
+    column, q, _ = selection.draw_probes(p[sample], share, rng.random(size))
+    argmax = p[sample].argmax(axis=1)
+    rows = [(bool(selected[i]), bool(c == a), "accept" if truth[i] == c else "reject",
+             float(chance)) for i, c, a, chance in zip(sample, column, argmax, q)]
+    return _quality({}, rows)["recall"]
+
+
+def test_recall_estimate_is_unbiased_with_probes_and_an_upper_bound_without():
+    rng = np.random.default_rng(3)
+    truth, p = _population(rng)
+    selected = p.max(axis=1) > 0.5
+    recall = (selected & (p.argmax(axis=1) == truth)).sum() / (truth >= 0).sum()
+    probed = [_estimate(rng, truth, p, selected, 0.5, 400) for _ in range(300)]
+    values = np.array([e["value"] for e in probed])
+    assert abs(values.mean() - recall) < 3 * values.std() / np.sqrt(len(values)) + 0.003
+    covered = np.mean([e["low"] <= recall <= e["high"] for e in probed])
+    assert covered > 0.9  # 95% intervals
+    argmax_only = np.array([_estimate(rng, truth, p, selected, 0.0, 400)["value"]
+                            for _ in range(100)])
+    assert argmax_only.mean() > recall + 0.1  # misses the positives placed elsewhere
+
+
+def test_store_estimates_recall_from_probes_and_ingest_keeps_probes_out_of_h(db, tmp_path):
+    """The 30-task project (conftest.make_project: every 5th task asks the next category,
+    not the image's own i % 3) with scores whose argmax is category i % 3: those tasks are
+    probes. Decided from the truth, the report's precision and recall equal the formulas
+    by hand, and a rejected probe is no hard negative while an accepted one is a positive
+    of the category it asked."""
+    from sqlalchemy import select
+
+    from keras_fgvc.bootstrap import db as schema
+    from keras_fgvc.bootstrap import stats
+    from tests.bootstrap.conftest import make_project
+
+    store, info = make_project(db, str(tmp_path))
+    categories, tasks = info["categories"], info["tasks"]
+    rows = []
+    for i, task in enumerate(tasks):
+        argmax = categories[i % 3].id
+        q = 0.5 if task["category_id"] == argmax else 0.25
+        rows.append((task["image_id"], argmax, task["score"], task["category_id"], q, 0.3))
+    store.add_scores(1, 0, rows)
+    names = {c.id: c.name for c in categories}
+    with store.engine.begin() as connection:  # two probes find an image of their category
+        for task in (tasks[0], tasks[10]):
+            connection.execute(schema.Image.__table__.update()
+                               .where(schema.Image.id == task["image_id"])
+                               .values(truth=names[task["category_id"]]))
+    truth = {i: t for i, _, t in store.images(origin="pool", subset=1)}
+    with store._read() as session:
+        stored = session.execute(select(schema.Task.__table__)).all()
+    decided = {}
+    for t in stored:
+        decided[t.id] = "accept" if truth[t.image_id] == names[t.category_id] else "reject"
+    store.record_decisions([{"task_id": k, "labeler": "ann", "decision": v}
+                            for k, v in decided.items()])
+    argmax_of = {r[0]: r[1] for r in rows}
+    q_of = {r[0]: r[4] for r in rows}
+    a, b, hits, asked = [], [], 0, 0
+    for t in stored:
+        if not t.uniform:
+            continue
+        y = (decided[t.id] == "accept") / q_of[t.image_id]
+        asks_argmax = argmax_of[t.image_id] == t.category_id
+        b.append(y)
+        a.append(y if t.selected and asks_argmax else 0.0)
+        if t.selected and asks_argmax:
+            asked += 1
+            hits += decided[t.id] == "accept"
+    quality = store.selection_quality(1)["overall"]
+    assert quality["recall"] == stats.ratio_estimate(a, b)
+    assert quality["precision"] == stats.proportion(hits, asked)
+    assert quality["recall_method"] == "probes" and 0 < quality["recall"]["value"] < 1
+    outcomes = store.outcomes(1)
+    probes = [t for t, _ in outcomes if not t["asks_argmax"]]
+    assert probes and all(t["argmax_category"] != t["category"] for t in probes)
+    summary = store.ingest(1)
+    members = store.members(1, "hard_negative")
+    index_of = {c.id: c.index for c in categories}
+    expected = {(t.image_id, index_of[t.category_id]) for t in stored
+                if decided[t.id] == "reject" and t.selected
+                and argmax_of[t.image_id] == t.category_id}
+    assert {(m[0], m[2]) for m in members} == expected
+    assert summary["hard_negatives"] == len(expected)
+    accepted_probes = {(t["image_id"], t["category_index"]) for t, o in outcomes
+                       if o == "accept" and not t["asks_argmax"]}
+    positives = {(m[0], m[2]) for m in store.members(1, "positive")}
+    assert accepted_probes and accepted_probes <= positives
+    store.close()
