@@ -145,8 +145,8 @@ def run_one(args, data, test, seed, error_rate, overrides, final_overrides):
     if not _has_rounds(db):  # a project whose rounds have begun resumes them as it is
         init_project(db, os.path.join(data, "seed"), os.path.join(data, "pool"), args.rounds,
                      truth=os.path.join(data, "truth.csv"), seed=seed,
-                     uniform_share=args.uniform_share, threshold=args.threshold,
-                     verbose=not args.quiet)
+                     uniform_share=args.uniform_share, probe_share=args.probe_share,
+                     threshold=args.threshold, verbose=not args.quiet)
     rounds = experiment.run_simulated_rounds(db, error_rate, seed=seed, overrides=overrides,
                                              verbose=int(not args.quiet))
     images, labels, names = test
@@ -226,6 +226,10 @@ def main(argv=None):
     parser.add_argument("--pool-size", type=int, default=None, help="cap on C (0 = all)")
     parser.add_argument("--outside", default="6,9", help="held-out classes (Shirt, Ankle boot)")
     parser.add_argument("--uniform-share", type=float, default=0.1)
+    parser.add_argument("--probe-share", type=float, default=0.0,
+                        help="init --probe_share (0: uniform tasks ask the argmax, as every "
+                             "cell of RESULTS.md's table did; the probes' recall estimate is "
+                             "measured by benchmarks/bootstrap_recall.py)")
     parser.add_argument("--threshold", type=float, default=None,
                         help="selection threshold (0.5; --quick: 0, every candidate a task)")
     parser.add_argument("--test-images", type=int, default=None,
@@ -296,7 +300,8 @@ def main(argv=None):
         "settings": {"seeds": list(seeds), "error_rates": error_rates, "rounds": args.rounds,
                      "seed_per_class": per_class, "pool_size": pool_size or "all",
                      "categories": names, "outside": [slug(CLASS_NAMES[c]) for c in outside],
-                     "uniform_share": args.uniform_share, "threshold": args.threshold,
+                     "uniform_share": args.uniform_share, "probe_share": args.probe_share,
+                     "threshold": args.threshold,
                      "round_overrides": overrides,
                      "final_overrides": final_overrides, "quick": args.quick,
                      "test_images": int(keep.sum())},
