@@ -201,7 +201,7 @@ def score_subset(store, round_index, rows, call, spec, categories, strategy=None
             # Projects made before the probes existed keep asking the argmax (share 0).
             share, seed = settings.get("probe_share", 0.0), settings["seed"]
             units = selection.probe_units(seed, round_index, batch_keys)
-            probe, q, probe_score = selection.draw_probes(outputs[2], share, units)
+            probe, q, probe_score = selection.draw_probes(outputs[2], share, units, index)
             rows = [(*row, ids[c], float(chance), float(p)) for row, c, chance, p in
                     zip(rows, probe.tolist(), q.tolist(), probe_score.tolist())]
         for row in rows:

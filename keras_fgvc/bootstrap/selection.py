@@ -35,20 +35,22 @@ NEIGHBORS = 3
 PROBE_FLOOR = 0.5  # share of a probe's non-argmax chance spread evenly over the categories
 
 
-def probe_distribution(probabilities, probe_share):
+def probe_distribution(probabilities, probe_share, top=None):
     """q [n, N]: the chance of each category being a candidate's probe question.
 
     q(argmax) = 1 - probe_share; the other categories share probe_share, a
     (1 - PROBE_FLOOR) part in proportion to the model's probabilities and a
     PROBE_FLOOR part evenly, so every category has q > 0 whenever
     probe_share > 0 (what keeps the recall estimate unbiased). One category:
-    q = 1.
+    q = 1. `top`: the argmax per row as the caller computed it (scoring's
+    ``tf.argmax``, so a tie is broken the same way); default ``argmax(p)``.
     """
     p = np.asarray(probabilities, np.float64)
     if p.ndim != 2 or not p.shape[1]:
         raise ValueError(f"probabilities must be [n, N] with N >= 1, got shape {p.shape}")
     n, count = p.shape
-    rows, top = np.arange(n), p.argmax(axis=1)
+    rows = np.arange(n)
+    top = p.argmax(axis=1) if top is None else np.asarray(top, np.int64)
     if count == 1:
         return np.ones_like(p)
     other = np.clip(p, 0, None)
@@ -70,13 +72,14 @@ def probe_units(seed, round_index, image_ids):
     return out
 
 
-def draw_probes(probabilities, probe_share, units):
+def draw_probes(probabilities, probe_share, units, top=None):
     """(probe column [n], its chance q [n], the model's probability of it [n]).
 
-    Inverse-CDF draws from `probe_distribution` with `units` (`probe_units`).
+    Inverse-CDF draws from `probe_distribution` (`top`: see there) with `units`
+    (`probe_units`).
     """
     p = np.asarray(probabilities, np.float64)
-    q = probe_distribution(p, probe_share)
+    q = probe_distribution(p, probe_share, top)
     cdf = np.cumsum(q, axis=1)
     units = np.asarray(units, np.float64)[:, None] * cdf[:, -1:]
     # The first column whose cumulative chance passes the unit has q > 0; rounding at

@@ -4,7 +4,9 @@ Selection quality (`selection_quality`): the queue mixes a uniform sample of
 the whole scored subset (above and below the threshold) into the tasks, each
 asking about its recall probe (`selection.probe_distribution`: the argmax
 with chance 1 - probe_share, else another category), so each round's
-selection D_i (score > threshold, argmax category) gets unbiased estimates of
+selection D_i (score > threshold, argmax category) gets estimates free of the
+selection's own bias (recall is a ratio estimator: consistent, with the usual
+small-sample bias of a ratio, which shrinks as 1 / n) of
 
 - precision = P(the argmax is right | selected), from the uniform tasks that
   are selected and ask their argmax (a draw independent of the answer), with
@@ -15,9 +17,9 @@ selection D_i (score > threshold, argmax category) gets unbiased estimates of
   for accept and q_u the chance its question was drawn
   (`stats.ratio_estimate`, delta-method 95% interval);
 
-plus the acceptance rate of all selected tasks that ask their argmax (every
-one is reviewed, so that is the selection's precision as the labelers saw
-it). 'unsure' and pending tasks are left out of every ratio. Per category (a
+plus the acceptance rate (and count, ``selected_tasks``) of all selected
+tasks that ask their argmax (every one is reviewed, so that is the
+selection's precision as the labelers saw it). 'unsure' and pending tasks are left out of every ratio. Per category (a
 task's asked category) and overall. A round scored without probes (projects
 made before them, or ``probe_share`` 0) asked only the argmax: its recall
 counts only images the model placed in their own category, an upper bound,
@@ -74,7 +76,7 @@ def _quality(counts, uniform_rows):
             "selected_acceptance": proportion(n(True, ("accept",)), n(True, decided)),
             "uniform_tasks": len(uniform_rows),
             "uniform_decided": len(b),
-            "selected_tasks": sum(v for (_, s, _, _), v in counts.items() if s)}
+            "selected_tasks": n(True)}
 
 
 class ReportsMixin:

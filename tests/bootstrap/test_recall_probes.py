@@ -49,9 +49,14 @@ def test_draws_follow_the_distribution_and_are_fixed_by_seed_round_image():
     assert units[0] == selection.probe_units(7, 2, [5])[0]  # per image, not per batch
     assert not np.array_equal(units, selection.probe_units(7, 3, [5, 6, 7]))
     assert ((units >= 0) & (units < 1)).all()
-    # A unit at the very top never lands on a zero-chance category.
-    edge = selection.draw_probes(np.array([[0.0, 1.0]]), 0.0, [1.0 - 1e-17])[0]
-    assert edge.tolist() == [1]
+    # A unit just below 1 (and one at 1, past the range) never lands on a zero-chance
+    # category after the last one with q > 0.
+    for unit in (np.nextafter(1.0, 0.0), 1.0):
+        assert selection.draw_probes(np.array([[0.0, 1.0, 0.0]]), 0.0, [unit])[0] == [1]
+    # A tie is broken as the caller's argmax broke it (scoring passes tf.argmax's).
+    tie = np.array([[0.5, 0.5]])
+    assert selection.probe_distribution(tie, 0.3, top=[1]).tolist() == [[0.3, 0.7]]
+    assert selection.draw_probes(tie, 0.0, [0.2], top=[1])[0] == [1]
 
 
 def _population(rng, m=4000, categories=4):
@@ -138,9 +143,17 @@ def test_store_estimates_recall_from_probes_and_ingest_keeps_probes_out_of_h(db,
         if t.selected and asks_argmax:
             asked += 1
             hits += decided[t.id] == "accept"
-    quality = store.selection_quality(1)["overall"]
+    report = store.selection_quality(1)
+    quality = report["overall"]
     assert quality["recall"] == stats.ratio_estimate(a, b)
     assert quality["precision"] == stats.proportion(hits, asked)
+    # Per category: a task counts under the category it asks (a probe of bee is bee's).
+    for category in categories:
+        mine = [t for t in stored if t.uniform and t.category_id == category.id]
+        y = [(decided[t.id] == "accept") / q_of[t.image_id] for t in mine]
+        own = [v if t.selected and argmax_of[t.image_id] == t.category_id else 0.0
+               for v, t in zip(y, mine)]
+        assert report["categories"][category.name]["recall"] == stats.ratio_estimate(own, y)
     assert quality["recall_method"] == "probes" and 0 < quality["recall"]["value"] < 1
     outcomes = store.outcomes(1)
     probes = [t for t, _ in outcomes if not t["asks_argmax"]]

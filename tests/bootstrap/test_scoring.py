@@ -220,6 +220,10 @@ def test_uniform_tasks_ask_their_probe_and_the_others_their_argmax():
     none = choose_tasks(ids, categories, scores, {}, 0.5, 0.1, seed=3, round_index=2,
                         probes=([None] * n, [None] * n))
     assert none == plain
+    # Probes drawn at share 0 (each the argmax, its score the top score): the same tasks.
+    same = choose_tasks(ids, categories, scores, {}, 0.5, 0.1, seed=3, round_index=2,
+                        probes=(categories.tolist(), scores.tolist()))
+    assert same == plain
     # Gold answers are judged against the category a task asks.
     truth = {int(i): names[probe_ids[i - 1]] for i in ids[::5]}
     gold = [t for t in choose_tasks(ids, categories, scores, truth, 0.5, 0.1, 0.2, seed=3,
