@@ -19,8 +19,9 @@ small-sample bias of a ratio, which shrinks as 1 / n) of
 
 plus the acceptance rate (and count, ``selected_tasks``) of all selected
 tasks that ask their argmax (every one is reviewed, so that is the
-selection's precision as the labelers saw it). 'unsure' and pending tasks are left out of every ratio. Per category (a
-task's asked category) and overall. A round scored without probes (projects
+selection's precision as the labelers saw it). 'unsure' and pending tasks
+are left out of every ratio. Per category (a task's asked category) and
+overall. A round scored without probes (projects
 made before them, or ``probe_share`` 0) asked only the argmax: its recall
 counts only images the model placed in their own category, an upper bound,
 and the report says so (``recall_method``: "argmax only (upper bound)").
