@@ -33,6 +33,11 @@ from keras_fgvc.bootstrap.store_queue import A, R, T, ids_param, lowest_free
 
 D = schema.Decision.__table__
 _S = schema.Score.__table__
+# A task beside its image's score row of the same round (one at most: uq_score), and
+# whether it asks the score's argmax (a round scored before the probes has none: yes).
+WITH_SCORE = T.outerjoin(_S, (_S.c.round == T.c.round) & (_S.c.image_id == T.c.image_id))
+ASKS_ARGMAX = (_S.c.category_id.is_(None) | (_S.c.category_id == T.c.category_id)).label(
+    "asks_argmax")
 # Tasks with their round, their leases and the leases' decisions (every decision
 # has its lease): one round trip.
 _TASKS = (select(T.c.id, T.c.round, T.c.taken, T.c.outcome, R.c.status, R.c.model_version,
@@ -233,9 +238,7 @@ class DecisionsMixin:
                 select(T.c.id, T.c.image_id, T.c.category_id, T.c.score, T.c.selected,
                        T.c.uniform, T.c.gold, T.c.outcome, i.c.path,
                        _S.c.category_id.label("argmax_id"))
-                .select_from(T.join(i, i.c.id == T.c.image_id)
-                             .outerjoin(_S, (_S.c.round == T.c.round)
-                                        & (_S.c.image_id == T.c.image_id)))
+                .select_from(WITH_SCORE.join(i, i.c.id == T.c.image_id))
                 .where(T.c.round == round_index).order_by(T.c.id)).all()
         out = []
         for row in rows:
@@ -284,11 +287,9 @@ class DecisionsMixin:
             members = []
             # A hard negative is a rejected answer to the selection's own question: a
             # selected task asking its argmax (not a recall probe of another category).
-            argmax = _S.c.category_id.is_(None) | (_S.c.category_id == T.c.category_id)
             for image_id, category_id, outcome, selected, asks_argmax in session.execute(
-                    select(T.c.image_id, T.c.category_id, T.c.outcome, T.c.selected, argmax)
-                    .select_from(T.outerjoin(_S, (_S.c.round == T.c.round)
-                                             & (_S.c.image_id == T.c.image_id)))
+                    select(T.c.image_id, T.c.category_id, T.c.outcome, T.c.selected,
+                           ASKS_ARGMAX).select_from(WITH_SCORE)
                     .where(T.c.round == round_index, T.c.outcome.in_(("accept", "reject")))):
                 kind = "positive" if outcome == "accept" else \
                     "hard_negative" if selected and asks_argmax else None
@@ -300,9 +301,8 @@ class DecisionsMixin:
             if row.status != "closed":
                 row.status, row.closed_at = "closed", self.clock()
 
-            def total(outcome, selected=None):
-                return sum(n for (_, o, s), n in counts.items()
-                           if o == outcome and (selected is None or s == selected))
+            def total(outcome):
+                return sum(n for (_, o, _), n in counts.items() if o == outcome)
 
             return {"round": round_index, "accepted": total("accept"),
                     "rejected": total("reject"),

@@ -41,6 +41,7 @@ from sqlalchemy import false, func, select
 from keras_fgvc.bootstrap import db as schema
 from keras_fgvc.bootstrap.stats import cohen_kappa, gold_accuracy, proportion, ratio_estimate
 from keras_fgvc.bootstrap.store_checks import check_int
+from keras_fgvc.bootstrap.store_decisions import ASKS_ARGMAX, WITH_SCORE
 
 OUTCOME_NAMES = {None: "pending", "accept": "accepted", "reject": "rejected", "unsure": "unsure"}
 PROJECT_KEYS = ("rounds", "threshold", "overlap", "uniform_share", "probe_share", "gold_share",
@@ -136,8 +137,7 @@ class ReportsMixin:
         round_index = check_int(round_index, "round", 1)
         names = {c.id: c.name for c in self.categories()}
         t, sc = schema.Task.__table__, schema.Score.__table__
-        argmax = (sc.c.category_id.is_(None) | (sc.c.category_id == t.c.category_id)).label("a")
-        joined = t.outerjoin(sc, (sc.c.round == t.c.round) & (sc.c.image_id == t.c.image_id))
+        argmax, joined = ASKS_ARGMAX, WITH_SCORE
         with self._read() as session:
             self._round_row(session, round_index)
             grouped = session.execute(
