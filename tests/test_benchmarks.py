@@ -425,3 +425,9 @@ def test_bootstrap_recall_estimate_property():
     assert recall["coverage_95"] > 0.88 and 0 < recall["mean_width"] < 0.3
     assert argmax["recall"]["bias"] > 0.1 and argmax["recall"]["true"] == recall["true"]
     assert abs(probed["precision"]["bias"]) < 0.01
+    # 5% of the answers flipped: the raw recall is far off, the gold-corrected one is not.
+    flipped = module.summarise(*module.simulate(p, truth, 0.5, 0.5, 0.1, 0.05, 200, gold=200))
+    assert flipped["recall"]["bias"] < -0.1
+    for key in ("recall_corrected", "precision_corrected"):
+        assert abs(flipped[key]["bias"]) < 3 * flipped[key]["std"] / np.sqrt(200) + 0.01, key
+        assert flipped[key]["coverage_95"] > 0.88, key

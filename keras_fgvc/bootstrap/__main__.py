@@ -143,9 +143,9 @@ def _status():
 
 def _share(p):
     """'71.9% [70.1, 73.6] (n=1,234)' for a `stats.proportion` or `stats.ratio_estimate`
-    dict; 'n/a' without items."""
+    dict; 'n/a (why)' without a value."""
     if not p or p.get("value") is None:
-        return "n/a (no items)"
+        return f"n/a ({p.get('reason', 'no items') if p else 'no items'})"
     return (f"{100 * p['value']:.1f}% [{100 * p['low']:.1f}, {100 * p['high']:.1f}] "
             f"(n={p['n']:,})")
 
@@ -170,6 +170,13 @@ def format_status(status, quality, agreement=None, gold=None):
             lines.append(f"  selection (from the uniform sample): precision "
                          f"{_share(overall.get('precision'))}, recall "
                          f"{_share(overall.get('recall'))}{bound}")
+        errors = (quality.get(r["index"]) or {}).get("labeler_error")
+        if overall and errors:
+            fa, fr = errors["false_accept"], errors["false_reject"]
+            lines.append(f"  corrected for labeler errors (gold: {fa['k']}/{fa['n']} false "
+                         f"accepts, {fr['k']}/{fr['n']} false rejects): precision "
+                         f"{_share(overall.get('precision_corrected'))}, recall "
+                         f"{_share(overall.get('recall_corrected'))}")
     if status.get("labelers"):
         lines.append(f"Decisions per labeler: {status['labelers']}")
     for labeler, accuracy in sorted((gold or {}).items()):

@@ -13,6 +13,17 @@ Pure Python (no NumPy needed), each written from its formula:
   Sampling Techniques, ch. 6), clipped to [0, 1]; where it has no width (every
   a_i = R b_i, so R is 0 or 1) the Wilson interval at Kish's effective sample
   size ``sum(b)^2 / sum(b^2)`` instead.
+- `corrected_proportion` and `corrected_ratio`: the same two estimates when
+  the answers come from labelers who accept a wrong question at rate f and
+  reject a right one at rate r (both measured on gold items). An answer then
+  says accept with chance ``f + y (1 - f - r)``, so ``(answer - f) / (1 - f - r)``
+  is an unbiased stand-in for the truth y (Rogan and Gladen 1978). Precision
+  ``(p_obs - f) / (1 - f - r)``; recall ``sum(s w (y - f)) / sum(w (y - f))``
+  over the sample (w = 1 / q, s = selected and asks the argmax), where
+  1 - f - r cancels. Their 95% intervals add the gold rates' own uncertainty
+  to the sampling variance by the delta method, every binomial part with
+  Agresti-Coull's variance (so that 0 out of n still has one); the value is
+  clipped to [0, 1], and an interval past an end keeps its width inside.
 """
 
 import math
@@ -155,3 +166,102 @@ def gold_accuracy(rows, confidence=0.95):
     return {labeler: dict(proportion(correct[labeler], total[labeler], confidence),
                           unsure=unsure[labeler])
             for labeler in sorted(total)}
+
+
+def _agresti_coull_variance(k, n, z):
+    """Agresti-Coull variance of k successes in n: p~ (1 - p~) / (n + z^2), p~ = (k + z^2/2) /
+    (n + z^2); unlike Wald's, it is not 0 at k = 0 or k = n. k and n may be fractional."""
+    n = n + z * z
+    centre = (k + z * z / 2) / n
+    return centre * (1 - centre) / n
+
+
+def _clipped(value, half, n, **extra):
+    """value -+ half kept in [0, 1]: the value is clipped, and an interval that lies wholly
+    outside [0, 1] keeps its half-width on the inside instead of shrinking to a point."""
+    centre = min(1.0, max(0.0, value))
+    return {"value": centre, "low": max(0.0, min(value, centre) - half),
+            "high": min(1.0, max(value, centre) + half), "n": n, **extra}
+
+
+def _unavailable(n, reason):
+    return {"value": None, "low": 0.0, "high": 1.0, "n": n, "reason": reason}
+
+
+def corrected_proportion(k, n, false_accept, false_reject, confidence=0.95):
+    """k accepts out of n answers, corrected for the labelers' error rates.
+
+    false_accept, false_reject: `proportion` dicts measured on gold items (k
+    errors out of n). Returns {'value', 'low', 'high', 'n'}; the value is None
+    (with a 'reason') without answers, without both gold rates, or where
+    f + r >= 1 (answers no better than chance). The variance of k / n is
+    Agresti-Coull's too, so the interval keeps a width at k = 0 or n.
+    """
+    k, n = _count(k, "k"), _count(n, "n")
+    if k > n:
+        raise ValueError(f"k ({k}) > n ({n})")
+    z = _z(confidence)
+    if n == 0:
+        return _unavailable(n, "no answers")
+    if not false_accept["n"] or not false_reject["n"]:
+        return _unavailable(n, "no decided gold items of both kinds")
+    f, r = false_accept["value"], false_reject["value"]
+    gap = 1 - f - r
+    if gap <= 0:
+        return _unavailable(n, "the gold error rates add up to 1 or more")
+    observed = k / n
+    value = (observed - f) / gap
+    variance = (_agresti_coull_variance(k, n, z) / gap ** 2
+                + ((observed - 1 + r) / gap ** 2) ** 2
+                * _agresti_coull_variance(false_accept["k"], false_accept["n"], z)
+                + ((observed - f) / gap ** 2) ** 2
+                * _agresti_coull_variance(false_reject["k"], false_reject["n"], z))
+    return _clipped(value, z * math.sqrt(variance), n)
+
+
+def corrected_ratio(selected, answers, weights, false_accept, false_reject, confidence=0.95):
+    """The recall ratio ``sum(s w (y - f)) / sum(w (y - f))``, corrected for false accepts.
+
+    selected: [n] 0/1, the unit counts in the numerator (selected, asks its
+    argmax); answers: [n] 0/1 (1 = accept); weights: [n] 1 / q;
+    false_accept, false_reject: `proportion` dicts from gold items (r cancels
+    from the ratio; it only tells whether the answers beat chance, f + r < 1).
+    Returns {'value', 'low', 'high', 'n'}; the value is None (with a 'reason')
+    with n < 2, without decided gold negatives, where f + r >= 1, or where the
+    corrected denominator is not positive (no more accepts than false accepts
+    would give). Where the linearisation has no width (every unit or none
+    counts in the numerator: R = 1 or 0), the sampling part is Agresti-Coull's
+    at Kish's effective n, ``sum(b)^2 / sum(b^2)``, as in `ratio_estimate`.
+    """
+    s, y, w = ([float(v) for v in column] for column in (selected, answers, weights))
+    if not len(s) == len(y) == len(w):
+        raise ValueError(f"selected, answers and weights differ in length: "
+                         f"{len(s)}, {len(y)}, {len(w)}")
+    if any(v not in (0.0, 1.0) for v in s + y):
+        raise ValueError("selected and answers must be 0 or 1")
+    if any(not math.isfinite(v) or v <= 0 for v in w):
+        raise ValueError("weights must be finite and positive")
+    n, z = len(w), _z(confidence)
+    if n < 2:
+        return _unavailable(n, "fewer than 2 answers")
+    if not false_accept["n"]:
+        return _unavailable(n, "no decided gold items whose right answer is reject")
+    f = false_accept["value"]
+    if false_reject["n"] and f + false_reject["value"] >= 1:
+        return _unavailable(n, "the gold error rates add up to 1 or more")
+    a = [si * wi * (yi - f) for si, yi, wi in zip(s, y, w)]
+    b = [wi * (yi - f) for yi, wi in zip(y, w)]
+    total = sum(b)
+    if total <= 0:
+        return _unavailable(n, "no more accepts than the false-accept rate explains")
+    ratio = sum(a) / total
+    spread = sum((x - ratio * v) ** 2 for x, v in zip(a, b)) * n / (n - 1)
+    if spread > 0:
+        sampling = spread / total ** 2
+    else:
+        n_eff = total * total / sum(v * v for v in b)
+        sampling = _agresti_coull_variance(ratio * n_eff, n_eff, z)
+    slope = (ratio * sum(w) - sum(si * wi for si, wi in zip(s, w))) / total
+    variance = sampling + slope ** 2 * _agresti_coull_variance(false_accept["k"],
+                                                               false_accept["n"], z)
+    return _clipped(ratio, z * math.sqrt(variance), n)

@@ -29,6 +29,15 @@ The probes assume right answers: a false accept on a probe of chance q adds
 1 / q to the denominator, so a labeler accepting wrong categories at rate e
 lowers the estimate by about e (N - 1) per candidate against the true count
 (`benchmarks/bootstrap_recall.py`).
+
+Where gold items were decided (``gold_share`` > 0), each estimate also comes
+corrected for the labelers' errors (``precision_corrected``,
+``recall_corrected``: `stats.corrected_proportion`, `stats.corrected_ratio`),
+with the false-accept and false-reject rates of the gold tasks' outcomes over
+the whole project (``labeler_error``). The correction assumes a labeler errs
+on a uniform task as often as on a gold one, whatever its question; its
+interval carries the uncertainty of the gold rates, so few gold items give a
+wide one.
 """
 
 import datetime
@@ -39,7 +48,14 @@ from collections import Counter, defaultdict
 from sqlalchemy import false, func, select
 
 from keras_fgvc.bootstrap import db as schema
-from keras_fgvc.bootstrap.stats import cohen_kappa, gold_accuracy, proportion, ratio_estimate
+from keras_fgvc.bootstrap.stats import (
+    cohen_kappa,
+    corrected_proportion,
+    corrected_ratio,
+    gold_accuracy,
+    proportion,
+    ratio_estimate,
+)
 from keras_fgvc.bootstrap.store_checks import check_int
 from keras_fgvc.bootstrap.store_decisions import ASKS_ARGMAX, WITH_SCORE
 
@@ -52,11 +68,13 @@ def _finite_or_none(value):
     return None if value is None or math.isnan(value) else value
 
 
-def _quality(counts, uniform_rows):
-    """Precision / recall / acceptance.
+def _quality(counts, uniform_rows, errors=None):
+    """Precision / recall / acceptance, and both corrected for `errors`.
 
     counts: {(uniform, selected, asks_argmax, outcome): n} over every task;
-    uniform_rows: [(selected, asks_argmax, outcome, q)] of the uniform tasks.
+    uniform_rows: [(selected, asks_argmax, outcome, q)] of the uniform tasks;
+    errors: {'false_accept', 'false_reject'} `proportion` dicts from gold items
+    (`ReportsMixin.labeler_error`), or None.
     """
     def n(selected=None, outcomes=("accept", "reject", "unsure", None)):
         return sum(v for (_, s, argmax, o), v in counts.items() if o in outcomes and argmax
@@ -72,8 +90,18 @@ def _quality(counts, uniform_rows):
             b.append(y)
             a.append(y if s and argmax else 0.0)
     probed = any(q is not None and q < 1 for *_, q in uniform_rows)
+    corrected = {}
+    if errors is not None:
+        answered = [row for row in uniform_rows if row[2] in decided]
+        corrected = {"precision_corrected": corrected_proportion(
+                         hits, asked, errors["false_accept"], errors["false_reject"]),
+                     "recall_corrected": corrected_ratio(
+                         [float(s and argmax) for s, argmax, _, _ in answered],
+                         [float(o == "accept") for _, _, o, _ in answered],
+                         [1.0 / (q or 1.0) for *_, q in answered], errors["false_accept"],
+                         errors["false_reject"])}
     return {"precision": proportion(hits, asked),
-            "recall": ratio_estimate(a, b),
+            "recall": ratio_estimate(a, b), **corrected,
             "recall_method": "probes" if probed else "argmax only (upper bound)",
             "selected_acceptance": proportion(n(True, ("accept",)), n(True, decided)),
             "uniform_tasks": len(uniform_rows),
@@ -158,9 +186,14 @@ class ReportsMixin:
             row = (bool(selected), bool(asks_argmax), outcome, q)
             rows.append(row)
             rows_by_category[names[category_id]].append(row)
+        errors = self.labeler_error()
+        if not errors["false_accept"]["n"] and not errors["false_reject"]["n"]:
+            errors = None
         return {"round": round_index, "threshold": self.settings()["threshold"],
-                "overall": _quality(overall, rows),
-                "categories": {name: _quality(per_category[name], rows_by_category[name])
+                "labeler_error": errors,
+                "overall": _quality(overall, rows, errors),
+                "categories": {name: _quality(per_category[name], rows_by_category[name],
+                                              errors)
                                for name in sorted(per_category)}}
 
     def agreement(self):
@@ -194,6 +227,25 @@ class ReportsMixin:
                 .where(t.gold.is_(True), i.truth.is_not(None))).all()
         return gold_accuracy((labeler, decision, "accept" if truth == name else "reject")
                              for labeler, decision, truth, name in rows)
+
+    def labeler_error(self):
+        """{'false_accept', 'false_reject'}: `proportion` dicts of the decided gold tasks'
+        outcomes (the majority where overlap > 1) over the whole project: accepts among
+        those whose right answer is reject, rejects among those whose right answer is
+        accept."""
+        t, i, c = schema.Task, schema.Image, schema.Category
+        with self._read() as session:
+            rows = session.execute(
+                select(t.outcome, i.truth == c.name, func.count())
+                .join(i, i.id == t.image_id).join(c, c.id == t.category_id)
+                .where(t.gold.is_(True), i.truth.is_not(None),
+                       t.outcome.in_(("accept", "reject")))
+                .group_by(t.outcome, i.truth == c.name)).all()
+        counts = Counter({(outcome, bool(right)): n for outcome, right, n in rows})
+        return {"false_accept": proportion(counts["accept", False],
+                                           counts["accept", False] + counts["reject", False]),
+                "false_reject": proportion(counts["reject", True],
+                                           counts["reject", True] + counts["accept", True])}
 
     def quality(self):
         """What GET /api/quality returns: selection quality per round, agreement, gold."""

@@ -251,5 +251,7 @@ def test_status_page(browsers, site, tmp_path):
     text = driver.find_element("tag name", "body").text
     assert "Round 1: labelling" in text and "ann" in text
     assert "bee" in driver.find_element("id", "categories").text
-    assert "precision" in driver.find_element("id", "quality").text
+    quality = driver.find_element("id", "quality").text
+    assert "precision" in quality and "recall, corrected by gold" in quality
+    assert "no gold items" in quality  # this project decided no gold: nothing to correct with
     screenshot(driver, tmp_path, "status_page")

@@ -225,3 +225,13 @@ def test_status_text_reads_the_quality_figures():
             "recall n/a (no items)") in text
     assert "Gold accuracy of ann: 100.0% [44.0, 100.0] (n=3)" in text
     assert "Cohen's kappa ann / bob: 0.400 over 3 shared tasks" in text
+    assert "corrected" not in text  # no gold decided: nothing to correct with
+    quality[1]["labeler_error"] = {"false_accept": {"value": 0.1, "k": 2, "n": 20},
+                                   "false_reject": {"value": 0.0, "k": 0, "n": 19}}
+    quality[1]["overall"]["precision_corrected"] = {"value": 0.7, "low": 0.4, "high": 0.95,
+                                                    "n": 4}
+    quality[1]["overall"]["recall_corrected"] = {"value": None, "low": 0.0, "high": 1.0,
+                                                 "n": 1, "reason": "fewer than 2 answers"}
+    assert ("  corrected for labeler errors (gold: 2/20 false accepts, 0/19 false rejects): "
+            "precision 70.0% [40.0, 95.0] (n=4), recall n/a (fewer than 2 answers)"
+            ) in format_status(status, quality)

@@ -171,3 +171,89 @@ def test_store_estimates_recall_from_probes_and_ingest_keeps_probes_out_of_h(db,
     positives = {(m[0], m[2]) for m in store.members(1, "positive")}
     assert accepted_probes and accepted_probes <= positives
     store.close()
+
+
+def test_gold_corrected_estimates_survive_labeler_errors():
+    """5% of the answers flipped: each false accept on a probe counts 1 / q, so the raw
+    recall falls far below the truth; corrected with the error rates measured on 200 gold
+    items (flipped alike), precision and recall are centred on the truth and covered."""
+    from keras_fgvc.bootstrap.stats import proportion
+
+    rng = np.random.default_rng(5)
+    truth, p = _population(rng)
+    argmax, selected = p.argmax(axis=1), p.max(axis=1) > 0.5
+    hit = selected & (argmax == truth)
+    true = {"recall": hit.sum() / (truth >= 0).sum(), "precision": hit.sum() / selected.sum()}
+    raw, corrected = {"recall": [], "precision": []}, {"recall": [], "precision": []}
+    for _ in range(200):
+        sample = rng.choice(len(truth), 600, replace=False)
+        column, q, _ = selection.draw_probes(p[sample], 0.5, rng.random(600))
+        answer = (truth[sample] == column) != (rng.random(600) < 0.05)
+        rows = [(bool(selected[i]), bool(c == argmax[i]), "accept" if a else "reject",
+                 float(chance)) for i, c, chance, a in zip(sample, column, q, answer)]
+        errors = {"false_accept": proportion(int((rng.random(100) < 0.05).sum()), 100),
+                  "false_reject": proportion(int((rng.random(100) < 0.05).sum()), 100)}
+        quality = _quality({}, rows, errors)
+        for key in raw:
+            raw[key].append(quality[key]["value"])
+            corrected[key].append(quality[f"{key}_corrected"])
+    assert np.mean(raw["recall"]) < true["recall"] - 0.1
+    for key, estimates in corrected.items():
+        values = np.array([e["value"] for e in estimates if e["value"] is not None])
+        assert len(values) >= 195
+        assert abs(values.mean() - true[key]) < 3 * values.std() / np.sqrt(len(values)) + 0.01
+        covered = np.mean([e["value"] is not None and e["low"] <= true[key] <= e["high"]
+                           for e in estimates])  # no estimate counts as a miss
+        assert covered > 0.9, (key, covered)
+    assert "recall_corrected" not in _quality({}, rows)  # no gold: nothing to correct with
+
+
+def test_store_corrects_with_the_gold_tasks_error_rates(db, tmp_path):
+    """Gold tasks (every other one) decided with deliberate errors: `labeler_error` counts
+    the false accepts and rejects of their outcomes by hand, and the report's corrected
+    precision and recall are `stats`' formulas on the uniform tasks with those rates; a
+    project without decided gold reports no correction."""
+    from sqlalchemy import select
+
+    from keras_fgvc.bootstrap import db as schema
+    from keras_fgvc.bootstrap import stats
+    from tests.bootstrap.conftest import make_project
+
+    store, info = make_project(db, str(tmp_path), gold_every=2)
+    assert store.selection_quality(1)["labeler_error"] is None
+    names = {c.id: c.name for c in info["categories"]}
+    truth = {i: t for i, _, t in store.images(origin="pool", subset=1)}
+    with store._read() as session:
+        stored = session.execute(select(schema.Task.__table__)).all()
+    decided, wrong = {}, {"accept": 0, "reject": 0}
+    right_of = {t.id: "accept" if truth[t.image_id] == names[t.category_id] else "reject"
+                for t in stored}
+    for k, t in enumerate(stored):  # every 4th task answered wrongly, every 9th unsure
+        right = right_of[t.id]
+        decision = ("unsure" if k % 9 == 4 else
+                    {"accept": "reject", "reject": "accept"}[right] if k % 4 == 1 else right)
+        decided[t.id] = decision
+        if t.gold and decision != "unsure" and decision != right:
+            wrong[right] += 1
+    store.record_decisions([{"task_id": k, "labeler": "ann", "decision": v}
+                            for k, v in decided.items()])
+    gold = [t for t in stored if t.gold and decided[t.id] != "unsure"]
+    negatives = sum(right_of[t.id] == "reject" for t in gold)
+    errors = store.labeler_error()
+    assert errors == {"false_accept": stats.proportion(wrong["reject"], negatives),
+                      "false_reject": stats.proportion(wrong["accept"], len(gold) - negatives)}
+    assert wrong["reject"] and wrong["accept"]  # both rates measured, neither zero
+    report = store.selection_quality(1)
+    assert report["labeler_error"] == errors
+    uniform = [t for t in stored if t.uniform and decided[t.id] != "unsure"]
+    hits = sum(t.selected and decided[t.id] == "accept" for t in uniform)
+    overall = report["overall"]
+    assert overall["precision_corrected"] == stats.corrected_proportion(
+        hits, sum(t.selected for t in uniform), errors["false_accept"], errors["false_reject"])
+    assert overall["recall_corrected"] == stats.corrected_ratio(
+        [float(t.selected) for t in uniform],
+        [float(decided[t.id] == "accept") for t in uniform], [1.0] * len(uniform),
+        errors["false_accept"], errors["false_reject"])
+    assert overall["recall_corrected"]["value"] is not None
+    assert set(report["categories"]["bee"]) >= {"precision_corrected", "recall_corrected"}
+    store.close()

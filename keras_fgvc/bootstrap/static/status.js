@@ -22,7 +22,7 @@ function table(id, head, rows) {
 }
 
 function pct(p) {
-  if (!p || p.value === null) return `n/a (n=${p ? p.n : 0})`;
+  if (!p || p.value === null) return `n/a (${p && p.reason ? p.reason + ", " : ""}n=${p ? p.n : 0})`;
   const f = (x) => (100 * x).toFixed(1);
   const count = p.k === undefined ? `n=${p.n}` : `${p.k}/${p.n}`;  // a ratio has no k
   return `${f(p.value)}% [${f(p.low)}, ${f(p.high)}] (${count})`;
@@ -55,17 +55,23 @@ async function refresh() {
     table(id, ["category", "tasks", "pending", "accepted", "rejected", "unsure"], rows);
   }
   const qrows = [];
+  // Corrected for labeler errors where gold items were decided (else "no gold items").
+  const fixed = (q, c, key) => q.labeler_error ? pct(c[key]) : "no gold items";
   for (const q of quality.rounds) {
     const bound = q.overall.recall_method === "probes" ? "" : " (upper bound)";
     qrows.push([`round ${q.round} (all)`, pct(q.overall.precision),
                 pct(q.overall.recall) + bound,
+                fixed(q, q.overall, "precision_corrected"),
+                fixed(q, q.overall, "recall_corrected"),
                 pct(q.overall.selected_acceptance), q.overall.uniform_decided]);
     for (const [name, c] of Object.entries(q.categories)) {
       qrows.push([`round ${q.round} ${name}`, pct(c.precision), pct(c.recall),
+                  fixed(q, c, "precision_corrected"), fixed(q, c, "recall_corrected"),
                   pct(c.selected_acceptance), c.uniform_decided]);
     }
   }
   table("quality", ["round / category", "precision", "recall",
+                    "precision, corrected by gold", "recall, corrected by gold",
                     "acceptance of all selected", "uniform sample decided"], qrows);
   const labelers = Object.keys(status.labelers).map((name) => {
     const g = quality.gold[name];
