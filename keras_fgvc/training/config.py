@@ -77,7 +77,9 @@ class Config:
     rmsprop_rho: float = 0.9  # RMSProp's moving-average decay
     rmsprop_epsilon: float = 1.0  # RMSProp's epsilon
     # L2 on kernels, passed to the model builder, which keeps it off biases, BatchNorm and the
-    # sigmoid prior bias.
+    # sigmoid prior bias. Keras's L2 factor: loss += weight_decay * ||w||^2, a gradient of
+    # 2 * weight_decay * w; a paper's (SGD) weight decay lam is lam / 2
+    # (`experiments.paper.sgd_weight_decay`).
     weight_decay: float = 0.0
     clip_value: float = 0.0  # clip every gradient element to [-v, v] (0 = off; Ch. 3 uses 1)
     schedule: str = "constant"  # `components.list_schedules()`: constant, warmup_step, ...

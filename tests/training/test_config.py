@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 
+import numpy as np
 import pytest
 
 from keras_fgvc.training import config as config_lib
@@ -32,6 +33,26 @@ def test_every_experiment_is_registered_with_its_command():
         assert config.name == name
         assert f"python train/fit.py --config {name}" in config.description
         validate_config(config)
+
+
+def test_paper_weight_decay_is_the_papers_gradient():
+    """The papers' weight decay lam is a gradient of lam * w (Ch. 3.4: "a weight decay of
+    0.0005 for VGG and 0.0001 for ResNet", Caffe; the class-balanced TF code:
+    lam * tf.nn.l2_loss(w) = lam / 2 ||w||^2). The built model's L2 term must have that
+    gradient: d/dw (weight_decay * ||w||^2) = lam * w, i.e. weight_decay = lam / 2."""
+    import keras
+    import tensorflow as tf
+
+    paper = {"cub_kernel_pooling_resnet50": 1e-4, "cub_kernel_pooling_vgg16": 5e-4,
+             "cub_compact_bilinear_vgg16": 5e-4, "inat2017_cb_focal": 1e-4,
+             "inat2017_softmax": 1e-4, "inat_bg_n100_ft": 1e-4}
+    for name, lam in paper.items():
+        decay = get_config(name).weight_decay
+        kernel = tf.Variable(tf.ones((3, 4)) * 0.5)
+        with tf.GradientTape() as tape:
+            penalty = keras.regularizers.L2(decay)(kernel)  # what the model builders add
+        np.testing.assert_allclose(tape.gradient(penalty, kernel).numpy(), lam * 0.5,
+                                   rtol=1e-6, err_msg=name)
 
 
 def test_paper_values():

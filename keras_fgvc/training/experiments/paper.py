@@ -39,6 +39,19 @@ import dataclasses
 from keras_fgvc.training.config import Config, register_config
 
 
+def sgd_weight_decay(lam):
+    """`Config.weight_decay` for a paper's weight decay `lam`.
+
+    The papers' code means by weight decay lam a gradient of lam * w: Caffe's
+    ``weight_decay``, PyTorch's SGD ``weight_decay``, and TensorFlow's
+    ``lam * tf.nn.l2_loss(w)`` = lam / 2 * ||w||^2 (the class-balanced and
+    ResNet TPU code). `Config.weight_decay` is the factor of Keras's ``L2``
+    (loss += weight_decay * ||w||^2, gradient 2 * weight_decay * w), so it is
+    lam / 2.
+    """
+    return lam / 2
+
+
 def _register(base, name, summary, extra_sets=(), **changes):
     config = dataclasses.replace(base, name=name, **changes)
     command = (f"python train/fit.py --config {name} --strategy multi_worker "
@@ -60,7 +73,7 @@ BACKGROUND = Config(
     optimizer="sgd",
     learning_rate=0.4,  # 0.1 per 256 images (Goyal et al.) at batch 1024
     momentum=0.9,
-    weight_decay=1e-4,
+    weight_decay=sgd_weight_decay(1e-4),
     schedule="warmup_step",
     warmup_epochs=1,
     decay_epochs=(20, 27),
@@ -105,8 +118,9 @@ _METHODS = {
 }
 _NOTES = {
     "ft": "fine-tuning, softmax over N + 1",
-    "focal": "sigmoid focal loss (appendix C; gamma 2 and the prior bias init of Lin et "
-             "al. 2017 are not stated in the appendix)",
+    "focal": "sigmoid focal loss over the N + 1 classes, background its own column "
+             "(appendix C; ours, not stated there: gamma 2, no alpha, and the prior bias "
+             "b = -log((1 - pi) / pi) of Lin et al. 2017 with pi = 1 / (N + 1), not 0.01)",
     "ldam_drw": "LDAM (max margin 0.5, scale 30) with deferred class-balanced "
                 "re-weighting from epoch 20 (the appendix names LDAM, not its settings: "
                 "ours)",
@@ -180,7 +194,7 @@ CB_INAT = Config(
     model="resnet50_gap",
     optimizer="sgd",
     momentum=0.9,
-    weight_decay=1e-4,
+    weight_decay=sgd_weight_decay(1e-4),
     schedule="warmup_step",
     warmup_epochs=5,
     decay_epochs=(30, 60, 80),
@@ -215,7 +229,7 @@ KERNEL_CUB = Config(
     optimizer="sgd",
     learning_rate=0.01,
     momentum=0.9,
-    weight_decay=1e-4,
+    weight_decay=sgd_weight_decay(1e-4),
     clip_value=1.0,
     schedule="warmup_step",
     decay_epochs=(30,),
@@ -229,12 +243,12 @@ _register(KERNEL_CUB, "cub_kernel_pooling_resnet50",
           "CUB-200-2011 at 448, ResNet-50 + kernel pooling (p 4, d 4096), Ch. 3.")
 _register(KERNEL_CUB, "cub_kernel_pooling_vgg16",
           "CUB-200-2011 at 448, VGG-16 + kernel pooling (p 4, d 4096), Ch. 3.",
-          model="vgg16_kernel_pooling", learning_rate=0.001, weight_decay=5e-4)
+          model="vgg16_kernel_pooling", learning_rate=0.001, weight_decay=sgd_weight_decay(5e-4))
 _register(KERNEL_CUB, "cub_compact_bilinear_vgg16",
           "CUB-200-2011 at 448, VGG-16 + compact bilinear pooling baseline at kernel "
           "pooling's dimension (d 12801, Sec. 3.3.1), Ch. 3.",
           model="vgg16_compact_bilinear", model_kwargs={"pooling_kwargs": {"dims": 12801}},
-          adapt_examples=0, learning_rate=0.001, weight_decay=5e-4)
+          adapt_examples=0, learning_rate=0.001, weight_decay=sgd_weight_decay(5e-4))
 
 # === Large-scale iNat 2017 with two-stage fine-tuning ===
 
