@@ -152,6 +152,13 @@ def _class_balanced(class_name, beta_default, with_gamma=False, gamma_default=0.
                       label_smoothing=config.label_smoothing, reduction=None)
         if with_gamma:
             kwargs["gamma"] = float(config.loss_kwargs.get("gamma", gamma_default))
+        if kwargs["beta"] > 0 and config.drw_epoch >= 0:
+            # Both would weight an example by its class: w_y^2 after the DRW epoch.
+            raise ValueError(
+                f"Config loss={config.loss} (class-balanced, beta {kwargs['beta']}) and "
+                f"drw_epoch={config.drw_epoch} both re-weight each example by its class, so "
+                "together they would square the weight. Use drw_epoch=-1, or a loss without "
+                "class-balanced weights (softmax, ldam, or loss_kwargs.beta=0).")
         cls = getattr(_losses(), class_name)
         return [Term(cls(task.class_counts("train").tolist(), **kwargs), class_weighted=True)]
 

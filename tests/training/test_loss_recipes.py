@@ -144,3 +144,17 @@ def test_ldam_drw_recipe_is_the_official_weighted_mean(strategy_name):
     # Far from the batch mean of w_y * l_y (sum / B, what a plain class-weighted term gives).
     batch_mean = expected * float(weights[labels].sum()) / len(labels)
     assert abs(float(loss) - batch_mean) > 0.5 * expected
+
+
+@pytest.mark.parametrize("loss", ["cb_softmax", "cb_sigmoid", "cb_focal"])
+def test_class_balanced_loss_and_drw_together_are_refused(loss):
+    """Class-balanced weights and DRW both multiply an example's loss by its class weight:
+    together w_y^2. Refused with a message; DRW on the unweighted losses (beta 0) stays."""
+    task = make_toy_task()
+    with pytest.raises(ValueError, match="square the weight"):
+        build_loss(resolve_config("fashion_lt10_softmax", [f"loss={loss}", "drw_epoch=1"]),
+                   task)
+    build_loss(resolve_config("fashion_lt10_softmax", [f"loss={loss}"]), task)
+    build_loss(resolve_config("fashion_lt10_softmax", [f"loss={loss}", "drw_epoch=1",
+                                                       "loss_kwargs.beta=0.0"]), task)
+    build_loss(resolve_config("fashion_lt10_softmax", ["loss=focal", "drw_epoch=1"]), task)
