@@ -8,9 +8,10 @@ y <- sign(y) sqrt(|y|), then y <- y / ||y||_2.
 import keras
 from keras import ops
 
-# |y| is clamped to this before the square root, so the gradient at y = 0 is 0
-# (sign(0) = 0) instead of 0 * inf = NaN, and at most 1 / (2 sqrt(1e-12)) = 5e5
-# for 0 < |y| < 1e-12. Outputs differ from sign(y) sqrt(|y|) only for |y| < 1e-12.
+# |y| is clamped to this before the square root, so the gradient is finite: 0 at y = 0
+# (sign(0) = 0) instead of 0 * inf = NaN, and 0 for 0 < |y| < 1e-12 too (the clamp's
+# gradient); just above the floor it is 1 / (2 sqrt(|y|)), at most 5e5. Outputs differ
+# from sign(y) sqrt(|y|) only for |y| < 1e-12.
 _SQRT_FLOOR = 1e-12
 
 
@@ -30,8 +31,8 @@ class SignedSqrt(keras.layers.Layer):
     """Elementwise signed square root, y = sign(x) sqrt(|x|) (Cui et al. 2017, Sec. 3.3.1).
 
     Computed in float32 and cast back to the compute dtype. |x| is clamped to
-    1e-12 inside the square root so the gradient is finite everywhere (0 at
-    x = 0, at most 5e5 near 0).
+    1e-12 inside the square root so the gradient is finite everywhere (0 for
+    |x| < 1e-12, at most 5e5 just above).
 
     Call arguments:
         inputs: a tensor of any shape.

@@ -35,7 +35,11 @@ divides by B, so `call` returns ``lambda * CE_b * B / max(#valid, 1)`` for a
 valid row b (0 otherwise): the reduced loss (and the mean of the
 ``reduction=None`` output) is exactly lambda times the mean cross-entropy
 over the rows with a teacher, as the official code; a batch with no teacher
-label gives 0. `sample_weight` then weights rows, as `TripletLoss` does.
+label gives 0. `sample_weight` then weights rows, as `TripletLoss` does. Under
+several replicas each replica rescales by its own count, so the result is the
+mean of the replicas' means: the same as the official code's when every
+training image has a teacher label (as in every task here), and weighted
+slightly differently when the replicas' shares of unlabelled rows differ.
 """
 
 import keras

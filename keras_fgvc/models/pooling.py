@@ -78,3 +78,21 @@ def apply_pooling(features, pooling="gap", pooling_kwargs=None, feature_fn=None,
             return layer(features)
         pooling_kwargs["gamma"] = 1.0 / float(features.shape[-1])
     return make_pooling(pooling, **pooling_kwargs)(features)
+
+
+def adapt_kernel_pooling(model, sample):
+    """Re-estimate gamma of `model`'s kernel pooling on the features it computes now.
+
+    For each top-level `KernelPooling` layer with "rbf" coefficients, runs
+    ``KernelPooling.adapt`` (gamma = 1 / mean inner product, Sec. 3.3.2, and
+    the RBF coefficients reset to it) on the layer's input for `sample`
+    (images in [0, 255]): what the model was built with no longer holds once
+    its trunk's weights are replaced. Returns the new gammas.
+    """
+    gammas = []
+    for layer in model.layers:
+        if isinstance(layer, KernelPooling) and layer.coefficients_init == "rbf":
+            features = keras.Model(model.input, layer.input)(np.asarray(sample, "float32"))
+            layer.adapt(keras.ops.convert_to_numpy(features))
+            gammas.append(layer.gamma)
+    return gammas

@@ -102,10 +102,7 @@ def build_model(config, task, image_size, channels):
     if config.weight_decay:
         kwargs.setdefault("weight_decay", config.weight_decay)
     if config.adapt_examples:
-        sample = tasks.limit_split(task.train, config.adapt_examples, config.seed)
-        batch = next(iter(inputs.eval_dataset(sample, config.adapt_examples, image_size,
-                                              channels)))
-        kwargs["sample"] = batch["images"].numpy()
+        kwargs["sample"] = _adapt_sample(config, task, image_size, channels)
     return create_model(config.model, num_classes=task.num_classes,
                         input_shape=(image_size, image_size, channels), **kwargs)
 
@@ -121,13 +118,36 @@ def load_trunk(config, task):
     return path, load_trunk_source(path)
 
 
-def copy_trunk(source, model, path, verbose=True):
-    """Copy `source`'s trunk into `model` (`models.transfer.copy_trunk`); say which layers."""
+def _adapt_sample(config, task, image_size, channels):
+    """The seeded batch of ``adapt_examples`` training images (in [0, 255]) that kernel
+    pooling's gamma is estimated on."""
+    sample = tasks.limit_split(task.train, config.adapt_examples, config.seed)
+    batch = next(iter(inputs.eval_dataset(sample, config.adapt_examples, image_size,
+                                          channels)))
+    return batch["images"].numpy()
+
+
+def copy_trunk(source, model, path, verbose=True, config=None, task=None):
+    """Copy `source`'s trunk into `model` (`models.transfer.copy_trunk`); say which layers.
+
+    With `config` and `task`, a model that adapted kernel pooling's gamma to its
+    freshly built trunk (``adapt_examples``, no explicit gamma) adapts it again
+    to the copied trunk's features, on the same sample (Sec. 3.3.2: gamma from
+    the features the training starts from).
+    """
+    from keras_fgvc.models.pooling import adapt_kernel_pooling
     from keras_fgvc.models.transfer import copy_trunk as copy
 
     copied = copy(source, model)
     if verbose:
         print(f"Trunk ({', '.join(copied)}) initialised from {path}.", flush=True)
+    explicit = config is not None and config.model_kwargs.get("pooling_kwargs", {}).get("gamma")
+    if config is not None and config.adapt_examples and explicit is None:
+        _, image_size, _, channels = model.input_shape
+        gammas = adapt_kernel_pooling(model, _adapt_sample(config, task, image_size, channels))
+        if verbose and gammas:
+            print(f"Kernel pooling's gamma re-estimated on the copied trunk's features: "
+                  f"{', '.join(f'{g:.4g}' for g in gammas)}.", flush=True)
     return copied
 
 

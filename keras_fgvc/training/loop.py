@@ -114,7 +114,8 @@ class Trainer:
         with self.strategy.scope():
             self.model = builders.build_model(config, task, self.image_size, self.channels)
             if trunk_source is not None:
-                builders.copy_trunk(trunk_source, self.model, trunk, verbose=self.chief)
+                builders.copy_trunk(trunk_source, self.model, trunk, verbose=self.chief,
+                                    config=config, task=task)
             for earlier in self.stages[1:stage.index + 1]:
                 self.model = stages.transform_model(earlier, self.model)
             self.step_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")

@@ -120,3 +120,30 @@ def test_resume_restores_the_checkpoint_over_the_teacher_trunk(tmp_path, lws):
     resumed.run()
     for a, b in zip(resumed.model.weights, straight.model.weights):
         np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-5, atol=1e-6)
+
+
+def test_kernel_pooling_gamma_is_estimated_on_the_copied_trunk(tmp_path):
+    """Sec. 3.3.2: gamma = 1 / the mean inner product of the training features. With
+    init_trunk, those are the copied trunk's features, not the random trunk's the model was
+    built with: gamma and the RBF coefficients are estimated again after the copy."""
+    from keras_fgvc.layers import KernelPooling
+    from keras_fgvc.layers.kernel_pooling import rbf_coefficients
+    from keras_fgvc.training.builders import _adapt_sample
+
+    task, teacher = _task_with_teacher(tmp_path)
+    config = toy_config(model="classifier", adapt_examples=16, epochs=1, steps_per_epoch=2,
+                        model_kwargs={"backbone": "small_cnn", "pooling": "kernel",
+                                      "pooling_kwargs": {"order": 2, "dims": 64}})
+    student = _built(dataclasses.replace(config, init_trunk="teacher"), task).model
+    scratch = _built(config, task).model
+    sample = _adapt_sample(config, task, 28, 1)
+    features = np.asarray(teacher.get_layer("backbone")(sample), np.float64)
+    vectors = features.reshape(-1, features.shape[-1])
+    pairs = vectors @ vectors.T  # every pair of distinct positions, written out
+    mean = (pairs.sum() - np.trace(pairs)) / (len(vectors) * (len(vectors) - 1))
+    (layer,) = [lay for lay in student.layers if isinstance(lay, KernelPooling)]
+    np.testing.assert_allclose(layer.gamma, 1 / mean, rtol=1e-4)
+    np.testing.assert_allclose(np.array(layer.weights[0]), rbf_coefficients(2, 1 / mean),
+                               rtol=1e-4)
+    (fresh,) = [lay for lay in scratch.layers if isinstance(lay, KernelPooling)]
+    assert not np.isclose(fresh.gamma, layer.gamma, rtol=0.1)  # the random trunk's differs
