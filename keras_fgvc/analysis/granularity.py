@@ -73,6 +73,14 @@ def _ratio(num, den):
     return r
 
 
+def _tie_tolerance(dtype, dims, scale):
+    """How far apart two squared Euclidean distances (or medoid scores) computed as
+    ||x||^2 + ||y||^2 - 2 x.y may be and still be the same distance: a few rounding
+    errors of the dot products at `scale` (||x||^2 + the largest ||y||^2), so that
+    exactly tied distances stay tied (and count against x_i) in float32 and float64."""
+    return 4.0 * np.sqrt(dims + 2.0) * np.finfo(dtype).eps * scale
+
+
 def _require_no_singletons(classes, counts, measure):
     single = classes[counts < 2]
     if len(single):
@@ -161,7 +169,9 @@ def rs(features, labels, metric="euclidean", chunk_size=None):
 
 
 def _to_medoids(features, labels, metric, chunk_size, squared_scores=False):
-    """Yields (rows, block [c, k], y[rows]) of sample-to-medoid distances.
+    """Yields (rows, block [c, k], y[rows], tol [c]) of sample-to-medoid distances, tol
+    the rounding within which two of a row's Euclidean squared scores are the same
+    (`_tie_tolerance`; 0 for precomputed distances).
 
     With `squared_scores` (Euclidean only) the block holds ||m||^2 - 2 x.m,
     which orders medoids exactly like the distance. It is one matmul of the
@@ -184,14 +194,17 @@ def _to_medoids(features, labels, metric, chunk_size, squared_scores=False):
     for rows in chunks(len(y), k, step):
         if metric == "precomputed":
             block = np.asarray(data[rows][:, med], dtype=np.float64)
+            tol = np.zeros(len(block))
         else:
             x = buffer[: rows.stop - rows.start]
             np.subtract(data[rows], center, out=x[:, :d])
             block = x @ m_aug
+            row_sq = sq_norms(x[:, :d])
+            tol = _tie_tolerance(data.dtype, d, row_sq + m_aug[d].max())
             if not squared_scores:
-                block += sq_norms(x[:, :d])[:, None]
+                block += row_sq[:, None]
                 np.sqrt(np.maximum(block, 0.0, out=block), out=block)
-        yield rows, block, y[rows]
+        yield rows, block, y[rows], tol
 
 
 def rsm(features, labels, metric="euclidean", chunk_size=None):
@@ -214,7 +227,7 @@ def rsm(features, labels, metric="euclidean", chunk_size=None):
     """
     total = 0.0
     n = 0
-    for _, block, yr in _to_medoids(features, labels, metric, chunk_size):
+    for _, block, yr, _ in _to_medoids(features, labels, metric, chunk_size):
         idx = np.arange(len(yr))
         own = block[idx, yr].copy()
         block[idx, yr] = np.inf
@@ -255,16 +268,21 @@ def rank(features, labels, metric="euclidean", chunk_size=None):
     for c, same_cols in enumerate(class_members(y, counts)):
         # Rows of one class share the split of columns into same / other classes, so
         # each part is sorted on its own and R_ij = j + #(others at distance <= d_ij).
+        # Euclidean: compared as squared distances, within rounding (`_tie_tolerance`).
         other_cols = np.flatnonzero(y != c)
         j = np.arange(1, len(same_cols), dtype=np.float64)
         for rows in chunks(len(same_cols), 2 * n, chunk_size):
             sub = same_cols[rows]
             block = rows_to(data, metric, sub, sq=sq, sq_cols=sq)
+            tol = np.zeros(len(sub))
+            if metric == "euclidean":
+                block *= block
+                tol = _tie_tolerance(data.dtype, data.shape[1], sq[sub] + sq.max())
             block[np.arange(len(sub)), sub] = -1.0  # x_i itself sorts first; dropped
             same = np.sort(block[:, same_cols], axis=1)[:, 1:]
             other = np.sort(block[:, other_cols], axis=1)
             for r in range(len(sub)):
-                ranks = j + np.searchsorted(other[r], same[r], side="right")
+                ranks = j + np.searchsorted(other[r], same[r] + tol[r], side="right")
                 total += 1.0 - np.mean(j / ranks)
     return float(total / (n - 1))
 
@@ -295,9 +313,10 @@ def rank_m(features, labels, metric="euclidean", chunk_size=None):
     total = 0.0
     n = 0
     k = None
-    for _, block, yr in _to_medoids(features, labels, metric, chunk_size, squared_scores=True):
+    for _, block, yr, tol in _to_medoids(features, labels, metric, chunk_size,
+                                         squared_scores=True):
         k = block.shape[1]
-        own = block[np.arange(len(yr)), yr]
+        own = block[np.arange(len(yr)), yr] + tol  # tied within rounding count against x_i
         r = np.count_nonzero(block <= own[:, None], axis=1)  # >= 1: own medoid counts
         total += (1.0 - 1.0 / r).sum()
         n += len(yr)

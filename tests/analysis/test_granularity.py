@@ -319,3 +319,19 @@ def test_cli_plot(tmp_path):
     assert matplotlib.image.imread(plot).ndim == 3
     with pytest.raises(SystemExit):
         g.main(["--features", str(tmp_path / "f.npz"), "--plot", str(tmp_path / "g.pdf")])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rank_measures_keep_exact_ties_on_the_euclidean_path(seed):
+    """Integer features on a 4 x 4 grid tie exactly and often. The Euclidean path computes
+    ||x||^2 + ||y||^2 - 2 x.y on centred features, whose rounding breaks ties at random; a
+    tie must count against x_i as on exact precomputed distances, in float32 and float64."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 4, size=(30, 2)).astype(np.float64)
+    y = np.repeat([0, 1, 2], 10)
+    exact = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))  # integer sums: exact
+    for measure in (g.rank, g.rank_m):
+        want = measure(exact, y, metric="precomputed")
+        for dtype in (np.float64, np.float32):
+            assert measure(x.astype(dtype), y) == pytest.approx(want, abs=1e-6), (
+                measure.__name__, dtype)
