@@ -103,8 +103,42 @@ def build_model(config, task, image_size, channels):
         kwargs.setdefault("weight_decay", config.weight_decay)
     if config.adapt_examples:
         kwargs["sample"] = _adapt_sample(config, task, image_size, channels)
-    return create_model(config.model, num_classes=task.num_classes,
-                        input_shape=(image_size, image_size, channels), **kwargs)
+    model = create_model(config.model, num_classes=task.num_classes,
+                         input_shape=(image_size, image_size, channels), **kwargs)
+    check_head_matches_loss(config, model)
+    return model
+
+
+# The activation of the ``probabilities`` output each loss trains (Eq. 5.8 vs 5.11 / 5.13).
+HEAD_OF_LOSS = {"softmax": "softmax", "cb_softmax": "softmax", "sigmoid": "sigmoid",
+                "focal": "sigmoid", "cb_sigmoid": "sigmoid", "cb_focal": "sigmoid"}
+
+
+def check_head_matches_loss(config, model):
+    """A sigmoid loss on a softmax head (or the reverse) trains one model and evaluates,
+    thresholds and serves another, without the sigmoid head's prior bias; LDAM on logits
+    that are not cosines scales unbounded logits by s = 30: both refused."""
+    if config.loss == "ldam":
+        from keras_fgvc.layers import NormalizedLinear
+
+        if not any(isinstance(layer, NormalizedLinear)
+                   for layer in model._flatten_layers(include_self=False)):
+            raise ValueError(
+                f"Config loss=ldam needs cosine logits in [-1, 1] (Cao et al.: normalised "
+                f"features and class weights), but model={config.model} has no "
+                "NormalizedLinear head: use model=classifier with model_kwargs.head=cosine.")
+    want = HEAD_OF_LOSS.get(config.loss)
+    try:
+        layer = model.get_layer("probabilities")
+    except ValueError:
+        return
+    got = getattr(getattr(layer, "activation", None), "__name__", None)
+    if want and got in ("softmax", "sigmoid") and got != want:
+        raise ValueError(
+            f"Config loss={config.loss} trains {want} probabilities, but model="
+            f"{config.model} outputs {got} probabilities: pick a model with a {want} head "
+            f"(e.g. small_cnn{'_sigmoid' if want == 'sigmoid' else ''}, or model=classifier "
+            f"with model_kwargs.head={want}).")
 
 
 def load_trunk(config, task):

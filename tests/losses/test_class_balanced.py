@@ -326,3 +326,25 @@ def test_fit_with_prior_probability_head():
     model.compile(optimizer="sgd", loss=ClassBalancedFocalLoss([20, 10, 2], beta=0.999))
     history = model.fit(x, y, epochs=2, batch_size=16, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
+
+
+@pytest.mark.parametrize("gamma", [None, 0.5, 2.0])
+def test_sigmoid_and_focal_label_smoothing_match_reference(gamma):
+    """Binary smoothing of every class's 0/1 target, t = y (1 - ls) + ls / 2 (as Keras's
+    BinaryCrossentropy), inside Eq. 5.11 / 5.13: -w_y sum_i [t log p + (1 - t) log(1 - p)]
+    with the focal factors (1 - p)^gamma on the positive and p^gamma on the negative term."""
+    labels, z = _data(batch=6, seed=9)
+    ls = 0.2
+    w = ref_weights(COUNTS, 0.9)
+    t = np.eye(C)[labels] * (1 - ls) + ls / 2
+    p = 1 / (1 + np.exp(-z))
+    g = 0.0 if gamma is None else gamma
+    per_class = -(t * (1 - p) ** g * np.log(p) + (1 - t) * p ** g * np.log(1 - p))
+    expected = w[labels] * per_class.sum(-1)
+    if gamma is None:
+        loss = ClassBalancedSigmoidCrossEntropy(COUNTS, beta=0.9, label_smoothing=ls,
+                                                dtype="float64")
+    else:
+        loss = ClassBalancedFocalLoss(COUNTS, beta=0.9, gamma=gamma, label_smoothing=ls,
+                                      dtype="float64")
+    np.testing.assert_allclose(loss.call(labels, z), expected, rtol=1e-9)

@@ -62,3 +62,28 @@ def test_trunk_path_of_a_task_without_teacher_is_refused():
     assert builders.load_trunk(toy_config(), make_toy_task()) == ("", None)
     with pytest.raises(ValueError, match="has no saved teacher model"):
         builders.trunk_path(toy_config(init_trunk="teacher"), make_toy_task())
+
+
+@pytest.mark.parametrize("loss, model, refused", [
+    ("cb_focal", "small_cnn", True), ("sigmoid", "small_cnn", True),
+    ("softmax", "small_cnn_sigmoid", True), ("cb_softmax", "small_cnn_sigmoid", True),
+    ("cb_focal", "small_cnn_sigmoid", False), ("focal", "small_cnn_sigmoid", False),
+    ("cb_softmax", "small_cnn", False), ("ldam", "small_cnn", True)])
+def test_a_sigmoid_loss_needs_a_sigmoid_head_and_a_softmax_loss_a_softmax_head(
+        loss, model, refused):
+    """Eq. 5.11 / 5.13 train sigmoid probabilities (with the prior bias b = -log((1 - pi) /
+    pi)); a softmax head would evaluate, threshold and serve another model than trained."""
+    task = make_toy_task(size=28)
+    config = toy_config(model=model, loss=loss)
+    if refused:
+        with pytest.raises(ValueError, match=f"loss={loss} (trains|needs cosine)"):
+            builders.build_model(config, task, 28, 1)
+    else:
+        assert builders.build_model(config, task, 28, 1) is not None
+
+
+def test_ldam_on_the_cosine_head_is_accepted():
+    task = make_toy_task(size=28)
+    config = toy_config(model="classifier", loss="ldam",
+                        model_kwargs={"backbone": "small_cnn", "head": "cosine"})
+    assert builders.build_model(config, task, 28, 1) is not None
