@@ -122,6 +122,9 @@ class Config:
     # === Evaluation ===
     eval_batch_size: int = 256  # global batch of evaluation and prediction
     eval_every_epochs: int = 1  # evaluate every this many epochs and at the end of each stage
+    # Score each image as the mean of the model's outputs on it and on its mirror image (Ch.
+    # 3.4); the saved (and exported) model is `models.flip.flip_averaged` of the trained one.
+    eval_flip: bool = False
 
     # === Checkpointing ===
     checkpoint_every_steps: int = 100  # save a checkpoint (W/checkpoints) every this many steps

@@ -16,22 +16,31 @@ import tensorflow as tf
 from keras_fgvc.training import inputs
 
 
-def predict_function(model, output="probabilities"):
-    """A `tf.function` computing ``model(images, training=False)[output]``."""
-    return tf.function(lambda x: model(x, training=False)[output], reduce_retracing=True,
-                       autograph=False)
+def predict_function(model, output="probabilities", flip=False):
+    """A `tf.function` computing ``model(images, training=False)[output]``; with `flip`,
+    its mean with the output on the mirrored images (`models.flip.flip_averaged`'s value:
+    what the trainer then saves, so that the served scores are these)."""
+    def call(x):
+        value = model(x, training=False)[output]
+        if flip:
+            value = (value + model(tf.reverse(x, axis=[2]), training=False)[output]) / 2
+        return value
+
+    return tf.function(call, reduce_retracing=True, autograph=False)
 
 
 class PredictFunctions:
-    """One `predict_function` per (model, output), traced once and reused by every evaluation."""
+    """One `predict_function` per (model, output), traced once and reused by every evaluation
+    (`flip`: every one averages with the mirrored images, ``Config.eval_flip``)."""
 
-    def __init__(self):
+    def __init__(self, flip=False):
         self._functions = {}
+        self.flip = flip
 
     def get(self, model, output="probabilities"):
         key = (id(model), output)
         if key not in self._functions:
-            self._functions[key] = predict_function(model, output)
+            self._functions[key] = predict_function(model, output, self.flip)
         return self._functions[key]
 
 
@@ -136,3 +145,13 @@ def served_layout(task):
         if absorbed:
             layout["absorbed_classes"] = absorbed
     return layout
+
+
+def served_model(model, config):
+    """The model a finished run saves (and so exports): `model` itself, or with
+    ``config.eval_flip`` the flip-averaged wrapper whose scores evaluation computed."""
+    if not config.eval_flip:
+        return model
+    from keras_fgvc.models.flip import flip_averaged
+
+    return flip_averaged(model)

@@ -81,7 +81,7 @@ class Trainer:
         self.stage_metrics = {}  # stage index -> {"val", "test"} at its end (metrics["stages"])
         self.final_predictions = None  # {"val" / "test": (probabilities, labels)} at the end
         self.final_thresholds = None
-        self._predict_functions = evaluation.PredictFunctions()
+        self._predict_functions = evaluation.PredictFunctions(flip=config.eval_flip)
         self._last_val = None  # (weights fingerprint, probabilities, labels) of the last val
 
     # === Setup ===
@@ -351,8 +351,9 @@ class Trainer:
         preprocessing = {**inputs.eval_preprocessing(self.task.val, self.image_size,
                                                      self.channels, self.config.augment),
                          **evaluation.served_layout(self.task)}
-        artifacts.write_results(self.workdir, self.model, self.task.class_names,
-                                self.final_thresholds, preprocessing, result)
+        artifacts.write_results(self.workdir, evaluation.served_model(self.model, self.config),
+                                self.task.class_names, self.final_thresholds, preprocessing,
+                                result)
 
     # === Prediction ===
 

@@ -27,7 +27,7 @@ from keras_fgvc.training.config import config_changes, with_defaults
 RESUME_SAFE_FIELDS = frozenset({
     "description", "data_dir", "eval_batch_size", "eval_every_epochs",
     "checkpoint_every_steps", "keep_checkpoints", "log_every_steps", "steps_per_execution",
-    "jit_compile"})
+    "jit_compile", "eval_flip"})
 
 CONFIG_FILE = "config.json"
 _SHOWN = 6  # differing fields spelled out in the error message

@@ -93,6 +93,23 @@ def test_served_scores_equal_evaluation_scores(files, tmp_path, augment, channel
             "antialias": False, "has_background": True}
 
 
+def test_served_scores_equal_flip_averaged_evaluation_scores(files, tmp_path):
+    """Config.eval_flip: the trainer saves `flip_averaged(model)`; the exported detector
+    then serves what evaluation scored (the mean over the crop and its mirror image)."""
+    from keras_fgvc.models.flip import flip_averaged
+
+    model, workdir = _workdir(str(tmp_path), files, True, 3)
+    flip_averaged(model).save(os.path.join(workdir, "model.keras"))
+    path = saved_model.export_from_workdir(workdir, str(tmp_path / "models"), "flip",
+                                           warmup_batch_sizes=())
+    call = evaluation.predict_function(model, flip=True)
+    expected = evaluation.predict(model, files, 5, SIZE, 3, augment=True, call=call)
+    served = tf.saved_model.load(path).signatures["serving_default"](image_bytes=_bytes(files))
+    np.testing.assert_allclose(served["scores"].numpy(), expected[:, 1:], rtol=0, atol=1e-5)
+    unflipped = evaluation.predict(model, files, 5, SIZE, 3, augment=True)
+    assert np.abs(unflipped[:, 1:] - expected[:, 1:]).max() > 1e-4
+
+
 def test_legacy_preprocessing_json_keeps_the_whole_image_resize(files, tmp_path):
     # A workdir from before the crop keys: exported as it was served then (no crop).
     model, workdir = _workdir(str(tmp_path), files, False, 3)

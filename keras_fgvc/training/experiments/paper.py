@@ -21,7 +21,8 @@
 - Kernel pooling on CUB-200-2011 (Ch. 3.4): 448 x 448 inputs, p = 4,
   d = 4096, learning rate 0.01 (ResNet) / 0.001 (VGG) divided by 10 every 30
   epochs, momentum 0.9, weight decay 1e-4 / 5e-4, gradients clipped to
-  [-1, 1]; compact bilinear pooling at kernel pooling's dimension as the
+  [-1, 1]; the test score averaged over the centre crop and its mirror
+  image (``eval_flip``); compact bilinear pooling at kernel pooling's dimension as the
   baseline ("for a fair comparison", Sec. 3.3.1: d = 1 + 512 + 3 x 4096 =
   12801 on VGG-16's conv5_3).
 - Large-scale iNat 2017 (Ch. 4.4): Inception-v3 at 299 / 448 / 560, RMSProp
@@ -231,6 +232,7 @@ KERNEL_CUB = Config(
     momentum=0.9,
     weight_decay=sgd_weight_decay(1e-4),
     clip_value=1.0,
+    eval_flip=True,  # "the average of their classification scores" (centre crop and its flip)
     schedule="warmup_step",
     decay_epochs=(30,),
     batch_size=32,
