@@ -92,7 +92,12 @@ class Config:
 
     # === Stages: their length, data and what changes between them ===
     batch_size: int = 128  # global, over all replicas
-    epochs: int = 1  # length of the first stage ("train")
+    # Stage 0, before "train" (Ch. 3.4: the classifier starts as "a logistic regression
+    # classifier on the ... pooling of pre-trained CNN features"): only the variables named
+    # "classifier" train, the model in inference mode (fixed features, BatchNorm untouched).
+    head_epochs: int = 0  # its length (0 = no such stage)
+    head_learning_rate: float = 0.1  # its (constant) learning rate
+    epochs: int = 1  # length of the main stage ("train")
     steps_per_epoch: int = 0  # 0 = training examples // batch_size
     # Stage 2: two-stage fine-tuning (Ch. 4.2.2) or decoupled re-training (LWS).
     finetune_epochs: int = 0  # its length (0 = one stage only)
@@ -293,12 +298,14 @@ def validate_config(config):
     for key in positive:
         if getattr(config, key) <= 0:
             raise ValueError(f"Config {key}={getattr(config, key)} must be > 0.")
-    for key in ("steps_per_epoch", "finetune_epochs", "refresh_every_steps", "warmup_epochs",
+    for key in ("steps_per_epoch", "head_epochs", "finetune_epochs", "refresh_every_steps",
+                "warmup_epochs",
                 "bn_reestimate_batches"):
         if getattr(config, key) < 0:
             raise ValueError(f"Config {key}={getattr(config, key)} must be >= 0.")
-    if config.learning_rate <= 0:
-        raise ValueError(f"Config learning_rate={config.learning_rate} must be > 0.")
+    for key in ("learning_rate", "head_learning_rate"):
+        if getattr(config, key) <= 0:
+            raise ValueError(f"Config {key}={getattr(config, key)} must be > 0.")
     if not 0.0 <= config.label_smoothing < 1.0:
         raise ValueError(f"Config label_smoothing={config.label_smoothing} must be in [0, 1).")
     for key, value in (("loss_kwargs.beta", config.loss_kwargs.get("beta")),

@@ -148,7 +148,8 @@ class Trainer:
         self._train_step = make_train_step(
             self.model, self.optimizer, self.recipe, self.strategy, variables,
             config.batch_size, config.clip_value, explicit_clip, jit_compile=config.jit_compile,
-            steps_per_execution=1 if config.steps_per_execution == 1 else None)
+            steps_per_execution=1 if config.steps_per_execution == 1 else None,
+            training=stage.training)
 
     # === Run ===
 
@@ -284,7 +285,7 @@ class Trainer:
         """
         config = self.config
         count = config.bn_reestimate_batches
-        if not count:
+        if not count or not stage.training:  # an inference-mode stage left BatchNorm as it was
             return
         data = stage if config.bn_reestimate_data == "stage" else self.stages[0]
         iterator = inputs.batchnorm_batches(self.strategy, stage, data, count, config.batch_size,

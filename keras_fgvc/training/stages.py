@@ -1,6 +1,9 @@
 """Training stages: what data, learning rate and trainable variables each phase uses.
 
-Most experiments have one stage. Two-stage long-tail fine-tuning
+Most experiments have one stage. A "head" stage can come first (Ch. 3.4:
+the classifier is first fit as a logistic regression on the pretrained
+network's features, ``Config.head_epochs``): only the classifier trains and
+the model runs in inference mode. Two-stage long-tail fine-tuning
 (dissertation Ch. 4.2.2: "in the second stage, we fine-tune the network on a
 subset containing more balanced data with a small learning rate") and the
 decoupled LWS baseline (train, then freeze everything but a per-class logit
@@ -29,7 +32,7 @@ class Stage:
     """One training phase.
 
     Args:
-        index, name: position and label ("train", "finetune").
+        index, name: position and label ("head", "train", "finetune").
         split: the training `Split` of the stage.
         epochs, steps_per_epoch: its length.
         learning_rate, schedule: the stage's optimizer schedule (a fresh
@@ -38,6 +41,8 @@ class Stage:
         trainable: variable-path substrings trained (empty = all trainable).
         transform: model transform applied when the stage begins ("" or "lws").
         start_step, start_epoch: global step / epoch where it begins.
+        training: whether the model runs in training mode (BatchNorm batch statistics
+            and moving averages, dropout); False in the "head" stage.
     """
 
     index: int
@@ -52,6 +57,7 @@ class Stage:
     transform: str = ""
     start_step: int = 0
     start_epoch: int = 0
+    training: bool = True
 
     @property
     def end_step(self):
@@ -86,16 +92,25 @@ def _balanced_split(task, config):
 def plan_stages(config, task, train_split=None):
     """The list of `Stage`s for `config` on `task` (train split override: `train_split`)."""
     split = train_split if train_split is not None else task.train
-    stages = [Stage(0, "train", split, config.epochs, _steps(config, split),
-                    config.learning_rate, config.schedule, config.sampling)]
+    stages = []
+
+    def add(name, split, epochs, learning_rate, schedule, sampling, trainable=(), transform="",
+            training=True):
+        last = stages[-1] if stages else None
+        stages.append(Stage(
+            len(stages), name, split, epochs, _steps(config, split), learning_rate, schedule,
+            sampling, tuple(trainable), transform,
+            start_step=last.end_step if last else 0,
+            start_epoch=last.start_epoch + last.epochs if last else 0, training=training))
+
+    if config.head_epochs:
+        add("head", split, config.head_epochs, config.head_learning_rate, "constant",
+            config.sampling, trainable=("classifier",), training=False)
+    add("train", split, config.epochs, config.learning_rate, config.schedule, config.sampling)
     if config.finetune_epochs:
         tune = _balanced_split(task, config) if train_split is None else split
-        stages.append(Stage(
-            1, "finetune", tune, config.finetune_epochs, _steps(config, tune),
-            config.finetune_learning_rate, "constant", config.finetune_sampling,
-            tuple(config.finetune_trainable), config.finetune_transform,
-            start_step=stages[0].end_step, start_epoch=config.epochs,
-        ))
+        add("finetune", tune, config.finetune_epochs, config.finetune_learning_rate, "constant",
+            config.finetune_sampling, config.finetune_trainable, config.finetune_transform)
     return stages
 
 

@@ -27,7 +27,8 @@ import tensorflow as tf
 
 
 def make_train_step(model, optimizer, recipe, strategy, variables, global_batch, clip_value=0.0,
-                    explicit_clip=False, jit_compile=False, steps_per_execution=None):
+                    explicit_clip=False, jit_compile=False, steps_per_execution=None,
+                    training=True):
     """A `tf.function` ``train_steps(iterator, num_steps) -> losses [num_steps]``.
 
     Each loss is summed over the replicas (the global batch's mean loss). `num_steps`
@@ -45,13 +46,15 @@ def make_train_step(model, optimizer, recipe, strategy, variables, global_batch,
         jit_compile: compile the per-replica step with XLA.
         steps_per_execution: 1 when every call runs exactly one step (the function then
             has no loop); None (default) for any `num_steps`.
+        training: the model's mode in the step (False: BatchNorm uses and keeps its
+            moving statistics, no dropout: a head fit on fixed features).
     """
     replicas = strategy.num_replicas_in_sync
     clip = float(clip_value)
 
     def replica_step(batch):
         with tf.GradientTape() as tape:
-            outputs = model(batch["images"], training=True)
+            outputs = model(batch["images"], training=training)
             per_example = recipe(batch, outputs)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
             if model.losses:

@@ -199,7 +199,8 @@ def test_paper_config_builds_on_a_fake_tree(name, fake_roots):
         expected_n = {"inat_bg": _INAT_N, "places_bg": {10: 2, 1: 1}}[config.task]
         assert trainer.task.num_foreground == expected_n[base.task_kwargs["n"]]
     assert [s.name for s in trainer.stages] == (
-        ["train", "finetune"] if config.finetune_epochs else ["train"])
+        ["head"] * bool(config.head_epochs) + ["train"] + ["finetune"] * bool(
+            config.finetune_epochs))
     assert config.batch_size == 4 and base.batch_size in (1024, 512, 256, 128, 32)
     if config.task in ("inat_bg", "places_bg") and base.batch_size != 1024:
         assert name.endswith(f"_batch{base.batch_size}")  # only the batch-size study differs
