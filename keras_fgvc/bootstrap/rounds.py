@@ -121,6 +121,9 @@ def round_config(settings, manifest, overrides):
     if config.task != "bootstrap":
         raise RoundError(f"config {config.name!r} trains task {config.task!r}; a round needs a "
                          "config of task 'bootstrap' (e.g. bootstrap_triplet_a_hn).")
+    if config.eval_flip:  # scoring and the nearest-neighbour evidence read the plain model
+        raise RoundError("eval_flip is not supported in a bootstrapping round: candidates are "
+                         "scored by the model alone; drop --set eval_flip=true.")
     return config, overrides
 
 

@@ -29,7 +29,6 @@ the other classes only (`keras_fgvc.export.signatures`).
 import json
 import math
 import os
-import warnings
 
 import keras
 import tensorflow as tf
@@ -40,13 +39,14 @@ import keras_fgvc.export.model_config as model_config
 import keras_fgvc.export.signatures as signatures
 import keras_fgvc.export.versions as versions
 import keras_fgvc.export.warmup as warmup
-from keras_fgvc.data.bootstrap_manifest import HARD_NEGATIVE_CLASS
 from keras_fgvc.data.preprocessing import spec_from_json
-
-LABELS_FILE = "labels.txt"
-THRESHOLDS_FILE = "thresholds.json"
-PREPROCESSING_FILE = "preprocessing.json"
-LINEAGE_FILE = "lineage.json"
+from keras_fgvc.export.workdir_files import (  # noqa: F401  (read_workdir: the public name)
+    LABELS_FILE,
+    LINEAGE_FILE,
+    PREPROCESSING_FILE,
+    THRESHOLDS_FILE,
+    read_workdir,
+)
 
 
 def _check_model_name(model_name):
@@ -140,7 +140,8 @@ def _preprocessing(model, image_size, channels, preprocessing):
 def export_model(model, model_base_path, model_name, class_names, thresholds=None,
                  image_size=None, channels=None, has_background=True, version=None,
                  warmup_batch_sizes=(1, 8), update_model_config=True, serving_base_path=None,
-                 verbose=False, preprocessing=None, lineage=None, absorbed_columns=()):
+                 verbose=False, preprocessing=None, lineage=None, absorbed_columns=(),
+                 flip_average=False):
     """Write `model` as version ``MODEL_BASE/<model_name>/<version>/`` for TF Serving.
 
     Args:
@@ -180,6 +181,10 @@ def export_model(model, model_base_path, model_name, class_names, thresholds=Non
             (a bootstrapping round's hard-negative classes): their
             probability is added to ``background`` and they get no score,
             name or threshold. Default: none.
+        flip_average: serve the mean of the model's outputs on each image and
+            on its mirror image (`keras_fgvc.models.flip_averaged`), as a run
+            with ``eval_flip`` evaluated (its ``preprocessing.json`` says
+            ``"flip_average": true``); recorded in the asset.
 
     Returns:
         The path of the published version directory.
@@ -190,6 +195,10 @@ def export_model(model, model_base_path, model_name, class_names, thresholds=Non
         'models/detector/1'
     """
     _check_model_name(model_name)
+    if flip_average:
+        from keras_fgvc.models.flip import flip_averaged
+
+        model = flip_averaged(model)
     preprocessing = _preprocessing(model, image_size, channels, preprocessing)
     image_size, channels = preprocessing["image_size"], preprocessing["channels"]
     width = _probability_width(model, image_size, channels)
@@ -219,7 +228,8 @@ def export_model(model, model_base_path, model_name, class_names, thresholds=Non
             # reader of the served model knows what its background output sums.
             json.dump({**preprocessing, "has_background": bool(has_background),
                        **({"absorbed_columns": absorbed_columns}
-                          if absorbed_columns else {})}, f, indent=1)
+                          if absorbed_columns else {}),
+                       **({"flip_average": True} if flip_average else {})}, f, indent=1)
 
         assets = tf.Module()
         assets.labels = tf.saved_model.Asset(labels_path)
@@ -274,105 +284,6 @@ def _load_keras_model(path):
             except ImportError:
                 pass
         return keras.saving.load_model(path)
-
-
-def read_workdir(workdir):
-    """Read what export needs from a training workdir (see the workdir layout contract).
-
-    ``preprocessing.json`` files written before the crop / aspect / resize
-    keys existed are read with `keras_fgvc.data.preprocessing.LEGACY_DEFAULTS`
-    (the whole image resized bilinearly, no crop: what serving did then).
-    The classes its ``absorbed_classes`` key names (module docstring) are left
-    out of the served classes and thresholds; a bootstrapping round's workdir
-    (it has ``lineage.json``) trained before that key existed has its
-    hard-negative classes, known by their reserved names, left out too, with a warning.
-
-    Returns:
-        dict with ``model_path``, ``class_names`` (the served foreground
-        classes), ``thresholds`` (theirs), ``image_size``, ``channels``,
-        ``has_background``, ``preprocessing`` (the full spec), ``lineage``
-        (``W/lineage.json``, written by a `keras_fgvc.bootstrap` round; None
-        when the workdir has none) and ``absorbed_columns`` (the
-        ``probabilities`` columns of the absorbed classes).
-    """
-    def _path(name):
-        path = os.path.join(workdir, name)
-        if not os.path.exists(path):
-            raise ValueError(f"The workdir {workdir!r} has no {name} (expected at {path!r}).")
-        return path
-
-    model_path = _path("model.keras")
-    with open(_path(PREPROCESSING_FILE)) as f:
-        preprocessing = json.load(f)
-    try:
-        spec = spec_from_json(preprocessing)
-    except ValueError as error:
-        raise ValueError(f"{os.path.join(workdir, PREPROCESSING_FILE)!r}: {error}") from None
-    with open(_path(LABELS_FILE)) as f:
-        labels = [line.strip() for line in f if line.strip()]
-    has_background = bool(preprocessing.get("has_background", True))
-    foreground = labels[1:] if has_background else labels
-    absorbed = preprocessing.get("absorbed_classes", [])
-    if (not isinstance(absorbed, list) or not all(isinstance(n, str) for n in absorbed)
-            or len(set(absorbed)) != len(absorbed) or not set(absorbed) <= set(foreground)):
-        raise ValueError(f"{os.path.join(workdir, PREPROCESSING_FILE)!r}: absorbed_classes "
-                         f"{absorbed!r} must be a list of distinct foreground classes of "
-                         f"labels.txt {foreground!r}.")
-    lineage = _read_lineage(workdir)
-    if "absorbed_classes" not in preprocessing and lineage is not None:
-        absorbed = _legacy_absorbed(workdir, foreground)
-    served = [i for i, name in enumerate(foreground) if name not in absorbed]
-    thresholds = None
-    thresholds_path = os.path.join(workdir, THRESHOLDS_FILE)
-    if os.path.exists(thresholds_path):
-        with open(thresholds_path) as f:
-            saved = json.load(f)
-        if list(saved.get("class_names", foreground)) != foreground:
-            raise ValueError(f"{thresholds_path!r} lists classes {saved.get('class_names')!r} "
-                             f"but labels.txt has foreground classes {foreground!r}.")
-        thresholds = list(saved["thresholds"])
-        if len(thresholds) != len(foreground):
-            raise ValueError(f"{thresholds_path!r} has {len(thresholds)} thresholds for the "
-                             f"{len(foreground)} foreground classes of labels.txt.")
-        thresholds = [thresholds[i] for i in served]
-    return {
-        "model_path": model_path,
-        "class_names": [foreground[i] for i in served],
-        "thresholds": thresholds,
-        "image_size": spec["image_size"],
-        "channels": spec["channels"],
-        "has_background": has_background,
-        "preprocessing": spec,
-        "lineage": lineage,
-        "absorbed_columns": [int(has_background) + foreground.index(name) for name in absorbed],
-    }
-
-
-def _read_lineage(workdir):
-    """``W/lineage.json`` (a `keras_fgvc.bootstrap` round's), or None when there is none."""
-    path = os.path.join(workdir, LINEAGE_FILE)
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except ValueError as error:
-        raise ValueError(f"{path!r} is not JSON ({error}).") from None
-
-
-def _legacy_absorbed(workdir, foreground):
-    """The hard-negative classes of a bootstrapping round trained before the trainer wrote
-    ``absorbed_classes``: those with the names `keras_fgvc.data.bootstrap_manifest` reserves
-    for them (no category may take them), folded into background with a warning."""
-    names = [n for n in foreground
-             if n == HARD_NEGATIVE_CLASS or n.startswith(f"{HARD_NEGATIVE_CLASS}:")]
-    if names:
-        warnings.warn(
-            f"{os.path.join(workdir, PREPROCESSING_FILE)!r} has no absorbed_classes (the round "
-            f"was trained before the trainer wrote them): the hard-negative classes {names} "
-            f"are folded into background and not served, as a round trained now would be.",
-            stacklevel=3)
-    return names
 
 
 def export_from_workdir(workdir, model_base_path, model_name, version=None, **kwargs):

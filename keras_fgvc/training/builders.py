@@ -128,6 +128,15 @@ def check_head_matches_loss(config, model):
                 f"features and class weights), but model={config.model} has no "
                 "NormalizedLinear head: use model=classifier with model_kwargs.head=cosine.")
     want = HEAD_OF_LOSS.get(config.loss)
+    if want == "softmax":
+        from keras_fgvc.layers import NormalizedLinear
+
+        if any(isinstance(layer, NormalizedLinear)
+               for layer in model._flatten_layers(include_self=False)):
+            raise ValueError(
+                f"Config loss={config.loss} trains on the logits, but model={config.model} "
+                "has a cosine head, whose logits are unscaled cosines while its probabilities "
+                "are softmax(scale x cosine): use loss=ldam with it, or a softmax head.")
     try:
         layer = model.get_layer("probabilities")
     except ValueError:
@@ -220,8 +229,9 @@ def trainable_variables(model, stage):
     if stage.trainable:
         variables = [v for v in variables if any(p in v.path for p in stage.trainable)]
     if not variables:
-        raise ValueError(f"Stage {stage.name!r} has no trainable variables "
-                         f"(finetune_trainable={stage.trainable}).")
+        setting = {"head": "the variables named classifier",
+                   "finetune": f"finetune_trainable={stage.trainable}"}.get(stage.name, "")
+        raise ValueError(f"Stage {stage.name!r} has no trainable variables ({setting}).")
     return variables
 
 

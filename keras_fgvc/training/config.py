@@ -93,8 +93,9 @@ class Config:
     # === Stages: their length, data and what changes between them ===
     batch_size: int = 128  # global, over all replicas
     # Stage 0, before "train" (Ch. 3.4: the classifier starts as "a logistic regression
-    # classifier on the ... pooling of pre-trained CNN features"): only the variables named
-    # "classifier" train, the model in inference mode (fixed features, BatchNorm untouched).
+    # classifier on the ... pooling of pre-trained CNN features"): only the variables whose
+    # path has "classifier" train (every head: also BG-split's aux_classifier), the model in
+    # inference mode (fixed features, BatchNorm untouched). Its epochs count in drw_epoch.
     head_epochs: int = 0  # its length (0 = no such stage)
     head_learning_rate: float = 0.1  # its (constant) learning rate
     epochs: int = 1  # length of the main stage ("train")

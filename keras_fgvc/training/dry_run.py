@@ -26,6 +26,9 @@ def dry_run(trainer, steps=1, forward=True):
     if trainer.stages is None:
         trainer.setup()
     stage = trainer._build(0)
+    if stage.name != "train":  # a head stage first: the dry run exercises full backprop
+        stage = next(s for s in trainer.stages if s.name == "train")
+        trainer._build_stage(stage)
     trainer.global_step, trainer.epoch, trainer.step_in_epoch = 0, 0, 0
     config, batch = trainer.config, trainer.config.batch_size
     trainer._order = inputs.epoch_order(stage.split.labels, 0, max(steps, 1), batch,

@@ -15,11 +15,15 @@ import tensorflow as tf
 
 from keras_fgvc.training import inputs
 
+FLIPPED_OUTPUTS = ("logits", "probabilities")  # the scores `eval_flip` averages
+
 
 def predict_function(model, output="probabilities", flip=False):
-    """A `tf.function` computing ``model(images, training=False)[output]``; with `flip`,
-    its mean with the output on the mirrored images (`models.flip.flip_averaged`'s value:
-    what the trainer then saves, so that the served scores are these)."""
+    """A `tf.function` computing ``model(images, training=False)[output]``; with `flip`
+    (scores only: `FLIPPED_OUTPUTS`), its mean with the output on the mirrored images,
+    `models.flip.flip_averaged`'s value, which the export of a run with ``eval_flip``
+    serves (``"flip_average"`` in ``preprocessing.json``)."""
+    flip = flip and output in FLIPPED_OUTPUTS
     def call(x):
         value = model(x, training=False)[output]
         if flip:
@@ -31,7 +35,8 @@ def predict_function(model, output="probabilities", flip=False):
 
 class PredictFunctions:
     """One `predict_function` per (model, output), traced once and reused by every evaluation
-    (`flip`: every one averages with the mirrored images, ``Config.eval_flip``)."""
+    (`flip`: the scores average with the mirrored images, ``Config.eval_flip``; embeddings,
+    which the anchor refresh and the miners read, do not)."""
 
     def __init__(self, flip=False):
         self._functions = {}
@@ -125,9 +130,10 @@ def thresholds(task, labels, probabilities):
     return {"class_names": list(names), "thresholds": values}
 
 
-def served_layout(task):
-    """``W/preprocessing.json``'s class keys: ``has_background`` and, where the task has
-    any, ``absorbed_classes``.
+def served_layout(task, flip=False):
+    """``W/preprocessing.json``'s class keys: ``has_background``, where the task has
+    any, ``absorbed_classes``, and with `flip` (``Config.eval_flip``) ``"flip_average":
+    true``, so the export serves the flip-averaged scores that were evaluated.
 
     Absorbed classes are the classes of a task whose ``metadata["category_columns"]``
     names its categories' columns (a bootstrapping round,
@@ -144,14 +150,7 @@ def served_layout(task):
         absorbed = [n for c, n in enumerate(task.class_names) if c not in kept]
         if absorbed:
             layout["absorbed_classes"] = absorbed
+    if flip:
+        layout["flip_average"] = True
     return layout
 
-
-def served_model(model, config):
-    """The model a finished run saves (and so exports): `model` itself, or with
-    ``config.eval_flip`` the flip-averaged wrapper whose scores evaluation computed."""
-    if not config.eval_flip:
-        return model
-    from keras_fgvc.models.flip import flip_averaged
-
-    return flip_averaged(model)

@@ -351,10 +351,9 @@ class Trainer:
         # serving_default applies (data.preprocessing), and the classes it serves.
         preprocessing = {**inputs.eval_preprocessing(self.task.val, self.image_size,
                                                      self.channels, self.config.augment),
-                         **evaluation.served_layout(self.task)}
-        artifacts.write_results(self.workdir, evaluation.served_model(self.model, self.config),
-                                self.task.class_names, self.final_thresholds, preprocessing,
-                                result)
+                         **evaluation.served_layout(self.task, self.config.eval_flip)}
+        artifacts.write_results(self.workdir, self.model, self.task.class_names,
+                                self.final_thresholds, preprocessing, result)
 
     # === Prediction ===
 

@@ -116,6 +116,8 @@ def resolve(config_name, overrides, seed, quick):
                       not in base.task_kwargs]
         if base.finetune_epochs:
             extra.append("finetune_epochs=1")
+        if base.head_epochs:
+            extra.append("head_epochs=1")
         if base.refresh_every_steps:
             extra += ["refresh_every_steps=1", "refresh_max_examples=256"]
         if base.bn_reestimate_batches:  # still exercised, at a smoke run's cost
@@ -153,9 +155,11 @@ def share_stage1(workdir, config, fields, root, setting):
                 stages = json.load(f).get("stages") or []
         except (OSError, ValueError):
             continue
-        if old is None or len(stages) < 2 or config_changes(old, config, ignore=ignore):
+        names = [s.get("name") for s in stages]
+        if (old is None or "train" not in names[:-1]
+                or config_changes(old, config, ignore=ignore)):
             continue
-        end = int(stages[0]["end_step"])
+        end = int(stages[names.index("train")]["end_step"])  # a head stage may come first
         steps = [s for s in checkpoint_steps(source) if s <= end]
         if not steps:
             continue

@@ -115,6 +115,8 @@ def test_round_config_and_refusals(tmp_path):
         == "pairs"
     with pytest.raises(rounds.RoundError, match="task 'fashion_mnist'"):
         rounds.round_config({**settings, "config": "fashion_metric_softmax"}, "/m.csv", [])
+    with pytest.raises(rounds.RoundError, match="eval_flip is not supported"):
+        rounds.round_config(settings, "/m.csv", ["eval_flip=true"])
     with open_store(db) as store:
         store.start_round(1, model_version="r1-00000000")
     with pytest.raises(rounds.RoundError, match="started with model r1-00000000"):

@@ -94,12 +94,18 @@ def test_served_scores_equal_evaluation_scores(files, tmp_path, augment, channel
 
 
 def test_served_scores_equal_flip_averaged_evaluation_scores(files, tmp_path):
-    """Config.eval_flip: the trainer saves `flip_averaged(model)`; the exported detector
-    then serves what evaluation scored (the mean over the crop and its mirror image)."""
-    from keras_fgvc.models.flip import flip_averaged
-
+    """Config.eval_flip: preprocessing.json says ``"flip_average": true``; the exported
+    detector then serves what evaluation scored (the mean over the crop and its mirror)."""
     model, workdir = _workdir(str(tmp_path), files, True, 3)
-    flip_averaged(model).save(os.path.join(workdir, "model.keras"))
+    spec_path = os.path.join(workdir, "preprocessing.json")
+    with open(spec_path) as f:
+        spec = json.load(f)
+    with open(spec_path, "w") as f:
+        json.dump({**spec, "flip_average": "yes"}, f)
+    with pytest.raises(ValueError, match="flip_average 'yes' must be true or false"):
+        saved_model.read_workdir(workdir)
+    with open(spec_path, "w") as f:
+        json.dump({**spec, "flip_average": True}, f)
     path = saved_model.export_from_workdir(workdir, str(tmp_path / "models"), "flip",
                                            warmup_batch_sizes=())
     call = evaluation.predict_function(model, flip=True)

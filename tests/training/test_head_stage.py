@@ -67,3 +67,21 @@ def test_head_stage_settings_are_checked_and_set_for_the_cub_configs():
         # "We start the fine-tuning with 10x smaller learning rate" than the head's.
         assert config.head_epochs > 0, name
         assert config.head_learning_rate == pytest.approx(10 * config.learning_rate), name
+
+
+def test_dry_run_exercises_the_train_stage_not_the_head(tmp_path):
+    """A dry run checks that a full training step fits: with a head stage first it must still
+    run the "train" stage's step (every variable, training mode)."""
+    task = make_toy_task(size=28)
+    config = toy_config(model="small_cnn", head_epochs=1, epochs=1, steps_per_epoch=2)
+    trainer = Trainer(config, task=task, verbose=0)
+    trainer.setup()
+    trainer._build(0)
+    before = _values(trainer.model)
+    trainer = Trainer(config, task=task, verbose=0)
+    trainer.dry_run(steps=1, forward=False)
+    assert trainer.stage.name == "train"
+    after = _values(trainer.model)
+    moved = {p for p in before if not np.allclose(before[p], after[p])}
+    assert any("moving_mean" in p for p in moved) and any(
+        p.endswith("kernel") and not p.startswith("classifier/") for p in moved)
