@@ -29,7 +29,8 @@ KEYS = ("top1_error", "top5_error", "head.top1_error", "tail.top1_error", "head.
 
 def _merge_before(trainer, record, context):
     """``before.*``: the stage-1 model of the same run (the trainer's ``metrics["stages"][0]``)."""
-    before = next(s for s in context["result"]["stages"] if s["name"] == "train")
+    stages = context["result"]["stages"]  # a head stage may come first: the "train" stage's
+    before = next((s for s in stages if s.get("name") == "train"), stages[0])
     if before["val"] is None:
         raise RuntimeError("No stage-1 metrics: a run resumed inside stage 2 without "
                            "W/stage_metrics.json; use a fresh --workdir.")

@@ -52,6 +52,7 @@ CASES = {
     "BilinearPooling": dict(kwargs={}, inputs=_relu(2, 4, 4, 8)),
     "CompactBilinearPooling": dict(kwargs=dict(dims=64, seed=3), inputs=_relu(2, 4, 4, 8)),
     "FixedBackgroundLogit": dict(kwargs=dict(background_logit=1.3), inputs=_normal(4, 5)),
+    "HorizontalFlip": dict(kwargs={}, inputs=_pixels(2, 4, 4, 3)),
     "ImageNormalization": dict(kwargs=dict(mode="torch"), inputs=_pixels(2, 4, 4, 3)),
     "KernelPooling": dict(kwargs=dict(order=3, dims=64, seed=1), inputs=_relu(2, 4, 4, 8)),
     "L2Normalize": dict(kwargs={}, inputs=_normal(4, 10, scale=300.0)),
