@@ -132,7 +132,9 @@ def _status():
 
     with open_store(FLAGS.db) as store:
         status = store.status()
-        quality = {r["index"]: store.selection_quality(r["index"]) for r in store.rounds()}
+        errors = store.labeler_error()  # one read of the gold tasks for every round
+        quality = {r["index"]: store.selection_quality(r["index"], errors)
+                   for r in store.rounds()}
         people = {"agreement": store.agreement(), "gold": store.gold()}
     if FLAGS.json:
         print(json.dumps({"status": status, "quality": quality, **people}, indent=2,

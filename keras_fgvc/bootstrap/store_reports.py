@@ -60,6 +60,7 @@ from keras_fgvc.bootstrap.store_checks import check_int
 from keras_fgvc.bootstrap.store_decisions import ASKS_ARGMAX, WITH_SCORE
 
 OUTCOME_NAMES = {None: "pending", "accept": "accepted", "reject": "rejected", "unsure": "unsure"}
+_READ_HERE = object()  # selection_quality's default: read labeler_error itself
 PROJECT_KEYS = ("rounds", "threshold", "overlap", "uniform_share", "probe_share", "gold_share",
                 "lease_seconds", "config")
 
@@ -83,23 +84,19 @@ def _quality(counts, uniform_rows, errors=None):
     decided = ("accept", "reject")
     hits = sum(1 for s, argmax, o, _ in uniform_rows if s and argmax and o == "accept")
     asked = sum(1 for s, argmax, o, _ in uniform_rows if s and argmax and o in decided)
-    a, b = [], []
-    for s, argmax, o, q in uniform_rows:
-        if o in decided:
-            y = (o == "accept") / (q or 1.0)
-            b.append(y)
-            a.append(y if s and argmax else 0.0)
+    # Each decided uniform task: counts in the numerator, accepted, weight 1 / q.
+    units = [(float(bool(s and argmax)), float(o == "accept"), 1.0 / (q or 1.0))
+             for s, argmax, o, q in uniform_rows if o in decided]
+    a = [own * y * w for own, y, w in units]
+    b = [y * w for _, y, w in units]
     probed = any(q is not None and q < 1 for *_, q in uniform_rows)
     corrected = {}
     if errors is not None:
-        answered = [row for row in uniform_rows if row[2] in decided]
+        columns = [list(column) for column in zip(*units)] or [[], [], []]
         corrected = {"precision_corrected": corrected_proportion(
                          hits, asked, errors["false_accept"], errors["false_reject"]),
                      "recall_corrected": corrected_ratio(
-                         [float(s and argmax) for s, argmax, _, _ in answered],
-                         [float(o == "accept") for _, _, o, _ in answered],
-                         [1.0 / (q or 1.0) for *_, q in answered], errors["false_accept"],
-                         errors["false_reject"])}
+                         *columns, errors["false_accept"], errors["false_reject"])}
     return {"precision": proportion(hits, asked),
             "recall": ratio_estimate(a, b), **corrected,
             "recall_method": "probes" if probed else "argmax only (upper bound)",
@@ -160,8 +157,12 @@ class ReportsMixin:
             "labelers": dict(sorted(labelers.items())),
         }
 
-    def selection_quality(self, round_index):
-        """Precision and recall of round i's selection (see the module docstring)."""
+    def selection_quality(self, round_index, errors=_READ_HERE):
+        """Precision and recall of round i's selection (see the module docstring).
+
+        `errors`: `labeler_error`'s result when the caller already has it (a report over
+        every round reads the gold tasks once); by default read here.
+        """
         round_index = check_int(round_index, "round", 1)
         names = {c.id: c.name for c in self.categories()}
         t, sc = schema.Task.__table__, schema.Score.__table__
@@ -186,9 +187,8 @@ class ReportsMixin:
             row = (bool(selected), bool(asks_argmax), outcome, q)
             rows.append(row)
             rows_by_category[names[category_id]].append(row)
-        errors = self.labeler_error()
-        if not errors["false_accept"]["n"] and not errors["false_reject"]["n"]:
-            errors = None
+        if errors is _READ_HERE:
+            errors = self.labeler_error()
         return {"round": round_index, "threshold": self.settings()["threshold"],
                 "labeler_error": errors,
                 "overall": _quality(overall, rows, errors),
@@ -232,7 +232,7 @@ class ReportsMixin:
         """{'false_accept', 'false_reject'}: `proportion` dicts of the decided gold tasks'
         outcomes (the majority where overlap > 1) over the whole project: accepts among
         those whose right answer is reject, rejects among those whose right answer is
-        accept."""
+        accept. None where no gold task is decided."""
         t, i, c = schema.Task, schema.Image, schema.Category
         with self._read() as session:
             rows = session.execute(
@@ -242,6 +242,8 @@ class ReportsMixin:
                        t.outcome.in_(("accept", "reject")))
                 .group_by(t.outcome, i.truth == c.name)).all()
         counts = Counter({(outcome, bool(right)): n for outcome, right, n in rows})
+        if not counts:
+            return None
         return {"false_accept": proportion(counts["accept", False],
                                            counts["accept", False] + counts["reject", False]),
                 "false_reject": proportion(counts["reject", True],
@@ -249,8 +251,9 @@ class ReportsMixin:
 
     def quality(self):
         """What GET /api/quality returns: selection quality per round, agreement, gold."""
+        errors = self.labeler_error()  # one read of the gold tasks for every round
         return {"overlap": self.settings()["overlap"],
-                "rounds": [self.selection_quality(r["index"]) for r in self.rounds()],
+                "rounds": [self.selection_quality(r["index"], errors) for r in self.rounds()],
                 "agreement": self.agreement(), "gold": self.gold()}
 
     def iter_decisions(self):

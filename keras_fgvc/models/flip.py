@@ -5,8 +5,9 @@
 score." `flip_averaged(model)` wraps a trained model into one whose every
 output is the mean of the model's output on the image and on its mirror
 image (width axis of NHWC). The trainer (``Config.eval_flip``) evaluates with
-the same average (`training.evaluation.predict_function`) and saves the
-wrapped model, so the exported detector serves the scores that were
+the same average (`training.evaluation.predict_function`) and writes
+``"flip_average": true`` to ``preprocessing.json``; the export then wraps the
+saved (plain) model with this, so the detector serves the scores that were
 evaluated.
 
 Example:

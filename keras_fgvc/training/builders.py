@@ -118,25 +118,21 @@ def check_head_matches_loss(config, model):
     """A sigmoid loss on a softmax head (or the reverse) trains one model and evaluates,
     thresholds and serves another, without the sigmoid head's prior bias; LDAM on logits
     that are not cosines scales unbounded logits by s = 30: both refused."""
-    if config.loss == "ldam":
-        from keras_fgvc.layers import NormalizedLinear
+    from keras_fgvc.layers import NormalizedLinear
 
-        if not any(isinstance(layer, NormalizedLinear)
-                   for layer in model._flatten_layers(include_self=False)):
-            raise ValueError(
-                f"Config loss=ldam needs cosine logits in [-1, 1] (Cao et al.: normalised "
-                f"features and class weights), but model={config.model} has no "
-                "NormalizedLinear head: use model=classifier with model_kwargs.head=cosine.")
+    cosine = any(isinstance(layer, NormalizedLinear)
+                 for layer in model._flatten_layers(include_self=False))
+    if config.loss == "ldam" and not cosine:
+        raise ValueError(
+            f"Config loss=ldam needs cosine logits in [-1, 1] (Cao et al.: normalised "
+            f"features and class weights), but model={config.model} has no "
+            "NormalizedLinear head: use model=classifier with model_kwargs.head=cosine.")
     want = HEAD_OF_LOSS.get(config.loss)
-    if want == "softmax":
-        from keras_fgvc.layers import NormalizedLinear
-
-        if any(isinstance(layer, NormalizedLinear)
-               for layer in model._flatten_layers(include_self=False)):
-            raise ValueError(
-                f"Config loss={config.loss} trains on the logits, but model={config.model} "
-                "has a cosine head, whose logits are unscaled cosines while its probabilities "
-                "are softmax(scale x cosine): use loss=ldam with it, or a softmax head.")
+    if want == "softmax" and cosine:
+        raise ValueError(
+            f"Config loss={config.loss} trains on the logits, but model={config.model} "
+            "has a cosine head, whose logits are unscaled cosines while its probabilities "
+            "are softmax(scale x cosine): use loss=ldam with it, or a softmax head.")
     try:
         layer = model.get_layer("probabilities")
     except ValueError:
@@ -184,8 +180,9 @@ def copy_trunk(source, model, path, verbose=True, config=None, task=None):
     copied = copy(source, model)
     if verbose:
         print(f"Trunk ({', '.join(copied)}) initialised from {path}.", flush=True)
-    explicit = config is not None and config.model_kwargs.get("pooling_kwargs", {}).get("gamma")
-    if config is not None and config.adapt_examples and explicit is None:
+    adapted = (config is not None and config.adapt_examples  # as build_model / apply_pooling
+               and config.model_kwargs.get("pooling_kwargs", {}).get("gamma") is None)
+    if adapted:
         _, image_size, _, channels = model.input_shape
         gammas = adapt_kernel_pooling(model, _adapt_sample(config, task, image_size, channels))
         if verbose and gammas:

@@ -129,7 +129,7 @@ class Config:
     eval_batch_size: int = 256  # global batch of evaluation and prediction
     eval_every_epochs: int = 1  # evaluate every this many epochs and at the end of each stage
     # Score each image as the mean of the model's outputs on it and on its mirror image (Ch.
-    # 3.4); the saved (and exported) model is `models.flip.flip_averaged` of the trained one.
+    # 3.4); W/preprocessing.json says so and the export serves `models.flip_averaged`.
     eval_flip: bool = False
 
     # === Checkpointing ===

@@ -22,15 +22,13 @@ def predict_function(model, output="probabilities", flip=False):
     """A `tf.function` computing ``model(images, training=False)[output]``; with `flip`
     (scores only: `FLIPPED_OUTPUTS`), its mean with the output on the mirrored images,
     `models.flip.flip_averaged`'s value, which the export of a run with ``eval_flip``
-    serves (``"flip_average"`` in ``preprocessing.json``)."""
-    flip = flip and output in FLIPPED_OUTPUTS
-    def call(x):
-        value = model(x, training=False)[output]
-        if flip:
-            value = (value + model(tf.reverse(x, axis=[2]), training=False)[output]) / 2
-        return value
+    serves (``"flip_average"`` in ``preprocessing.json``): the same wrapper in both."""
+    if flip and output in FLIPPED_OUTPUTS:
+        from keras_fgvc.models.flip import flip_averaged
 
-    return tf.function(call, reduce_retracing=True, autograph=False)
+        model = flip_averaged(model)
+    return tf.function(lambda x: model(x, training=False)[output], reduce_retracing=True,
+                       autograph=False)
 
 
 class PredictFunctions:
