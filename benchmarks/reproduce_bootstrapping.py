@@ -32,6 +32,9 @@ already done are reused. Each (seed, error rate) has its own folder under
 ``--workdir``, so cells can run as separate processes on one workdir
 (``--first-seed 1 --seeds 1 --error-rates 0`` is seed 1 at 0% alone); a last
 run over every cell then only reads their results and writes the table.
+``--merge A.json B.json ...`` writes one table from the reports of cells run
+apart (in other processes, or in sessions whose workdirs are gone); their
+settings must agree (seeds and error rates aside), and no cell may appear twice.
 ``--quick``: 1 seed, 5% errors, 5 seed images per category, a pool of 120
 in 2 rounds, threshold 0 (every candidate a task, so hard negatives exist),
 one training step per model (TF functions run eagerly: cheaper than tracing
@@ -175,8 +178,9 @@ def _stats(values):
     values = [v for v in values if v is not None]
     if not values:
         return None
-    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values),
-            "values": values}
+    # sample std (ddof 1), as every other table of RESULTS.md; 0 for a single seed
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return {"mean": float(np.mean(values)), "std": std, "n": len(values), "values": values}
 
 
 def summarise(results, error_rates):
@@ -211,6 +215,73 @@ def summarise(results, error_rates):
     return out
 
 
+# Settings that cells run apart may differ in (what a merge puts together); every other setting
+# must agree. Reports written before a setting existed hold its default.
+MERGE_VARIES = ("seeds", "error_rates")
+SETTING_DEFAULTS = {"probe_share": 0.0}
+
+
+def merge_reports(reports, names):
+    """One report from per-cell `reports` (loaded JSON; `names` label them in errors).
+
+    Refused (ValueError): settings that disagree beyond seeds and error rates, and a (seed,
+    error rate) cell found twice. The summary is recomputed over every run.
+    """
+    if not reports:
+        raise ValueError("--merge needs at least one report")
+    settings = [{**SETTING_DEFAULTS, **r["settings"]} for r in reports]
+    for key in sorted(set().union(*settings) - set(MERGE_VARIES)):
+        values = {name: s.get(key) for name, s in zip(names, settings)}
+        if len({repr(v) for v in values.values()}) > 1:
+            raise ValueError(f"cannot merge reports whose setting {key!r} differs: "
+                             + ", ".join(f"{n}: {v!r}" for n, v in values.items()))
+    runs, seen = [], {}
+    for name, report in zip(names, reports):
+        for run in report["runs"]:
+            cell = (run["seed"], run["error_rate"])
+            if cell in seen:
+                raise ValueError(f"seed {cell[0]} at error rate {cell[1]:g} is in both "
+                                 f"{seen[cell]} and {name}")
+            seen[cell] = name
+            runs.append(run)
+    runs.sort(key=lambda r: (r["seed"], r["error_rate"]))
+    error_rates = sorted({r["error_rate"] for r in runs})
+    merged = dict(reports[0])
+    merged["settings"] = {**settings[0], "seeds": sorted({r["seed"] for r in runs}),
+                          "error_rates": error_rates}
+    merged.update(summary=summarise(runs, error_rates), runs=runs,
+                  seconds=sum(r["seconds"] for r in reports), merged_from=list(names))
+    return merged
+
+
+def _merge_main(paths, output):
+    from keras_fgvc.bootstrap.experiment import load_json, save_json
+
+    reports = []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise SystemExit(f"--merge: {path} not found")
+        try:
+            report = load_json(path)
+        except ValueError as error:  # json.JSONDecodeError
+            raise SystemExit(f"--merge: {path} is not JSON ({error})") from None
+        if not isinstance(report, dict) or report.get("benchmark") != "reproduce_bootstrapping":
+            raise SystemExit(f"--merge: {path} is not a reproduce_bootstrapping report")
+        reports.append(report)
+    try:
+        merged = merge_reports(reports, [os.path.basename(p) for p in paths])
+    except ValueError as error:
+        raise SystemExit(f"--merge: {error}") from None
+    if output is None:
+        seeds, rates = merged["settings"]["seeds"], merged["settings"]["error_rates"]
+        cell = "" if (seeds == [0, 1, 2] and rates == [0.0, 0.05]) else (
+            f"_seeds{seeds[0]}-{seeds[-1]}_err{'-'.join(f'{e:g}' for e in rates)}")
+        output = os.path.join(HERE, "results", f"reproduce_bootstrapping{cell}.json")
+    save_json(output, merged)
+    print(f"Wrote {output} ({len(merged['runs'])} cells from {len(paths)} reports)")
+    return merged
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", default=None, help="data, projects, models (resumable)")
@@ -238,7 +309,11 @@ def main(argv=None):
     parser.add_argument("--set", action="append", default=[], help="training override")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--merge", nargs="+", metavar="REPORT", default=None,
+                        help="write one table from these per-cell reports (no training)")
     args = parser.parse_args(argv)
+    if args.merge:
+        return _merge_main(args.merge, args.output)
     args.methods = [m for m in args.methods.split(",") if m]
     if args.first_seed < 0:
         parser.error(f"--first-seed must be >= 0, got {args.first_seed}")

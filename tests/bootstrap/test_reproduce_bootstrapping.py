@@ -125,3 +125,65 @@ def test_seed_data_appears_whole_once_even_when_two_processes_write_it(tmp_path,
     assert visible == [False, False]
     assert os.path.exists(os.path.join(folder, "DONE"))
     assert sorted(os.listdir(tmp_path / "data")) == ["seed0"]
+
+
+def _cell_report(seed, error_rate, accuracy, **settings):
+    base = {"categories": ["a", "b"], "outside": ["c"], "rounds": 3, "seed_per_class": 50,
+            "pool_size": "all", "uniform_share": 0.1, "threshold": 0.5, "quick": False,
+            "round_overrides": [], "final_overrides": [], "test_images": 8000,
+            "seeds": 1, "error_rates": [error_rate]}  # as the seed-0 reports wrote them
+    rounds = [{"round": 1, "precision": 0.5, "recall": 0.8, "decisions_per_accepted": 2.0,
+               "selected": 10, "accepted": 5, "hard_negatives": 5, "decisions": 10,
+               "uniform_estimate": None}]
+    return {"benchmark": "reproduce_bootstrapping", "settings": {**base, **settings},
+            "seconds": 10.0,
+            "runs": [{"seed": seed, "error_rate": error_rate, "rounds": rounds,
+                      "accuracy": {"Softmax (S0)": accuracy, "Softmax (Sk)": accuracy + 0.1}}]}
+
+
+def test_merge_puts_cells_run_apart_into_one_table_with_sample_std(tmp_path):
+    module = _load("reproduce_bootstrapping")
+    paths = []
+    for seed, rate, acc in [(1, 0.0, 0.7), (0, 0.0, 0.5), (0, 0.05, 0.4), (2, 0.0, 0.6)]:
+        paths.append(tmp_path / f"s{seed}_e{rate}.json")
+        # the seed-0 reports predate probe_share; later ones record its default
+        extra = {} if seed == 0 else {"probe_share": 0.0}
+        paths[-1].write_text(json.dumps(_cell_report(seed, rate, acc, **extra)))
+    out = tmp_path / "merged.json"
+    merged = module.main(["--merge", *map(str, paths), "--output", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(merged))
+    assert [(r["seed"], r["error_rate"]) for r in merged["runs"]] == [
+        (0, 0.0), (0, 0.05), (1, 0.0), (2, 0.0)]
+    assert merged["settings"]["seeds"] == [0, 1, 2]
+    assert merged["settings"]["error_rates"] == [0.0, 0.05]
+    assert merged["seconds"] == 40.0
+    s0 = merged["summary"]["0"]["accuracy"]["Softmax (S0)"]
+    assert s0["values"] == [0.5, 0.7, 0.6] and math.isclose(s0["mean"], 0.6)
+    assert math.isclose(s0["std"], 0.1)  # sample std of 0.5, 0.7, 0.6 (population: 0.0816)
+    gain = merged["summary"]["0"]["gain_softmax"]["new_positives"]
+    assert gain["n"] == 3 and math.isclose(gain["mean"], 0.1)
+    assert merged["summary"]["0.05"]["accuracy"]["Softmax (S0)"] == {
+        "mean": 0.4, "std": 0.0, "n": 1, "values": [0.4]}
+
+
+def test_merge_refuses_disagreeing_settings_a_cell_twice_and_other_files(tmp_path, capsys):
+    module = _load("reproduce_bootstrapping")
+    a, b, c = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"
+    a.write_text(json.dumps(_cell_report(0, 0.0, 0.5)))
+    b.write_text(json.dumps(_cell_report(1, 0.0, 0.5, threshold=0.3)))
+    c.write_text(json.dumps(_cell_report(0, 0.0, 0.6)))
+    out = tmp_path / "merged.json"
+    cases = [([a, b], "setting 'threshold' differs: a.json: 0.5, b.json: 0.3"),
+             ([a, c], "seed 0 at error rate 0 is in both a.json and c.json"),
+             ([a, tmp_path / "missing.json"], "missing.json not found")]
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    cases.append(([a, bad], "bad.json is not JSON"))
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"benchmark": "reproduce_pooling", "runs": []}))
+    cases.append(([a, other], "other.json is not a reproduce_bootstrapping report"))
+    for paths, message in cases:
+        with pytest.raises(SystemExit) as raised:
+            module.main(["--merge", *map(str, paths), "--output", str(out)])
+        assert message in str(raised.value)
+    assert not out.exists()
