@@ -66,10 +66,16 @@ def anchor_triplet_loss(
     Returns:
         ``[B]`` per-example loss; its batch mean is omega times the mean over
         violating triplets plus (1 - omega) times the mean of ``-log p_y``
-        over the batch (rows with label -1 count as 0).
+        over the labelled rows (Eq. 2.4 averages over labelled images x: rows
+        of label -1 give 0 and are not counted, so hard negatives in a batch do
+        not shrink the classification term).
     """
     trip = triplet_loss(labels, embedding, margin, positive_fraction, hard_negative_for)
     cls = anchor_classification_loss(labels, log_probs)
+    labels = ops.cast(ops.convert_to_tensor(labels), "int32")
+    labelled = ops.cast(ops.greater_equal(labels, 0), cls.dtype)
+    batch = ops.cast(ops.shape(labels)[0], cls.dtype)
+    cls = cls * labelled * batch / ops.maximum(ops.sum(labelled), 1.0)
     return omega * trip + (1.0 - omega) * cls
 
 

@@ -107,6 +107,13 @@ def local_positive_mask(labels, distances, positive_fraction=POSITIVE_FRACTION):
     return same & ops.less(rank, k[:, None])
 
 
+def hard_negative_mask(labels, hard_negative_for):
+    """``[B, B]``: k is a human-marked hard negative for anchor i's class (Sec. 2.4.3)."""
+    labelled = ops.greater_equal(labels, 0)
+    marked = ops.equal(hard_negative_for[None, :], labels[:, None])
+    return marked & labelled[:, None] & _off_diagonal(labels)
+
+
 def negative_mask(labels, hard_negative_for=None):
     """``[B, B]``: k is a negative for anchor i.
 

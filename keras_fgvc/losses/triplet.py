@@ -26,6 +26,16 @@ value per example, so `call` returns anchor i's share,
 exactly the mean over violating triplets, and `sample_weight` weights anchors.
 A batch with no kept triplet gives 0 (not NaN) with finite (zero)
 gradients.
+
+Human hard negatives (``hard_negative_for``, Sec. 2.4.3: "We sampled same
+number of human-labeled hard negatives as the hard negatives from other
+categories"): the kept triplets whose negative k is human-marked for anchor
+i's class and the other kept triplets each make half of the loss, ``0.5 *
+mean(human) + 0.5 * mean(other)`` (the mean of the kind that exists when a
+batch keeps only one). Equal numbers of such rows in a batch do not give
+equal numbers of violating triplets: every labelled row is an anchor and
+every other-class row a negative, and human negatives violate the margin more
+often, so a plain mean over all kept triplets gave them most of the loss.
 """
 
 import keras
@@ -36,6 +46,7 @@ from keras_fgvc.losses.mining import (
     MARGIN,
     POSITIVE_FRACTION,
     candidate_triplet_mask,
+    hard_negative_mask,
     pairwise_squared_distances,
     triplet_hinge,
     violating_triplet_mask,
@@ -108,10 +119,25 @@ def triplet_loss(labels, embeddings, margin=MARGIN, positive_fraction=POSITIVE_F
             hard_negative_for=hard_negative_for,
         )
     valid = ops.cast(valid, emb.dtype)
-    hinge = ops.relu(triplet_hinge(distances, margin)) * valid
-    count = ops.sum(valid)
+    hinge = ops.relu(triplet_hinge(distances, margin))
     batch = ops.cast(ops.shape(emb)[0], emb.dtype)
-    return ops.sum(hinge, axis=(1, 2)) * batch / ops.maximum(count, 1.0)
+    if hard_negative_for is None:
+        return _mean_share(hinge, valid, batch)
+    # Sec. 2.4.3: "same number of human-labeled hard negatives as the hard negatives from
+    # other categories". The triplets whose negative is human-marked for the anchor's class
+    # and the others each weigh half (all of it when the batch kept only one kind).
+    human = valid * ops.cast(hard_negative_mask(labels, hard_negative_for), emb.dtype)[:, None]
+    other = valid - human
+    has_human = ops.cast(ops.sum(human) > 0, emb.dtype)
+    has_other = ops.cast(ops.sum(other) > 0, emb.dtype)
+    kinds = ops.maximum(has_human + has_other, 1.0)
+    return (has_human * _mean_share(hinge, human, batch)
+            + has_other * _mean_share(hinge, other, batch)) / kinds
+
+
+def _mean_share(hinge, mask, batch):
+    """Anchor i's share ``B * sum_{j,k} (hinge * mask)_ijk / max(#mask, 1)`` (``[B]``)."""
+    return ops.sum(hinge * mask, axis=(1, 2)) * batch / ops.maximum(ops.sum(mask), 1.0)
 
 
 def validate_margin(margin):

@@ -171,6 +171,9 @@ def _anchor_layers(model):
 class AnchorRefreshHook(Hook):
     """Every `every_steps`: embed the training set and re-mine triplets; anchors stay learned.
 
+    The k-means start embeds the mining subset plus, for a class with fewer than
+    `INIT_MIN_PER_CLASS` rows in it, more of that class's rows (all it has, up to that).
+
     Dissertation Sec. 2.4.1: "after every 1,000 iterations, we pause the
     training process and extract features on the training set, then ... do
     triplet sampling (local positives and hard negatives) to generate a list
@@ -189,6 +192,8 @@ class AnchorRefreshHook(Hook):
             refresh (not the paper's procedure; off by default).
     """
 
+    INIT_MIN_PER_CLASS = 32
+
     def __init__(self, every_steps, max_examples=2048, margin=MARGIN,
                  positive_fraction=POSITIVE_FRACTION,
                  reinit_anchors=False):
@@ -200,6 +205,7 @@ class AnchorRefreshHook(Hook):
         self.step_period = self.every_steps
         self.refreshes = 0
         self.anchor_inits = 0
+        self.init_rows = 0
 
     def refresh(self, trainer):
         """Embed the subset and re-mine the rest of the epoch (k-means: see the class doc)."""
@@ -219,19 +225,41 @@ class AnchorRefreshHook(Hook):
         self.labels = split.labels[self.subset]
         self.hard_negative_for = (None if not split.num_hard_negatives
                                   else split.hard_negative_for[self.subset])
-        initialise = self.reinit_anchors or trainer.global_step == 0
+        initialise = ((self.reinit_anchors or trainer.global_step == 0)
+                      and bool(_anchor_layers(trainer.model)))
         if initialise:
-            labelled = self.labels >= 0  # a hard negative of label -1 has no class
-            for layer in _anchor_layers(trainer.model):
-                layer.init_from_embeddings(self.embeddings[labelled], self.labels[labelled],
-                                           seed=trainer.config.seed)
-            self.anchor_inits += 1
+            self.init_anchors(trainer, rng)
         self.remine(trainer)
         self.refreshes += 1
         if trainer.chief:
             logging.info("Step %d: triplets re-mined on %d examples%s.", trainer.global_step,
                          len(self.subset), " (anchors initialised by k-means)" if initialise
                          else "")
+
+    def init_anchors(self, trainer, rng):
+        """Per-class k-means (Sec. 2.3.4: "on the training set in feature space") on the mining
+        subset, topped up so that every class has min(its size, `INIT_MIN_PER_CLASS`) rows:
+        a random subset of a many-class training set misses classes (620 classes x 25 images:
+        2,048 rows miss ~20), which k-means could not start from."""
+        split = trainer.stage.split
+        labelled = self.labels >= 0  # a hard negative of label -1 has no class
+        embeddings, labels = self.embeddings[labelled], self.labels[labelled]
+        extra = []
+        have = np.bincount(labels, minlength=trainer.task.num_classes)
+        chosen = np.zeros(len(split), bool)
+        chosen[self.subset] = True
+        for c in np.flatnonzero(have < self.INIT_MIN_PER_CLASS):
+            rows = np.flatnonzero((split.labels == c) & ~chosen)
+            extra.append(rng.permutation(rows)[: self.INIT_MIN_PER_CLASS - have[c]])
+        extra = np.sort(np.concatenate(extra)) if extra else np.zeros(0, np.int64)
+        if len(extra):
+            embeddings = np.concatenate(
+                [embeddings, trainer.predict(split.subset(extra), output="embedding")])
+            labels = np.concatenate([labels, split.labels[extra]])
+        for layer in _anchor_layers(trainer.model):
+            layer.init_from_embeddings(embeddings, labels, seed=trainer.config.seed)
+        self.anchor_inits += 1
+        self.init_rows = len(labels)
 
     def remine(self, trainer):
         """Triplets for the rest of the current epoch from the last embeddings."""

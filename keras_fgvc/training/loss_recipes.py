@@ -25,7 +25,11 @@ training split carries `Split.hard_negative_for`, the triplet terms read the
 ``(label, hard_negative_for)`` rows `TripletLoss` takes (target
 ``("labels", "hard_negative_for")``), so a rejected candidate is a negative for
 the anchors of the class it was rejected for. Such a hard negative has label
--1: every term that reads ``labels`` gives it 0 (it has no class to classify).
+-1: every term that reads ``labels`` gives it 0 (it has no class to classify)
+and is averaged over the labelled rows only (Eq. 2.4's ``-log p_C(x)`` is a
+mean over labelled images x; dividing by the whole batch would shrink the
+classification term by the share of hard negatives and raise omega's effective
+weight).
 
 More recipes can be added with `register_loss_recipe`.
 
@@ -83,8 +87,10 @@ class LossRecipe:
         num_classes: classes of the main head (for one-hot targets).
         class_weights: optional ``[num_classes]`` variable multiplying class-weighted terms.
         unlabelled_rows: the batches may hold rows of label -1 (human hard negatives
-            with no class): terms that read ``labels`` see label 0 there and are
-            multiplied by 0 (no classification loss for them).
+            with no class): terms that read ``labels`` see label 0 there, are
+            multiplied by 0 (no classification loss for them) and are averaged over the
+            labelled rows of the global batch (the trainer's ``/ B`` times
+            ``B / #labelled``).
     """
 
     def __init__(self, terms, num_classes, class_weights=None, unlabelled_rows=False):
@@ -119,6 +125,11 @@ class LossRecipe:
                 target = ops.one_hot(ops.cast(target, "int32"), self.num_classes)
             value = ops.cast(term.loss(target, ops.cast(outputs[term.output], "float32")),
                              "float32")
+            # The trainer divides the per-example sum by the global batch size B; B / sum(m)
+            # turns that into a mean over the rows the term is about: m = the labelled
+            # rows (1 / 0), times w for weighted_mean (sum(w l) / sum(w) over them). m
+            # depends on labels only.
+            mask = labelled
             if labelled is not None:
                 value = value * labelled
             if term.class_weighted and self.class_weights is not None:
@@ -126,10 +137,10 @@ class LossRecipe:
                                    ops.cast(labels, "int32"))
                 value = value * weights
                 if term.weighted_mean:
-                    # The trainer divides the per-example sum by the global batch size B;
-                    # B / sum(w) turns that into sum(w l) / sum(w). w depends on labels only.
-                    count = _global_sum(tf.ones_like(weights))
-                    value = value * tf.stop_gradient(count / _global_sum(weights))
+                    mask = weights if mask is None else mask * weights
+            if mask is not None:
+                count = _global_sum(tf.ones_like(mask))
+                value = value * tf.stop_gradient(count / tf.maximum(_global_sum(mask), 1e-12))
             total = total + term.weight * value
         return total
 

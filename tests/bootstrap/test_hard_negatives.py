@@ -173,6 +173,28 @@ def test_triplet_anchor_recipe_reads_hard_negative_rows():
         build_loss(resolve_config("bootstrap_softmax"), task)
 
 
+def test_triplet_a_hn_classification_term_is_a_mean_over_labelled_rows():
+    # Eq. 2.4-2.5: L = omega * L_triplet + (1 - omega) * mean over labelled x of -log p_C(x).
+    # The trainer divides the per-example sum by B; hard negatives (label -1) must neither
+    # add to the classification term nor shrink it (it was 12 / 16 of Triplet-A's before).
+    from tests.losses.test_triplet import balanced_reference
+
+    task = _pairs_task()
+    recipe = build_loss(resolve_config("bootstrap_triplet_a_hn"), task)
+    rng = np.random.default_rng(1)
+    emb = rng.normal(size=(16, 8)).astype(np.float64)
+    log_probs = np.log(rng.dirichlet(np.ones(3), 16))
+    labels, marks = task.train.labels, task.train.hard_negative_for
+    assert (labels < 0).sum() == 4
+    batch = {"labels": labels.astype(np.int32), "hard_negative_for": marks.astype(np.int32)}
+    got = keras.ops.convert_to_numpy(recipe(batch, {"embedding": emb.astype(np.float32),
+                                                    "logits": log_probs.astype(np.float32)}))
+    kept = np.flatnonzero(labels >= 0)
+    classification = -log_probs[kept, labels[kept]].mean()
+    triplet, _ = balanced_reference(labels, emb, 0.2, 0.6, marks)
+    np.testing.assert_allclose(got.sum() / 16, 0.9 * classification + 0.1 * triplet, rtol=1e-5)
+
+
 # === The softmax baselines' epochs: at most hard_negative_ratio HN per image of S ===
 
 def test_share_hook_caps_and_resamples_hard_negatives_per_epoch():

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from keras_fgvc.losses import AnchorTripletLoss, TripletLoss, anchor_triplet_loss
-from tests.losses.test_triplet import brute_force
+from tests.losses.test_triplet import balanced_reference, brute_force
 from tests.test_case import run_serialization_test
 
 N, K, D = 3, 2, 4
@@ -72,11 +72,13 @@ def test_equals_two_output_composition():
 
 def test_hard_negatives_and_unlabelled_rows():
     labels, hn, emb, log_p = _batch(2, b=12, unlabeled=3)
-    triplet, _, _ = brute_force(labels, emb, 0.2, 0.6, hn)
-    classification = np.where(
-        labels >= 0, -log_p[np.arange(len(labels)), np.maximum(labels, 0)], 0.0
-    )
+    triplet, _ = balanced_reference(labels, emb, 0.2, 0.6, hn)
+    # Eq. 2.4: -log p_C(x) averaged over the labelled images x (9 of the 12 rows); the
+    # hard negatives neither add to it nor dilute it.
+    labelled = labels >= 0
+    classification = -log_p[np.flatnonzero(labelled), labels[labelled]]
     expected = 0.1 * triplet + 0.9 * classification.mean()
+    assert labelled.sum() == 9
     y_true = np.stack([labels, hn], axis=1)
     y_pred = np.concatenate([emb, log_p], axis=-1)
     loss = AnchorTripletLoss(D, dtype="float64")

@@ -12,11 +12,14 @@ from keras_fgvc.losses.mining import pairwise_squared_distances
 from tests.test_case import run_serialization_test
 
 
-def brute_force(labels, emb, margin=0.2, fraction=0.6, hard_negative_for=None, naive=False):
+def brute_force(labels, emb, margin=0.2, fraction=0.6, hard_negative_for=None, naive=False,
+                kind=None):
     """Loop over every (anchor, positive, negative) triplet, as Sec. 2.3.2-2.3.3 and 2.4.3.
 
     Returns (mean hinge over kept triplets, per-anchor hinge sums, count). Hard mining
-    keeps the violating triplets; naive keeps all of them (max(0, hinge) each).
+    keeps the violating triplets; naive keeps all of them (max(0, hinge) each). `kind`:
+    only the triplets whose negative is human-marked for the anchor's class ("human"),
+    or only the others ("other"); None: all.
     """
     e = emb / np.linalg.norm(emb, axis=1, keepdims=True)
     b = len(labels)
@@ -39,6 +42,8 @@ def brute_force(labels, emb, margin=0.2, fraction=0.6, hard_negative_for=None, n
             for n in range(b)
             if n != i and ((labels[n] >= 0 and labels[n] != labels[i]) or hn[n] == labels[i])
         ]
+        if kind is not None:
+            negatives = [n for n in negatives if (hn[n] == labels[i]) == (kind == "human")]
         for j in positives:
             for n in negatives:
                 h = dist[i, j] - dist[i, n] + margin
@@ -50,6 +55,20 @@ def brute_force(labels, emb, margin=0.2, fraction=0.6, hard_negative_for=None, n
                     count += 1
     mean = per_anchor.sum() / count if count else 0.0
     return mean, per_anchor, count
+
+
+def balanced_reference(labels, emb, margin=0.2, fraction=0.6, hard_negative_for=None,
+                       naive=False):
+    """Sec. 2.4.3 ("same number of human-labeled hard negatives as the hard negatives from
+    other categories"): (mean, per-example loss) with each kind's mean weighing half, or all
+    when the batch keeps one kind only."""
+    parts = [brute_force(labels, emb, margin, fraction, hard_negative_for, naive, kind)
+             for kind in ("human", "other")]
+    kept = [(mean, per_anchor / count) for mean, per_anchor, count in parts if count]
+    if not kept:
+        return 0.0, np.zeros(len(labels))
+    mean = sum(m for m, _ in kept) / len(kept)
+    return mean, len(labels) * sum(p for _, p in kept) / len(kept)
 
 
 def _batch(seed, b=12, classes=3, dim=3, unlabeled=0):
@@ -82,14 +101,44 @@ def test_matches_brute_force(seed):
 @pytest.mark.parametrize("seed", range(3))
 def test_human_labelled_hard_negatives_match_brute_force(seed):
     labels, emb, hn = _batch(10 + seed, b=12, classes=3, unlabeled=4)
-    mean, per_anchor, count = brute_force(labels, emb, 0.3, 0.6, hn)
+    mean, per_example = balanced_reference(labels, emb, 0.3, 0.6, hn)
+    plain, _, count = brute_force(labels, emb, 0.3, 0.6, hn)
     without, _, count_without = brute_force(labels, emb, 0.3, 0.6)
     assert count > count_without  # the marked samples add triplets
+    assert abs(mean - plain) > 1e-3  # the balance is not the plain mean over all kept
     y_true = np.stack([labels, hn], axis=1)
     loss = TripletLoss(margin=0.3, dtype="float64")
     np.testing.assert_allclose(loss(y_true, emb), mean, rtol=1e-9)
+    np.testing.assert_allclose(loss.call(y_true, emb).numpy(), per_example, rtol=1e-9)
     # Without the marks the unlabelled rows take no part at all.
     np.testing.assert_allclose(loss(labels, emb), without, rtol=1e-9)
+
+
+def test_human_and_category_negatives_weigh_half_each_whatever_their_counts():
+    # One anchor pair of class 0; two class-1 negatives and one human-marked (label -1,
+    # marked for class 0). Margin 4.5 > every distance: all 2 x (2 + 1) triplets violate.
+    labels = np.array([0, 0, 1, 1, -1])
+    hn = np.array([-1, -1, -1, -1, 0])
+    emb = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [-0.1, 1.0], [1.0, 0.05]])
+    y_true = np.stack([labels, hn], axis=1)
+    loss = TripletLoss(margin=4.5, positive_fraction=1.0, dtype="float64")
+    human, _, n_human = brute_force(labels, emb, 4.5, 1.0, hn, kind="human")
+    other, _, n_other = brute_force(labels, emb, 4.5, 1.0, hn, kind="other")
+    # class-0 anchors: 2 x 1 human + 2 x 2 category; class-1 anchors: 2 x 2 category.
+    assert (n_human, n_other) == (2, 8)
+    np.testing.assert_allclose(loss(y_true, emb), 0.5 * human + 0.5 * other, rtol=1e-12)
+    # Degenerate: the human row far away -> its triplets satisfy a small margin, the loss is
+    # the mean over the category triplets alone (not half of it).
+    far = emb.copy()
+    far[4] = [-1.0, -0.05]
+    far[3] = [0.95, 0.02]  # a class-1 row among class 0: category triplets violate
+    small = TripletLoss(margin=0.2, positive_fraction=1.0, dtype="float64")
+    only_other, _, count = brute_force(labels, far, 0.2, 1.0, hn, kind="other")
+    assert brute_force(labels, far, 0.2, 1.0, hn, kind="human")[2] == 0 and count > 0
+    np.testing.assert_allclose(small(y_true, far), only_other, rtol=1e-12)
+    # No marked row at all: exactly the loss without hard negatives.
+    none = np.stack([labels[:4], -np.ones(4, int)], axis=1)
+    np.testing.assert_allclose(small(none, emb[:4]), small(labels[:4], emb[:4]), rtol=1e-12)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -98,18 +147,19 @@ def test_naive_mining_averages_over_all_triplets(seed):
     margin, fraction = [(0.2, 1.0), (0.5, 0.6), (1.0, 1.0), (0.3, 0.5)][seed]
     labels, emb, hn = _batch(60 + seed, b=10, classes=3, unlabeled=2 * (seed % 2))
     y_true = np.stack([labels, hn], axis=1)
-    mean, per_anchor, count = brute_force(labels, emb, margin, fraction, hn, naive=True)
-    hard_mean, _, hard_count = brute_force(labels, emb, margin, fraction, hn)
+    _, _, count = brute_force(labels, emb, margin, fraction, hn, naive=True)
+    _, _, hard_count = brute_force(labels, emb, margin, fraction, hn)
     assert count > hard_count > 0  # some triplets do not violate the margin
+    mean, per_example = balanced_reference(labels, emb, margin, fraction, hn, naive=True)
+    hard_mean, _ = balanced_reference(labels, emb, margin, fraction, hn)
     assert mean < hard_mean  # ... and dilute the average
     loss = TripletLoss(margin=margin, positive_fraction=fraction, mining="naive",
                        dtype="float64")
-    np.testing.assert_allclose(loss.call(y_true, emb).numpy(),
-                               len(labels) * per_anchor / count, rtol=1e-9)
+    np.testing.assert_allclose(loss.call(y_true, emb).numpy(), per_example, rtol=1e-9)
     np.testing.assert_allclose(loss(y_true, emb), mean, rtol=1e-9)
     np.testing.assert_allclose(
         triplet_loss(labels, emb.astype("float32"), margin, fraction, hn, mining="naive").numpy(),
-        len(labels) * per_anchor / count, rtol=1e-4, atol=1e-6)
+        per_example, rtol=1e-4, atol=1e-6)
     hard = TripletLoss(margin=margin, positive_fraction=fraction, dtype="float64")
     np.testing.assert_allclose(hard(y_true, emb), hard_mean, rtol=1e-9)
 

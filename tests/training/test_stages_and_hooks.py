@@ -141,8 +141,13 @@ def test_anchor_refresh_remines_and_keeps_learned_anchors(monkeypatch):
     # Epoch 1 begins with a refresh, then at step 2 and step 4 (M = 2).
     assert refresh_hook.refreshes == 3
     assert [step for step, _, _ in around_refresh] == [0, 2, 4]
-    # k-means (Sec. 2.3.4) once, before the first step, from 64-d embeddings of the subset.
-    assert len(calls) == 1 and calls[0][0] == (120, 64)
+    # k-means (Sec. 2.3.4) once, before the first step, from 64-d embeddings of the subset
+    # topped up to min(n_c, 32) rows of every class (~12 of each of the 10 are in the 120).
+    assert len(calls) == 1 and calls[0][0][1] == 64
+    counts = np.bincount(trainer.task.train.labels, minlength=10)
+    init_counts = np.bincount(calls[0][1], minlength=10)
+    assert (init_counts >= np.minimum(counts, hooks.AnchorRefreshHook.INIT_MIN_PER_CLASS)).all()
+    assert calls[0][0][0] == refresh_hook.init_rows > 120
     kmeans_start = calls[0][2]
     # A refresh after training has started re-mines triplets and leaves the anchors as learned.
     for step, before, after in around_refresh[1:]:
@@ -158,6 +163,65 @@ def test_anchor_refresh_remines_and_keeps_learned_anchors(monkeypatch):
     triple = orders[0][:30].reshape(-1, 3)
     assert (labels[triple[:, 0]] == labels[triple[:, 1]]).all()
     assert (labels[triple[:, 0]] != labels[triple[:, 2]]).all()
+
+
+class _StubStage:
+    def __init__(self, split):
+        self.split, self.steps_per_epoch = split, 1
+
+
+class _StubTrainer:
+    """What `AnchorRefreshHook.refresh` reads of a trainer; embeddings looked up by row."""
+
+    def __init__(self, split, embeddings, model, num_classes):
+        from types import SimpleNamespace
+
+        self.stage, self.model, self.chief = _StubStage(split), model, False
+        self.task = SimpleNamespace(num_classes=num_classes)
+        self.config = SimpleNamespace(seed=0, batch_size=3)
+        self.global_step = self.step_in_epoch = 0
+        self.table, self.predicted = embeddings, 0
+
+    def predict(self, split, output):
+        assert output == "embedding"
+        rows = split.images[:, 0, :, 0].astype(np.int64) @ np.array([1, 256])
+        self.predicted += len(rows)
+        return self.table[rows]
+
+    def replace_order(self, order):
+        self.order = order
+
+
+def test_anchor_kmeans_start_covers_every_class_of_a_many_class_set():
+    # 620 classes x 25 images (flowers-620's scale): a random 2,048 of the 15,500 rows misses
+    # classes, from which k-means cannot start. Every class gets min(25, 32) = all its rows.
+    import keras
+
+    from keras_fgvc.data.task import Split
+    from keras_fgvc.layers import AnchorSoftVote
+
+    classes, per_class, dim = 620, 25, 8
+    labels = np.repeat(np.arange(classes), per_class)
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(classes, dim)) * 10
+    embeddings = (centres[labels] + rng.normal(size=(len(labels), dim)) * 0.1).astype("float32")
+    rows = np.arange(len(labels))
+    images = np.zeros((len(labels), 1, 2, 1), np.uint8)
+    images[:, 0, 0, 0], images[:, 0, 1, 0] = rows % 256, rows // 256
+    split = Split(labels=labels, images=images)
+    vote = AnchorSoftVote(classes, anchors_per_class=3, name="anchors")
+    inputs = keras.Input((dim,))
+    model = keras.Model(inputs, vote(inputs))
+    trainer = _StubTrainer(split, embeddings, model, classes)
+    hook = hooks.AnchorRefreshHook(every_steps=1, max_examples=2048)
+    hook.refresh(trainer)  # raised "class ... has no embedding" before the fix
+    assert hook.anchor_inits == 1 and hook.init_rows == len(labels)
+    anchors = np.array(vote.anchors)
+    # each class's anchors are k-means centres of its own embeddings (within its spread)
+    dist = np.linalg.norm(anchors - centres[:, None, :], axis=-1)
+    assert dist.max() < 1.0
+    # the mining subset stays 2,048 rows; only the start embedded the others
+    assert len(hook.subset) == 2048 and trainer.predicted == len(labels)
 
 
 def test_anchors_receive_gradients():
@@ -183,7 +247,7 @@ def test_anchors_receive_gradients():
 
 def test_refresh_anchors_option_reinitialises_at_every_refresh(monkeypatch):
     _, _, calls, around_refresh, _ = _anchor_run(monkeypatch, "refresh_anchors=true")
-    assert len(calls) == 3 and all(shape == (120, 64) for shape, _, _ in calls)
+    assert len(calls) == 3 and all(shape[0] > 120 and shape[1] == 64 for shape, _, _ in calls)
     for step, before, after in around_refresh[1:]:
         assert not np.allclose(before, after), f"refresh at step {step} kept the anchors"
 

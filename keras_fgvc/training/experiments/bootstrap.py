@@ -22,7 +22,10 @@ Triplet-A (Sec. 2.3.5, Eq. 2.5): 64-d embedding, K = 3 anchors per category
 positives, omega 0.1; triplets re-mined every 50 steps (Sec. 2.4.1). With
 hard negatives every batch of 160 holds 40 (reference, positive, negative,
 human hard negative) groups: as many human hard negatives as negatives mined
-from other categories (Sec. 2.4.3). The softmax baselines see at most one
+from other categories (Sec. 2.4.3), and in the loss the violating triplets with
+a human negative and those with another category's weigh half each
+(`keras_fgvc.losses.triplet`); the classification term is a mean over the
+labelled rows. The softmax baselines see at most one
 hard negative per image of S in an epoch (`keras_fgvc.training.hard_negatives`).
 """
 
@@ -90,8 +93,9 @@ _register(BOOTSTRAP_TRIPLET_A, "bootstrap_triplet_a",
           "Bootstrapping round, Triplet-A (anchor soft vote, Eq. 2.5) on S_{i-1} alone.")
 _register(BOOTSTRAP_TRIPLET_A, "bootstrap_triplet_a_hn",
           "Bootstrapping round, Triplet-A + human hard negatives: each batch of 160 carries 40 "
-          "human hard negatives, as many as the negatives mined from other categories "
-          "(Sec. 2.4.3). The default of `python -m keras_fgvc.bootstrap init`.",
+          "human hard negatives, as many as the negatives mined from other categories, and "
+          "their triplets weigh half of the triplet loss (Sec. 2.4.3). The default of "
+          "`python -m keras_fgvc.bootstrap init`.",
           batch_size=160,
           task_kwargs={"hard_negatives": "pairs", "background": "class", "val_fraction": 0.1,
                        "hard_negative_ratio": 1.0})
