@@ -55,7 +55,11 @@ def _linear_probe(s1_config):
     def overrides(setting, seed, args):
         weights = _s1_run(s1_config, seed, args)["backbone_weights"]
         kwargs = {"backbone": "small_cnn", "weights": weights, "trainable_backbone": False}
-        return [S2_TASK, "model=classifier", f"model_kwargs={json.dumps(kwargs)}"]
+        # init_trunk='': the probe's trunk is the S1 model's, frozen; the fashion_bg configs'
+        # default (the S2 task's teacher trunk) would overwrite it, and both probes would then
+        # measure the same teacher features.
+        return [S2_TASK, "model=classifier", f"model_kwargs={json.dumps(kwargs)}",
+                "init_trunk="]
 
     def post(trainer, record, context):
         s1 = _s1_run(s1_config, context["seed"], context["args"])

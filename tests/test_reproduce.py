@@ -326,6 +326,27 @@ def test_feature_generalisation_s1_teacher_never_sees_s2():
     assert not set(module.S1_TEACHER) & (set(module.S1) | set(module.S2))
 
 
+def test_feature_generalisation_probe_keeps_the_s1_trunk(monkeypatch):
+    # The probe is a frozen S1 trunk + a new last layer. The fashion_bg configs start the
+    # trunk from the task's teacher (init_trunk="teacher"), which would replace the S1 trunk:
+    # both probes then measured the same teacher features (identical rows).
+    from keras_fgvc.training.experiments import resolve_config
+
+    module = _load("feature_generalisation")
+    for method in module.METHODS[:2]:
+        s1_config = method.name.split("(S1)")[0].split()[-1]
+        weights = f"/tmp/s1_{s1_config}.backbone.weights.h5"
+        monkeypatch.setitem(module._S1_RUNS, ("fashion_bg_ft" if s1_config == "FT" else
+                                              "fashion_bg_split", 0),
+                            {"backbone_weights": weights})
+        overrides = method.overrides("S2", 0, None)
+        config = resolve_config(method.config, overrides)
+        assert config.init_trunk == "" and config.model_kwargs["weights"] == weights
+        assert config.model_kwargs["trainable_backbone"] is False
+        with pytest.raises(ValueError, match="would overwrite the trunk weights"):
+            resolve_config(method.config, [o for o in overrides if o != "init_trunk="])
+
+
 # === Budget overrides, --set, --full-scale ===
 
 

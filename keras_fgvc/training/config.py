@@ -316,6 +316,13 @@ def validate_config(config):
     if config.init_trunk not in ("", "teacher") and not config.init_trunk.endswith(".keras"):
         raise ValueError(f"Config init_trunk={config.init_trunk!r} must be '', 'teacher' or a "
                          "path to a .keras model.")
+    loaded = {k: config.model_kwargs.get(k) for k in ("weights", "base_weights")}
+    loaded = {k: v for k, v in loaded.items() if v}
+    if config.init_trunk and loaded:
+        key, value = next(iter(loaded.items()))
+        raise ValueError(f"Config init_trunk={config.init_trunk!r} would overwrite the trunk "
+                         f"weights loaded from model_kwargs.{key}={value!r}: set "
+                         "init_trunk='' to keep them (or drop the weights).")
     if config.clip_value < 0:
         raise ValueError(f"Config clip_value={config.clip_value} must be >= 0 (0 = off).")
     if list(config.decay_epochs) != sorted(config.decay_epochs):

@@ -171,3 +171,14 @@ def test_config_defaults_match_the_losses_defaults():
     from keras_fgvc.training.config import Config
 
     assert Config().drw_beta == BETA
+
+
+@pytest.mark.parametrize("key", ["weights", "base_weights"])
+@pytest.mark.parametrize("init_trunk", ["teacher", "/tmp/other.keras"])
+def test_init_trunk_refuses_to_overwrite_loaded_trunk_weights(key, init_trunk):
+    config = Config(name="x", model_kwargs={key: "/tmp/mine.weights.h5"}, init_trunk=init_trunk)
+    with pytest.raises(ValueError, match=f"would overwrite the trunk weights loaded from "
+                                         f"model_kwargs.{key}="):
+        validate_config(config)
+    validate_config(dataclasses.replace(config, init_trunk=""))  # keeping them is fine
+    validate_config(dataclasses.replace(config, model_kwargs={key: None}))
