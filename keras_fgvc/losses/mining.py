@@ -122,10 +122,10 @@ def negative_mask(labels, hard_negative_for=None):
     """
     labelled = ops.greater_equal(labels, 0)
     different = ops.not_equal(labels[:, None], labels[None, :]) & labelled[None, :]
+    different = different & labelled[:, None] & _off_diagonal(labels)
     if hard_negative_for is not None:
-        marked = ops.equal(hard_negative_for[None, :], labels[:, None])
-        different = different | marked
-    return different & labelled[:, None] & _off_diagonal(labels)
+        different = different | hard_negative_mask(labels, hard_negative_for)
+    return different
 
 
 def triplet_hinge(distances, margin):
