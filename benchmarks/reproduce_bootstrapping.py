@@ -254,6 +254,16 @@ def merge_reports(reports, names):
     return merged
 
 
+def _default_output(seeds, error_rates, quick=False):
+    """benchmarks/results/reproduce_bootstrapping[_quick][_seeds<a>-<b>_err<rates>].json: the
+    suffix names the cells unless they are the whole table (seeds 0-2 at 0% and 5%)."""
+    whole = quick or (list(seeds) == [0, 1, 2] and list(error_rates) == [0.0, 0.05])
+    cell = "" if whole else (
+        f"_seeds{seeds[0]}-{seeds[-1]}_err{'-'.join(f'{e:g}' for e in error_rates)}")
+    return os.path.join(HERE, "results",
+                        f"reproduce_bootstrapping{'_quick' if quick else ''}{cell}.json")
+
+
 def _merge_main(paths, output):
     from keras_fgvc.bootstrap.experiment import load_json, save_json
 
@@ -273,10 +283,7 @@ def _merge_main(paths, output):
     except ValueError as error:
         raise SystemExit(f"--merge: {error}") from None
     if output is None:
-        seeds, rates = merged["settings"]["seeds"], merged["settings"]["error_rates"]
-        cell = "" if (seeds == [0, 1, 2] and rates == [0.0, 0.05]) else (
-            f"_seeds{seeds[0]}-{seeds[-1]}_err{'-'.join(f'{e:g}' for e in rates)}")
-        output = os.path.join(HERE, "results", f"reproduce_bootstrapping{cell}.json")
+        output = _default_output(merged["settings"]["seeds"], merged["settings"]["error_rates"])
     save_json(output, merged)
     print(f"Wrote {output} ({len(merged['runs'])} cells from {len(paths)} reports)")
     return merged
@@ -331,10 +338,7 @@ def main(argv=None):
     if not args.workdir:
         scratch = tempfile.TemporaryDirectory(prefix="bootstrap_repro_")
         args.workdir = scratch.name
-    cell = "" if args.quick or (list(seeds) == [0, 1, 2] and error_rates == [0.0, 0.05]) else (
-        f"_seeds{seeds[0]}-{seeds[-1]}_err{'-'.join(f'{e:g}' for e in error_rates)}")
-    output = args.output or os.path.join(
-        HERE, "results", f"reproduce_bootstrapping{'_quick' if args.quick else ''}{cell}.json")
+    output = args.output or _default_output(seeds, error_rates, args.quick)
 
     from keras_fgvc.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist
 
