@@ -8,7 +8,10 @@ Cases (all B x H x W x C float32 feature maps, d = --dims, p = --order):
                     Count Sketch as a sparse-dense matmul, complex FFT of every
                     sketch, an inverse complex FFT at every position for every
                     order, then the mean (same hashes, so same output).
-  compact_bilinear  keras_fgvc CompactBilinearPooling (p = 2, same d).
+  compact_bilinear  keras_fgvc CompactBilinearPooling (p = 2, same d), method="auto".
+  compact_bilinear_gram / compact_bilinear_fft
+                    the same layer with each method forced: the sketch of the
+                    pooled second-moment matrix, or the FFT product.
   global_average    keras GlobalAveragePooling2D.
   fft_lower_bound   the p x B x H x W real FFTs of length d alone: tf.signal.rfft
                     forward and its TensorFlow gradient, nothing else.
@@ -107,8 +110,11 @@ def build_cases(shape, args):
     kp.build(shape)
     kp.adapt(x.numpy())
     out_dim = 1 + c + (args.order - 1) * args.dims
-    cbp = CompactBilinearPooling(dims=args.dims, seed=0)
-    cbp.build(shape)
+    cbps = {}
+    for method in ("auto", "gram", "fft"):
+        cbps[method] = CompactBilinearPooling(dims=args.dims, seed=0, method=method)
+        cbps[method].build(shape)
+    cbp = cbps["auto"]
     gap = keras.layers.GlobalAveragePooling2D()
     up = lambda n: tf.constant(rng.normal(size=(mb, n)).astype(np.float32))
     m = mb * h * w
@@ -132,6 +138,8 @@ def build_cases(shape, args):
             x,
         ),
         "compact_bilinear": (make_step(cbp, [], up(args.dims), args.jit), x),
+        "compact_bilinear_gram": (make_step(cbps["gram"], [], up(args.dims), args.jit), x),
+        "compact_bilinear_fft": (make_step(cbps["fft"], [], up(args.dims), args.jit), x),
         "global_average": (make_step(gap, [], up(c), args.jit), x),
         "fft_lower_bound": (make_step(tf.signal.rfft, [], spec_up, args.jit), ffts),
         "fft_rfft_irfft": (rfft_irfft, ffts),
@@ -141,6 +149,8 @@ def build_cases(shape, args):
         ref = naive_kernel_pooling(x, kp).numpy()
         # Signed sqrt maps float32 rounding of near-zero entries (|y| ~ 1e-10) to ~1e-5.
         np.testing.assert_allclose(got, ref, rtol=2e-3, atol=1e-4)
+        if {"compact_bilinear_gram", "compact_bilinear_fft"} & set(args.cases):
+            np.testing.assert_allclose(cbps["gram"](x), cbps["fft"](x), rtol=2e-3, atol=1e-4)
     return {k: v for k, v in cases.items() if k in args.cases}
 
 
@@ -227,6 +237,8 @@ def main(argv=None):
         "kernel_pooling",
         "naive",
         "compact_bilinear",
+        "compact_bilinear_gram",
+        "compact_bilinear_fft",
         "global_average",
         "fft_lower_bound",
         "fft_rfft_irfft",
@@ -265,6 +277,13 @@ def main(argv=None):
                 entry["naive_over_kernel_pooling_cpu"] = _paired_ratio(
                     cpu, "naive", "kernel_pooling"
                 )
+        if {"compact_bilinear_gram", "compact_bilinear_fft"} <= set(cases):
+            entry["compact_bilinear_fft_over_gram"] = _paired_ratio(
+                wall, "compact_bilinear_fft", "compact_bilinear_gram"
+            )
+            entry["compact_bilinear_fft_over_gram_cpu"] = _paired_ratio(
+                cpu, "compact_bilinear_fft", "compact_bilinear_gram"
+            )
         report["results"].append(entry)
     report["machine"]["load_average_at_end"] = list(os.getloadavg())
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)

@@ -87,8 +87,8 @@ def test_kernel_pooling(tmp_path):
     report = _read(out)
     assert set(report) >= {"machine", "config", "results"}
     assert report["config"]["quick"] is True
-    cases = {"kernel_pooling", "naive", "compact_bilinear", "global_average",
-             "fft_lower_bound", "fft_rfft_irfft"}
+    cases = {"kernel_pooling", "naive", "compact_bilinear", "compact_bilinear_gram",
+             "compact_bilinear_fft", "global_average", "fft_lower_bound", "fft_rfft_irfft"}
     assert [e["shape"] for e in report["results"]] == [[4, 7, 7, 64], [4, 14, 14, 32]]
     for entry in report["results"]:
         for key in ("seconds_per_batch", "cpu_seconds_per_batch", "all_runs"):
@@ -99,7 +99,8 @@ def test_kernel_pooling(tmp_path):
             assert len(entry["all_runs"][name]) == report["config"]["runs"]
             for t in entry["all_runs"][name]:
                 _positive(t, name)
-        for ratio in ("kernel_pooling_over_lower_bound", "naive_over_kernel_pooling"):
+        for ratio in ("kernel_pooling_over_lower_bound", "naive_over_kernel_pooling",
+                      "compact_bilinear_fft_over_gram"):
             _positive(entry[ratio], ratio)
 
 

@@ -9,10 +9,16 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_fgvc.layers.count_sketch import SketchPlan, pooled_tensor_sketch
+from keras_fgvc.layers.count_sketch import (
+    SketchPlan,
+    gram_cost_is_lower,
+    pooled_second_order_sketch,
+    pooled_tensor_sketch,
+)
 from keras_fgvc.layers.normalization import l2_normalize, signed_sqrt
 
 _POOLINGS = ("mean", "sum")
+_METHODS = ("auto", "gram", "fft")
 
 
 def _is_int(v):
@@ -58,20 +64,27 @@ class CompactBilinearPooling(keras.layers.Layer):
     y = pool_{positions} IFFT(FFT(C_1(x)) o FFT(C_2(x))) (Eq. 3.9 with p = 2),
     so E[y(x).y(x')] = (x.x')^2 for single positions. Uses the same hashes as
     `KernelPooling(order=2, dims=dims, seed=seed)`: its output equals that
-    layer's x~(2) block with alpha_2 = 1. The spectra are pooled before the
-    single inverse FFT per sample; FFT math is float32.
+    layer's x~(2) block with alpha_2 = 1. Two exact ways to compute it (float32):
+    "fft" pools the spectra before one inverse FFT per sample; "gram" sketches
+    the pooled second-moment matrix sum_n x_n x_n^T with the pair hash
+    (h_1(i) + h_2(j)) mod d, the same function at c^2 per position instead of
+    two FFTs of length d (`count_sketch.pooled_second_order_sketch`).
 
     Args:
-        dims: d, the sketch (output) dimension. Every FFT has length d, so a d
-            with only small prime factors is fastest: on a 2-core CPU the layer's
-            forward + backward pass on 128 x 7 x 7 x 128 features takes 5.3 s at
-            d = 12,417 = 3 x 4139 (kernel pooling's dimension, used for the
-            matched comparison of Table 3.2) and 2.3 s at d = 12,288 = 3 x 4096
-            (`benchmarks/results/kernel_pooling_cbp_d*.json`).
+        dims: d, the sketch (output) dimension. The FFT path's cost depends on d's
+            prime factors: forward + backward on 128 x 7 x 7 x 128 features takes
+            5.3 s at d = 12,417 = 3 x 4139 (kernel pooling's dimension, used for
+            the matched comparison of Table 3.2) and 2.3 s at d = 12,288 on a
+            2-core CPU (`benchmarks/results/kernel_pooling_cbp_d*.json`); the
+            "gram" path does not care about d's factors (0.027 s at d = 12,417).
         pooling: "mean" or "sum" over spatial positions.
         signed_sqrt: apply sign(y) sqrt(|y|).
         l2_normalize: L2-normalise the output.
         seed: integer seed of the Count Sketch hashes.
+        method: "auto" (default: "gram" where c^2 <= 4 d log2 d, e.g. c = 128
+            or 512 at d = 8,192, else "fft", e.g. c = 2048), "gram" or "fft".
+            Both give the same output to float32 rounding; only speed and
+            memory differ (`benchmarks/compact_bilinear_methods.py`).
 
     Call arguments:
         inputs: [B, H, W, C] (pooled over H x W) or [B, C].
@@ -87,7 +100,14 @@ class CompactBilinearPooling(keras.layers.Layer):
     """
 
     def __init__(
-        self, dims=8192, pooling="mean", signed_sqrt=True, l2_normalize=True, seed=0, **kwargs
+        self,
+        dims=8192,
+        pooling="mean",
+        signed_sqrt=True,
+        l2_normalize=True,
+        seed=0,
+        method="auto",
+        **kwargs,
     ):
         super().__init__(**kwargs)
         if not _is_int(dims) or dims < 1:
@@ -95,20 +115,32 @@ class CompactBilinearPooling(keras.layers.Layer):
         _check_common("CompactBilinearPooling", pooling)
         if not _is_int(seed):
             raise ValueError(f"CompactBilinearPooling: seed must be an int, got {seed!r}")
+        if method not in _METHODS:
+            raise ValueError(
+                f"CompactBilinearPooling: method must be one of {_METHODS}, got {method!r}"
+            )
         # NumPy integers are accepted (as by KernelPooling) and stored as int (JSON-safe config).
         self.dims = int(dims)
         self.pooling = pooling
         self.signed_sqrt = bool(signed_sqrt)
         self.l2_normalize = bool(l2_normalize)
         self.seed = int(seed)
+        self.method = method
 
     def build(self, input_shape):
         _check_shape("CompactBilinearPooling", input_shape)
         self._plan = SketchPlan(self.seed, 0, input_shape[-1], self.dims, 2)
+        use_gram = self.method == "gram" or (
+            self.method == "auto" and gram_cost_is_lower(input_shape[-1], self.dims)
+        )
+        self._method = "gram" if use_gram else "fft"
 
     def call(self, inputs):
         x = _as_positions(ops.cast(inputs, "float32"), "CompactBilinearPooling")
-        (y,) = pooled_tensor_sketch(x, self._plan, [2], self.pooling)
+        if self._method == "gram":
+            y = pooled_second_order_sketch(x, self._plan, self.pooling)
+        else:
+            (y,) = pooled_tensor_sketch(x, self._plan, [2], self.pooling)
         y = _post(y, self.signed_sqrt, self.l2_normalize)
         return ops.cast(y, self.compute_dtype)
 
@@ -123,6 +155,7 @@ class CompactBilinearPooling(keras.layers.Layer):
             signed_sqrt=self.signed_sqrt,
             l2_normalize=self.l2_normalize,
             seed=self.seed,
+            method=self.method,
         )
         return config
 

@@ -25,6 +25,18 @@ def _np_bilinear(x, pooling="mean"):
     return outer.mean(1) if pooling == "mean" else outer.sum(1)
 
 
+def _np_tensor_sketch(x, plan, pooling="mean"):
+    """Eq. 3.9 with p = 2 from the definitions, in float64: per position, the Count
+    Sketches C_t(x) = x M_t (M_t the dense hash-and-sign matrices), then
+    IFFT(FFT(C_1) o FFT(C_2)) with NumPy's FFT, then pooled over positions."""
+    x = np.asarray(x, np.float64)
+    x = x.reshape(x.shape[0], -1, x.shape[-1])
+    m = plan.dense_matrices().astype(np.float64)
+    c1, c2 = x @ m[0], x @ m[1]
+    y = np.fft.ifft(np.fft.fft(c1, axis=-1) * np.fft.fft(c2, axis=-1), axis=-1).real
+    return y.mean(1) if pooling == "mean" else y.sum(1)
+
+
 def _np_post(y):
     y = np.sign(y) * np.sqrt(np.abs(y))
     return y / np.linalg.norm(y, axis=-1, keepdims=True)
@@ -38,10 +50,65 @@ def test_compact_bilinear_equals_kernel_pooling_order_two_term(pooling):
         order=2, dims=32, coefficients=[0.0, 0.0, 1.0], pooling=pooling, seed=4, **RAW
     )(x).numpy()
     assert cbp.shape == (2, 32)
-    np.testing.assert_allclose(cbp, kp[:, 1 + 6 :], rtol=1e-6, atol=1e-7)
+    # Exact zeros of the second-moment path (empty buckets) are FFT round-off in KernelPooling.
+    np.testing.assert_allclose(cbp, kp[:, 1 + 6 :], rtol=1e-5, atol=1e-6 * np.abs(cbp).max())
     # With the default post-processing: signed sqrt + L2 of the same vector.
     full = CompactBilinearPooling(dims=32, pooling=pooling, seed=4)(x).numpy()
     np.testing.assert_allclose(full, _np_post(cbp.astype(np.float64)), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["gram", "fft"])
+@pytest.mark.parametrize("pooling", ["mean", "sum"])
+@pytest.mark.parametrize(
+    "shape, dims",
+    [((2, 3, 4, 6), 32), ((2, 2, 3, 9), 4), ((3, 5), 7), ((2, 1, 1, 3), 1)],
+    ids=["d>c", "d<c (colliding hash)", "rank 2, odd d", "d = 1"],
+)
+def test_compact_bilinear_equals_numpy_tensor_sketch(method, pooling, shape, dims):
+    x = np.random.default_rng(7).normal(size=shape).astype("float32")
+    layer = CompactBilinearPooling(dims=dims, pooling=pooling, seed=5, method=method, **RAW)
+    y = layer(x).numpy()
+    ref = _np_tensor_sketch(x, layer._plan, pooling)
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_gram_and_fft_paths_agree_in_value_and_gradient(jit):
+    """The second-moment path is the same function as the FFT path (Pham & Pagh's identity).
+
+    Compared before the signed square root, which turns the FFT path's ~1e-9
+    round-off in empty buckets (exact zeros on the other path) into ~3e-5."""
+    x = tf.constant(np.random.default_rng(8).normal(size=(3, 4, 5, 24)).astype("float32"))
+    w = tf.constant(np.random.default_rng(9).normal(size=(200,)).astype("float32"))
+    out = {}
+    for method in ("gram", "fft"):
+        layer = CompactBilinearPooling(dims=200, seed=2, method=method, **RAW)
+
+        def f(x, layer=layer):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x)
+                loss = tf.reduce_sum(y * w)
+            return y, tape.gradient(loss, x)
+
+        out[method] = [v.numpy() for v in tf.function(f, jit_compile=jit)(x)]
+    for a, b in zip(out["gram"], out["fft"]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max())
+
+
+def test_auto_method_picks_the_cheaper_path():
+    def picked(c, dims, method="auto"):
+        layer = CompactBilinearPooling(dims=dims, method=method)
+        layer.build((None, 7, 7, c))
+        return layer._method
+
+    # c^2 <= 4 d log2 d: the second-moment matrix; otherwise the FFTs.
+    assert picked(128, 12417) == "gram"
+    assert picked(512, 8192) == "gram"
+    assert picked(2048, 8192) == "fft"
+    assert picked(2048, 8192, "gram") == "gram"
+    assert picked(128, 12417, "fft") == "fft"
+    assert CompactBilinearPooling(method="fft").get_config()["method"] == "fft"
 
 
 def test_compact_bilinear_approximates_squared_inner_product():
@@ -68,7 +135,9 @@ def test_bilinear_equals_numpy_mean_of_outer_products(pooling, shape):
 
 def test_zero_input_is_finite_with_finite_gradients():
     x = tf.zeros((2, 2, 2, 4))
-    for layer in (BilinearPooling(), CompactBilinearPooling(dims=16)):
+    compact = [CompactBilinearPooling(dims=16, method=m) for m in ("gram", "fft")]
+    layers = [BilinearPooling()] + compact
+    for layer in layers:
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = layer(x)
@@ -81,7 +150,8 @@ def test_zero_input_is_finite_with_finite_gradients():
 def test_gradients_reach_inputs():
     rng = np.random.default_rng(3)
     x = tf.constant(rng.normal(size=(2, 2, 2, 4)).astype("float32"))
-    for layer in (BilinearPooling(**RAW), CompactBilinearPooling(dims=16, **RAW)):
+    compact = [CompactBilinearPooling(dims=16, method=m, **RAW) for m in ("gram", "fft")]
+    for layer in [BilinearPooling(**RAW)] + compact:
         with tf.GradientTape() as tape:
             tape.watch(x)
             loss = tf.reduce_sum(tf.square(layer(x)))
@@ -105,9 +175,10 @@ def test_numpy_integer_arguments_give_a_json_safe_config():
 
 
 def test_bad_arguments_and_input_rank():
-    bad = [dict(dims=0), dict(dims=8.0), dict(dims=True), dict(pooling="max"), dict(seed="a")]
+    bad = [dict(dims=0), dict(dims=8.0), dict(dims=True), dict(pooling="max"), dict(seed="a"),
+           dict(method="dense")]
     for kwargs in bad:
-        with pytest.raises(ValueError, match="dims|pooling|seed"):
+        with pytest.raises(ValueError, match="dims|pooling|seed|method"):
             CompactBilinearPooling(**kwargs)
     with pytest.raises(ValueError, match="pooling"):
         BilinearPooling(pooling="max")
@@ -116,10 +187,11 @@ def test_bad_arguments_and_input_rank():
             layer(np.ones((2, 3, 4), "float32"))
 
 
-def test_layer_contracts():
+@pytest.mark.parametrize("method", ["gram", "fft"])
+def test_layer_contracts(method):
     run_layer_test(
         CompactBilinearPooling,
-        dict(dims=16, seed=2),
+        dict(dims=16, seed=2, method=method),
         (2, 3, 4, 8),
         expected_output_shape=(2, 16),
     )
@@ -133,7 +205,8 @@ def test_saved_model_reload_in_fresh_process():
     inputs = keras.Input((3, 4, 6))
     # Also exports the post-processing layers on their own (for test_normalization.py).
     outputs = {
-        "compact": CompactBilinearPooling(dims=16, seed=3)(inputs),
+        "compact": CompactBilinearPooling(dims=16, seed=3, method="gram")(inputs),
+        "compact_fft": CompactBilinearPooling(dims=16, seed=3, method="fft")(inputs),
         "full": BilinearPooling()(inputs),
         "normalized": L2Normalize(axis=[1, 2])(SignedSqrt()(inputs)),
     }
