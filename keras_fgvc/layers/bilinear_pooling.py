@@ -84,7 +84,8 @@ class CompactBilinearPooling(keras.layers.Layer):
         method: "auto" (default: "gram" where c^2 <= 4 d log2 d, e.g. c = 128
             or 512 at d = 8,192, else "fft", e.g. c = 2048), "gram" or "fft".
             Both give the same output to float32 rounding; only speed and
-            memory differ (`benchmarks/compact_bilinear_methods.py`).
+            memory differ (`benchmarks/kernel_pooling.py --cases
+            compact_bilinear_gram,compact_bilinear_fft`).
 
     Call arguments:
         inputs: [B, H, W, C] (pooled over H x W) or [B, C].
