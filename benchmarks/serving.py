@@ -23,13 +23,13 @@ concurrency (p99 latency reported beside it).
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 
+from _machine import machine_info
 from absl import app, flags
 
 flags.DEFINE_bool("quick", False, "Fewer requests per configuration.")
@@ -211,8 +211,7 @@ def main(argv):
             for b in (1, 32)}
     model = build_example_detector()
     results = {"configs": [], "requests_per_client": requests, "goal_added_p50_ms": GOAL_MS,
-               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                           "python": platform.python_version(), "tensorflow": tf.__version__}}
+               "machine": machine_info(tensorflow=tf.__version__)}
     with tempfile.TemporaryDirectory() as base:
         path = saved_model.export_model(model, base, "det", ["sandal", "bag", "ankle_boot"])
         fn = tf.saved_model.load(path).signatures["serving_default"]

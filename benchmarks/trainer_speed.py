@@ -27,12 +27,13 @@ K = 8 >= 1.3x the training steps/s of ours with both off.
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from _machine import machine_info
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -190,8 +191,7 @@ def main():
         "variants": summary, "ratio_to_plain_fit": ratios,
         "ratio_to_plain_fit_same_evaluation": same_eval,
         "goal": {"ratio_to_plain_fit": 1.0, "xla_k8_speedup": 1.3},
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "python": platform.python_version(), "device": _device()},
+        "machine": machine_info(device=_device()),
     }
     if "ours" in summary and "ours_xla_k8" in summary and summary["ours"].get("train_s"):
         report["xla_k8_speedup"] = round(
