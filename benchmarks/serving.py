@@ -10,19 +10,27 @@ process and (b) gRPC Predict against `serving/server.py` in a subprocess
 without server-side batching, and (c) the same server started with
 ``--enable_batching --batching_parameters_file=F`` for each of `BATCHING`
 (TF Serving's BatchingParameters text proto), at batch 1 with 1 and 8 clients,
-and (d) two scales for (b) and (c) at 8 clients x batch 1: the same requests
-against a no-op PredictionService on the same gRPC stack (a synchronous grpcio
-server with the server's default thread pool) that answers an empty response at
-once, and against the real server (`ModelServer`: parsing, checks, batching,
-response) whose model call returns a cached answer instead of running: what our
-server stack alone can serve on this machine.
+and (d) two scales at 8 clients x batch 1: the same requests against a no-op
+PredictionService on the same gRPC stack (a synchronous grpcio server with the
+server's default thread pool) that answers an empty response at once, and
+against the real server (`ModelServer`: parsing, checks, batching, response)
+whose model call returns a cached answer instead of running: what our server
+stack alone can serve on this machine.
+
+The 8 clients x batch 1 comparison (the batching goal) runs every target in each
+of ``--rounds`` rounds, in a rotating order, with all servers up at once: on a
+shared host the in-process figure alone moved by 30% between runs, so each
+ratio is the median over rounds of the target's images/s over the in-process
+images/s measured in the same round.
 Goals: added p50 latency at batch 1 with one client <= 1.5 ms; with batching,
 8 clients x batch 1 serve >= 0.8x the in-process images/s at the same
 concurrency (p99 latency reported beside it).
 """
 
+import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,6 +43,8 @@ from absl import app, flags
 flags.DEFINE_bool("quick", False, "Fewer requests per configuration.")
 flags.DEFINE_string("output", os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                            "results", "serving.json"), "JSON output path.")
+flags.DEFINE_integer("rounds", 3, "Rounds of the interleaved 8 clients x batch 1 comparison "
+                     "(--quick: 1).")
 flags.DEFINE_integer("requests", 400, "Requests per client per configuration (full run).")
 flags.DEFINE_list("batching", None, "Batching configurations to measure (default: all; "
                   "--quick: the first).")
@@ -110,8 +120,9 @@ def _serve_cached_model(spec):
     ModelServer(options).start().wait()
 
 
-def _child_ceiling(pngs, clients, n, warmup, port, flag):
-    """`_grpc` against a server this script starts in a child process with `flag` (on `port`)."""
+@contextlib.contextmanager
+def _child_server(port, flag):
+    """A server this script starts in a child process with `flag`, listening on `port`."""
     import grpc
 
     with tempfile.TemporaryFile("w+") as log:
@@ -125,19 +136,10 @@ def _child_ceiling(pngs, clients, n, warmup, port, flag):
                     log.seek(0)
                     raise RuntimeError(f"The server did not start (exit code "
                                        f"{child.poll()}):\n{log.read()[-3000:]}") from None
-            _grpc(port, pngs, 1, clients, warmup, 0)  # the first answers fill the cache
-            return _grpc(port, pngs, 1, clients, n, warmup)
+            yield port
         finally:
             child.kill()
             child.wait()
-
-
-def _noop_ceiling(pngs, clients, n, warmup):
-    """`_grpc` against `_serve_noop` in a child process: the transport's requests/s."""
-    from keras_fgvc.serving.launch import free_port
-
-    port = free_port()
-    return _child_ceiling(pngs, clients, n, warmup, port, f"--noop_server_port={port}")
 
 
 def _grpc(port, pngs, batch, clients, n, warmup):
@@ -183,6 +185,59 @@ def _measure(call, clients, requests, warmup=10):
             "requests_per_s": round(len(ms) / elapsed, 1)}
 
 
+def _median_row(stats, in_process):
+    """Medians over rounds of `stats` (one `_measure` dict per round), with the paired ratio."""
+    ratios = [r["requests_per_s"] / p["requests_per_s"] for r, p in zip(stats, in_process)]
+    row = {k: round(statistics.median(r[k] for r in stats), 3 if k.endswith("ms") else 1)
+           for k in ("p50_ms", "p99_ms", "requests_per_s")}
+    return {**row, "ratio_to_in_process": round(statistics.median(ratios), 3),
+            "rounds": [{**r, "ratio_to_in_process": round(q, 3)} for r, q in zip(stats, ratios)]}
+
+
+def _head_to_head(base, pngs, fn, names, rounds, n, warmup):
+    """8 clients x batch 1 against every target, all up at once, interleaved over `rounds`.
+
+    Targets: ``in_process``, ``grpc`` (no batching), ``batching:NAME``, ``noop``,
+    ``stack:none`` and ``stack:NAME`` (the cached-model server). Returns
+    ``{target: _median_row}``.
+    """
+    import tensorflow as tf
+
+    from keras_fgvc.serving.client import PredictionClient
+    from keras_fgvc.serving.launch import free_port
+
+    with contextlib.ExitStack() as stack:
+        ports = {}
+        for name in [None, *names]:
+            port = free_port()
+            extra = [] if name is None else ["--enable_batching",
+                                             f"--batching_parameters_file={base}/{name}.pbtxt"]
+            stack.enter_context(_server(base, port, extra))
+            ports["grpc" if name is None else f"batching:{name}"] = port
+        for target in list(ports):
+            with PredictionClient(f"127.0.0.1:{ports[target]}") as probe:
+                probe.wait_until_available("det", timeout_s=300)
+        port = free_port()
+        ports["noop"] = stack.enter_context(_child_server(port, f"--noop_server_port={port}"))
+        for name in [None, *names]:
+            port = free_port()
+            spec = f"{port},{base}/det" + (f",{base}/{name}.pbtxt" if name else "")
+            ports[f"stack:{name or 'none'}"] = stack.enter_context(
+                _child_server(port, f"--cached_model_server={spec}"))
+        targets = ["in_process", *ports]
+        stats = {t: [] for t in targets}
+        for r in range(rounds):
+            for target in targets[r % len(targets):] + targets[:r % len(targets)]:
+                if target == "in_process":
+                    row = _measure(lambda i: (lambda: fn(image_bytes=tf.constant(pngs[1]))),
+                                   8, n, warmup)
+                else:
+                    row = _grpc(ports[target], pngs, 1, 8, n, warmup)
+                stats[target].append(row)
+                print(json.dumps({"round": r + 1, "target": target, **row}), flush=True)
+    return {t: _median_row(stats[t], stats["in_process"]) for t in targets}
+
+
 def main(argv):
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -203,6 +258,11 @@ def main(argv):
 
     requests = flags.FLAGS.quick_requests if flags.FLAGS.quick else flags.FLAGS.requests
     warmup = 3 if flags.FLAGS.quick else 10
+    rounds = 1 if flags.FLAGS.quick else flags.FLAGS.rounds
+    names = flags.FLAGS.batching or list(BATCHING)[:1 if flags.FLAGS.quick else None]
+    unknown = sorted(set(names) - set(BATCHING))
+    if unknown:
+        raise app.UsageError(f"Unknown --batching {unknown}; known: {sorted(BATCHING)}.")
     try:
         images = load_fashion_mnist()[1][0][:32, ..., None]  # test images
     except FileNotFoundError:
@@ -210,74 +270,74 @@ def main(argv):
     pngs = {b: np.array([tf.io.encode_png(i).numpy() for i in images[:b]], object)
             for b in (1, 32)}
     model = build_example_detector()
-    results = {"configs": [], "requests_per_client": requests, "goal_added_p50_ms": GOAL_MS,
+    results = {"configs": [], "requests_per_client": requests, "rounds_8_clients": rounds,
+               "goal_added_p50_ms": GOAL_MS,
                "machine": machine_info(tensorflow=tf.__version__)}
     with tempfile.TemporaryDirectory() as base:
         path = saved_model.export_model(model, base, "det", ["sandal", "bag", "ankle_boot"])
         fn = tf.saved_model.load(path).signatures["serving_default"]
+        for name in names:
+            with open(os.path.join(base, f"{name}.pbtxt"), "w") as f:
+                f.write(BATCHING[name] + "\n")
+        head = _head_to_head(base, pngs, fn, names, rounds, requests, warmup)
         port = free_port()
+        single = {}  # batch 1 x 1 client, batch 32 x 1 and 8 clients: one measurement each
         with _server(base, port):
             with PredictionClient(f"127.0.0.1:{port}") as probe:
                 probe.wait_until_available("det", timeout_s=300)
-            for batch in (1, 32):
-                for clients in (1, 8):
-                    n = max(10, requests // (4 if batch == 32 else 1))
-                    local = _measure(lambda i, b=batch: (
-                        lambda: fn(image_bytes=tf.constant(pngs[b]))), clients, n, warmup)
-                    remote = _grpc(port, pngs, batch, clients, n, warmup)
-                    row = {"batch": batch, "clients": clients, "in_process": local,
-                           "grpc": remote,
-                           "added_p50_ms": round(remote["p50_ms"] - local["p50_ms"], 3),
-                           "images_per_s_in_process": round(local["requests_per_s"] * batch, 1),
-                           "images_per_s_grpc": round(remote["requests_per_s"] * batch, 1)}
-                    results["configs"].append(row)
-                    print(json.dumps(row), flush=True)
+            for batch, clients in ((1, 1), (32, 1), (32, 8)):
+                n = max(10, requests // (4 if batch == 32 else 1))
+                single[(batch, clients)] = (
+                    _measure(lambda i, b=batch: (lambda: fn(image_bytes=tf.constant(pngs[b]))),
+                             clients, n, warmup),
+                    _grpc(port, pngs, batch, clients, n, warmup))
+        single[(1, 8)] = head["in_process"], head["grpc"]
+        for batch, clients in ((1, 1), (1, 8), (32, 1), (32, 8)):
+            local, remote = single[(batch, clients)]
+            remote = {k: remote[k] for k in ("p50_ms", "p99_ms", "requests_per_s")}
+            local = {k: local[k] for k in ("p50_ms", "p99_ms", "requests_per_s")}
+            row = {"batch": batch, "clients": clients, "in_process": local, "grpc": remote,
+                   "added_p50_ms": round(remote["p50_ms"] - local["p50_ms"], 3),
+                   "images_per_s_in_process": round(local["requests_per_s"] * batch, 1),
+                   "images_per_s_grpc": round(remote["requests_per_s"] * batch, 1)}
+            if clients == 8 and batch == 1:
+                row["ratio_to_in_process"] = head["grpc"]["ratio_to_in_process"]
+            results["configs"].append(row)
+            print(json.dumps(row), flush=True)
         in_process = {r["clients"]: r["images_per_s_in_process"]
                       for r in results["configs"] if r["batch"] == 1}
         results["batching"] = []
-        names = flags.FLAGS.batching or list(BATCHING)[:1 if flags.FLAGS.quick else None]
-        unknown = sorted(set(names) - set(BATCHING))
-        if unknown:
-            raise app.UsageError(f"Unknown --batching {unknown}; known: {sorted(BATCHING)}.")
         for name in names:
-            text = BATCHING[name]
-            params = os.path.join(base, f"{name}.pbtxt")
-            with open(params, "w") as f:
-                f.write(text + "\n")
             port = free_port()
             with _server(base, port, ["--enable_batching",
-                                      f"--batching_parameters_file={params}"]):
+                                      f"--batching_parameters_file={base}/{name}.pbtxt"]):
                 with PredictionClient(f"127.0.0.1:{port}") as probe:
                     probe.wait_until_available("det", timeout_s=300)
-                for clients in (1, 8):
-                    remote = _grpc(port, pngs, 1, clients, requests, warmup)
-                    row = {"parameters": name, "batching_parameters": text, "batch": 1,
-                           "clients": clients, "grpc": remote,
-                           "images_per_s_grpc": remote["requests_per_s"],
-                           "images_per_s_in_process": in_process[clients],
-                           "ratio_to_in_process": round(
-                               remote["requests_per_s"] / in_process[clients], 3)}
-                    results["batching"].append(row)
-                    print(json.dumps(row), flush=True)
-        noop = _noop_ceiling(pngs, 8, requests, warmup)
-        results["grpc_noop_ceiling_8_clients"] = {
-            **noop, "images_per_s_in_process": in_process[8],
-            "ratio_to_in_process": round(noop["requests_per_s"] / in_process[8], 3),
-            "note": "a no-op Predict (empty response) on the same synchronous grpcio stack, "
-                    "8 clients x batch 1: the round trips alone"}
-        print(json.dumps(results["grpc_noop_ceiling_8_clients"]), flush=True)
-        best = max((r for r in results["batching"] if r["clients"] == 8),
-                   key=lambda r: r["ratio_to_in_process"])
-        results["server_stack_ceiling_8_clients"] = []
-        for name in (None, best["parameters"]):
-            port = free_port()
-            spec = f"{port},{base}/det" + (f",{base}/{name}.pbtxt" if name else "")
-            stack = _child_ceiling(pngs, 8, requests, warmup, port,
-                                   f"--cached_model_server={spec}")
-            row = {**stack, "batching": name or "none",
-                   "ratio_to_in_process": round(stack["requests_per_s"] / in_process[8], 3)}
-            results["server_stack_ceiling_8_clients"].append(row)
-            print(json.dumps(row), flush=True)
+                one = _grpc(port, pngs, 1, 1, requests, warmup)
+            for clients, remote in ((1, one), (8, head[f"batching:{name}"])):
+                ratio = (remote["ratio_to_in_process"] if clients == 8
+                         else round(remote["requests_per_s"] / in_process[1], 3))
+                row = {"parameters": name, "batching_parameters": BATCHING[name], "batch": 1,
+                       "clients": clients,
+                       "grpc": {k: remote[k] for k in ("p50_ms", "p99_ms", "requests_per_s")},
+                       "images_per_s_grpc": remote["requests_per_s"],
+                       "images_per_s_in_process": in_process[clients],
+                       "ratio_to_in_process": ratio}
+                results["batching"].append(row)
+                print(json.dumps(row), flush=True)
+    results["grpc_noop_ceiling_8_clients"] = {
+        **{k: head["noop"][k] for k in ("p50_ms", "p99_ms", "requests_per_s")},
+        "images_per_s_in_process": in_process[8],
+        "ratio_to_in_process": head["noop"]["ratio_to_in_process"],
+        "note": "a no-op Predict (empty response) on the same synchronous grpcio stack, "
+                "8 clients x batch 1: the round trips alone"}
+    best = max((r for r in results["batching"] if r["clients"] == 8),
+               key=lambda r: r["ratio_to_in_process"])
+    results["server_stack_ceiling_8_clients"] = [
+        {**{k: head[f"stack:{name}"][k] for k in ("p50_ms", "p99_ms", "requests_per_s")},
+         "batching": name, "ratio_to_in_process": head[f"stack:{name}"]["ratio_to_in_process"]}
+        for name in ("none", best["parameters"])]
+    results["head_to_head_8_clients"] = head
     results["batching_best_8_clients"] = {
         "parameters": best["parameters"], "ratio_to_in_process": best["ratio_to_in_process"],
         "p99_ms": best["grpc"]["p99_ms"], "goal_ratio": GOAL_BATCHING_RATIO,
@@ -295,8 +355,8 @@ def main(argv):
           f"8 clients x batch 1 with batching ({best['parameters']}): "
           f"{best['ratio_to_in_process']:.2f}x in-process, p99 {best['grpc']['p99_ms']} ms "
           f"(goal >= {GOAL_BATCHING_RATIO}x); a no-op gRPC Predict: "
-          f"{results['grpc_noop_ceiling_8_clients']['ratio_to_in_process']:.2f}x in-process; "
-          f"wrote {flags.FLAGS.output}")
+          f"{results['grpc_noop_ceiling_8_clients']['ratio_to_in_process']:.2f}x in-process "
+          f"(medians of {rounds} interleaved rounds); wrote {flags.FLAGS.output}")
 
 
 if __name__ == "__main__":

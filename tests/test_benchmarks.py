@@ -221,8 +221,23 @@ def test_serving(tmp_path):
     for row in stack:
         _positive(row["requests_per_s"], "server stack requests_per_s")
         assert row["p99_ms"] >= row["p50_ms"] > 0
+    # The 8 clients x batch 1 figures are medians over interleaved rounds (one with --quick);
+    # each ratio pairs a target with the in-process run of the same round.
+    head = report["head_to_head_8_clients"]
+    assert set(head) == {"in_process", "grpc", "noop", "stack:none",
+                         f"batching:{best['parameters']}", f"stack:{best['parameters']}"}
+    assert report["rounds_8_clients"] == 1
+    for target, row in head.items():
+        (only,) = row["rounds"]
         assert row["ratio_to_in_process"] == pytest.approx(
-            row["requests_per_s"] / report["batching"][1]["images_per_s_in_process"], abs=1e-3)
+            only["requests_per_s"] / head["in_process"]["rounds"][0]["requests_per_s"],
+            abs=1e-3), target
+    assert stack[0]["ratio_to_in_process"] == head["stack:none"]["ratio_to_in_process"]
+    assert best["ratio_to_in_process"] == head[f"batching:{best['parameters']}"][
+        "ratio_to_in_process"]
+    row18 = next(r for r in report["configs"] if (r["batch"], r["clients"]) == (1, 8))
+    assert row18["images_per_s_in_process"] == head["in_process"]["requests_per_s"]
+    assert row18["images_per_s_grpc"] == head["grpc"]["requests_per_s"]
 
 
 def test_granularity_speed(tmp_path):
