@@ -15,7 +15,9 @@ PredictionService on the same gRPC stack (a synchronous grpcio server with the
 server's default thread pool) that answers an empty response at once, and
 against the real server (`ModelServer`: parsing, checks, batching, response)
 whose model call returns a cached answer instead of running: what our server
-stack alone can serve on this machine.
+stack alone can serve on this machine; and (e) the server's Predict path called
+in this process without gRPC (request bytes in, response bytes out), with and
+without each batching queue.
 
 The 8 clients x batch 1 comparison (the batching goal) runs every target in each
 of ``--rounds`` rounds, in a rotating order, with all servers up at once: on a
@@ -185,6 +187,44 @@ def _measure(call, clients, requests, warmup=10):
             "requests_per_s": round(len(ms) / elapsed, 1)}
 
 
+def _handler_call(base, name, images):
+    """The server's Predict path in this process, no gRPC: request bytes -> response bytes.
+
+    The same pieces as `ModelServer` (a `Servable` with `name`'s batching queue, or
+    none, behind `PredictionServicer`), called with a serialised request for the
+    encoded `images`; returns ``(call, close)``.
+    """
+    from tensorflow_serving.apis import predict_pb2
+
+    from keras_fgvc.serving import batching, grpc_service, tensors
+    from keras_fgvc.serving.servable import Servable
+    from keras_fgvc.serving.server import ServerOptions
+
+    options = ServerOptions(model_name="det", model_base_path=f"{base}/det",
+                            enable_batching=name is not None,
+                            batching_parameters_file=f"{base}/{name}.pbtxt" if name else "")
+    params = options.batching_parameters()
+    version = max(int(v) for v in os.listdir(f"{base}/det") if v.isdigit())
+    servable = Servable("det", version, f"{base}/det/{version}", options.request_limits(params),
+                        batching.queue_factory(params))
+
+    class _Manager:
+        def get(self, model_name, version=None):
+            return servable
+
+    servicer = grpc_service.PredictionServicer(_Manager())
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "det"
+    request.inputs["image_bytes"].CopyFrom(tensors.to_tensor_proto(images))
+    wire = request.SerializeToString()
+
+    def call():
+        response = servicer.Predict(predict_pb2.PredictRequest.FromString(wire), None)
+        return response.SerializeToString()
+
+    return call, servable.close
+
+
 def _median_row(stats, in_process):
     """Medians over rounds of `stats` (one `_measure` dict per round), with the paired ratio."""
     ratios = [r["requests_per_s"] / p["requests_per_s"] for r, p in zip(stats, in_process)]
@@ -197,9 +237,10 @@ def _median_row(stats, in_process):
 def _head_to_head(base, pngs, fn, names, rounds, n, warmup):
     """8 clients x batch 1 against every target, all up at once, interleaved over `rounds`.
 
-    Targets: ``in_process``, ``grpc`` (no batching), ``batching:NAME``, ``noop``,
-    ``stack:none`` and ``stack:NAME`` (the cached-model server). Returns
-    ``{target: _median_row}``.
+    Targets: ``in_process`` (the signature), ``handler:none`` / ``handler:NAME`` (the
+    server's Predict path in this process, `_handler_call`), ``grpc`` (no batching),
+    ``batching:NAME``, ``noop``, ``stack:none`` and ``stack:NAME`` (the cached-model
+    server). Returns ``{target: _median_row}``.
     """
     import tensorflow as tf
 
@@ -224,13 +265,20 @@ def _head_to_head(base, pngs, fn, names, rounds, n, warmup):
             spec = f"{port},{base}/det" + (f",{base}/{name}.pbtxt" if name else "")
             ports[f"stack:{name or 'none'}"] = stack.enter_context(
                 _child_server(port, f"--cached_model_server={spec}"))
-        targets = ["in_process", *ports]
+        handlers = {}
+        for name in [None, *names]:
+            call, close = _handler_call(base, name, pngs[1])
+            stack.callback(close)
+            handlers[f"handler:{name or 'none'}"] = call
+        targets = ["in_process", *handlers, *ports]
         stats = {t: [] for t in targets}
         for r in range(rounds):
             for target in targets[r % len(targets):] + targets[:r % len(targets)]:
                 if target == "in_process":
                     row = _measure(lambda i: (lambda: fn(image_bytes=tf.constant(pngs[1]))),
                                    8, n, warmup)
+                elif target in handlers:
+                    row = _measure(lambda i, t=target: handlers[t], 8, n, warmup)
                 else:
                     row = _grpc(ports[target], pngs, 1, 8, n, warmup)
                 stats[target].append(row)

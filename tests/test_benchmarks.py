@@ -224,8 +224,9 @@ def test_serving(tmp_path):
     # The 8 clients x batch 1 figures are medians over interleaved rounds (one with --quick);
     # each ratio pairs a target with the in-process run of the same round.
     head = report["head_to_head_8_clients"]
-    assert set(head) == {"in_process", "grpc", "noop", "stack:none",
-                         f"batching:{best['parameters']}", f"stack:{best['parameters']}"}
+    name = best["parameters"]
+    assert set(head) == {"in_process", "handler:none", f"handler:{name}", "grpc",
+                         f"batching:{name}", "noop", "stack:none", f"stack:{name}"}
     assert report["rounds_8_clients"] == 1
     for target, row in head.items():
         (only,) = row["rounds"]

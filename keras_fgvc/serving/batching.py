@@ -206,3 +206,12 @@ class BatchingQueue:
         except Exception as err:  # noqa: BLE001 - handed back to the caller's thread
             task.error = err
         task.done.set()
+
+
+def queue_factory(params):
+    """``fn(run_fn) -> BatchingQueue`` for `BatchingParameters` `params` (None: no batching)."""
+    if params is None:
+        return None
+    return lambda run_fn: BatchingQueue(
+        run_fn, params.max_batch_size, params.batch_timeout_micros, params.num_batch_threads,
+        params.max_enqueued_batches, params.allowed_batch_sizes)

@@ -156,14 +156,8 @@ class ModelServer:
         self._config_thread = None
 
     def _load(self, name, version, path):
-        factory = None
-        params = self.batching
-        if params is not None:
-            factory = lambda run_fn: batching.BatchingQueue(  # noqa: E731
-                run_fn, params.max_batch_size, params.batch_timeout_micros,
-                params.num_batch_threads, params.max_enqueued_batches,
-                params.allowed_batch_sizes)
-        servable = Servable(name, version, path, self.limits, factory)
+        servable = Servable(name, version, path, self.limits,
+                            batching.queue_factory(self.batching))
         if self.options.enable_model_warmup:
             try:
                 _replay_warmup(servable)

@@ -4,6 +4,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_fgvc.data.task import Split
 from keras_fgvc.training import builders, stages
@@ -37,6 +38,14 @@ def test_check_strategy_refuses_a_batch_the_replicas_cannot_share():
     builders.check_strategy(toy_config(batch_size=32), make_strategy("mirrored"))
     with pytest.raises(ValueError, match="batch_size=33 is not divisible by the 2 replicas"):
         builders.check_strategy(toy_config(batch_size=33), make_strategy("mirrored"))
+
+
+def test_check_strategy_says_xla_is_slow_on_a_cpu(capsys):
+    builders.check_strategy(toy_config(), make_strategy("one_device"))
+    assert builders.CPU_XLA_NOTE not in capsys.readouterr().out
+    builders.check_strategy(toy_config(jit_compile=True), make_strategy("one_device"))
+    on_cpu = not tf.config.list_logical_devices("GPU")
+    assert (builders.CPU_XLA_NOTE in capsys.readouterr().out) == on_cpu
 
 
 def test_model_loss_and_stage_variables():
