@@ -19,11 +19,12 @@ stack alone can serve on this machine; and (e) the server's Predict path called
 in this process without gRPC (request bytes in, response bytes out), with and
 without each batching queue.
 
-The 8 clients x batch 1 comparison (the batching goal) runs every target in each
-of ``--rounds`` rounds, in a rotating order, with all servers up at once: on a
-shared host the in-process figure alone moved by 30% between runs, so each
-ratio is the median over rounds of the target's images/s over the in-process
-images/s measured in the same round.
+The 8 clients x batch 1 comparison (the batching goal) and 1 client x batch 1
+(the added-latency goal) run every target in each of ``--rounds`` rounds, in a
+rotating order, with all servers up at once: on a shared host the in-process
+figure alone moved by 30% between runs, so each figure is a median over rounds
+and each ratio the median of the target's images/s over the in-process images/s
+measured in the same round.
 Goals: added p50 latency at batch 1 with one client <= 1.5 ms; with batching,
 8 clients x batch 1 serve >= 0.8x the in-process images/s at the same
 concurrency (p99 latency reported beside it).
@@ -240,7 +241,8 @@ def _head_to_head(base, pngs, fn, names, rounds, n, warmup):
     Targets: ``in_process`` (the signature), ``handler:none`` / ``handler:NAME`` (the
     server's Predict path in this process, `_handler_call`), ``grpc`` (no batching),
     ``batching:NAME``, ``noop``, ``stack:none`` and ``stack:NAME`` (the cached-model
-    server). Returns ``{target: _median_row}``.
+    server). Returns ``({target: _median_row}, {"in_process" / "grpc": _median_row})``,
+    the second at 1 client x batch 1 (no batching).
     """
     import tensorflow as tf
 
@@ -270,20 +272,27 @@ def _head_to_head(base, pngs, fn, names, rounds, n, warmup):
             call, close = _handler_call(base, name, pngs[1])
             stack.callback(close)
             handlers[f"handler:{name or 'none'}"] = call
-        targets = ["in_process", *handlers, *ports]
+        # One client x batch 1 (the added-latency goal) rides in the same rounds.
+        targets = ["in_process", *handlers, *ports, "1_client:in_process", "1_client:grpc"]
         stats = {t: [] for t in targets}
         for r in range(rounds):
             for target in targets[r % len(targets):] + targets[:r % len(targets)]:
-                if target == "in_process":
+                clients = 1 if target.startswith("1_client:") else 8
+                if target.endswith("in_process"):
                     row = _measure(lambda i: (lambda: fn(image_bytes=tf.constant(pngs[1]))),
-                                   8, n, warmup)
+                                   clients, n, warmup)
                 elif target in handlers:
                     row = _measure(lambda i, t=target: handlers[t], 8, n, warmup)
                 else:
-                    row = _grpc(ports[target], pngs, 1, 8, n, warmup)
+                    row = _grpc(ports[target.removeprefix("1_client:")], pngs, 1, clients, n,
+                                warmup)
                 stats[target].append(row)
                 print(json.dumps({"round": r + 1, "target": target, **row}), flush=True)
-    return {t: _median_row(stats[t], stats["in_process"]) for t in targets}
+    eight = {t: _median_row(stats[t], stats["in_process"])
+             for t in targets if not t.startswith("1_client:")}
+    one = {t.removeprefix("1_client:"): _median_row(stats[t], stats["1_client:in_process"])
+           for t in targets if t.startswith("1_client:")}
+    return eight, one
 
 
 def main(argv):
@@ -327,18 +336,19 @@ def main(argv):
         for name in names:
             with open(os.path.join(base, f"{name}.pbtxt"), "w") as f:
                 f.write(BATCHING[name] + "\n")
-        head = _head_to_head(base, pngs, fn, names, rounds, requests, warmup)
+        head, one_client = _head_to_head(base, pngs, fn, names, rounds, requests, warmup)
         port = free_port()
-        single = {}  # batch 1 x 1 client, batch 32 x 1 and 8 clients: one measurement each
+        single = {}  # batch 32 x 1 and 8 clients: one measurement each
         with _server(base, port):
             with PredictionClient(f"127.0.0.1:{port}") as probe:
                 probe.wait_until_available("det", timeout_s=300)
-            for batch, clients in ((1, 1), (32, 1), (32, 8)):
+            for batch, clients in ((32, 1), (32, 8)):
                 n = max(10, requests // (4 if batch == 32 else 1))
                 single[(batch, clients)] = (
                     _measure(lambda i, b=batch: (lambda: fn(image_bytes=tf.constant(pngs[b]))),
                              clients, n, warmup),
                     _grpc(port, pngs, batch, clients, n, warmup))
+        single[(1, 1)] = one_client["in_process"], one_client["grpc"]
         single[(1, 8)] = head["in_process"], head["grpc"]
         for batch, clients in ((1, 1), (1, 8), (32, 1), (32, 8)):
             local, remote = single[(batch, clients)]
@@ -386,6 +396,7 @@ def main(argv):
          "batching": name, "ratio_to_in_process": head[f"stack:{name}"]["ratio_to_in_process"]}
         for name in ("none", best["parameters"])]
     results["head_to_head_8_clients"] = head
+    results["head_to_head_1_client"] = one_client
     results["batching_best_8_clients"] = {
         "parameters": best["parameters"], "ratio_to_in_process": best["ratio_to_in_process"],
         "p99_ms": best["grpc"]["p99_ms"], "goal_ratio": GOAL_BATCHING_RATIO,

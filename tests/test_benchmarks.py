@@ -236,6 +236,10 @@ def test_serving(tmp_path):
     assert stack[0]["ratio_to_in_process"] == head["stack:none"]["ratio_to_in_process"]
     assert best["ratio_to_in_process"] == head[f"batching:{best['parameters']}"][
         "ratio_to_in_process"]
+    one = report["head_to_head_1_client"]
+    assert set(one) == {"in_process", "grpc"}
+    assert report["added_p50_ms_batch1"] == pytest.approx(
+        one["grpc"]["p50_ms"] - one["in_process"]["p50_ms"], abs=2e-3)
     row18 = next(r for r in report["configs"] if (r["batch"], r["clients"]) == (1, 8))
     assert row18["images_per_s_in_process"] == head["in_process"]["requests_per_s"]
     assert row18["images_per_s_grpc"] == head["grpc"]["requests_per_s"]
