@@ -54,6 +54,13 @@ flags.DEFINE_integer("max_num_load_retries", 5,
                      "Retries of a version that failed to load (then: when its directory changes).")
 flags.DEFINE_integer("load_retry_interval_micros", 1_000_000,
                      "Wait before the first retry of a failed load; doubles each retry (<= 60 s).")
+flags.DEFINE_integer("tensorflow_session_parallelism", 0,
+                     "Threads of both TensorFlow pools (0: TensorFlow's default), unless one "
+                     "of the next two is given.")
+flags.DEFINE_integer("tensorflow_intra_op_parallelism", 0,
+                     "Threads that parallelise one op (0: TensorFlow's default).")
+flags.DEFINE_integer("tensorflow_inter_op_parallelism", 0,
+                     "Ops run at once (0: TensorFlow's default).")
 # Limits and hardening (README): not tensorflow_model_server flags.
 flags.DEFINE_integer("max_image_pixels", limits.DEFAULT_MAX_IMAGE_PIXELS,
                      "Most width x height of one encoded image, read from its header before "
@@ -90,7 +97,10 @@ def main(argv):
         max_image_pixels=f.max_image_pixels, max_request_pixels=f.max_request_pixels,
         max_concurrent_requests=f.max_concurrent_requests,
         rest_max_connections=f.rest_max_connections, rest_timeout_seconds=f.rest_timeout_seconds,
-        rest_max_header_bytes=f.rest_max_header_bytes, rest_max_json_depth=f.rest_max_json_depth)
+        rest_max_header_bytes=f.rest_max_header_bytes, rest_max_json_depth=f.rest_max_json_depth,
+        tensorflow_session_parallelism=f.tensorflow_session_parallelism,
+        tensorflow_intra_op_parallelism=f.tensorflow_intra_op_parallelism,
+        tensorflow_inter_op_parallelism=f.tensorflow_inter_op_parallelism)
     return server.run_server(options)
 
 

@@ -17,6 +17,7 @@ import signal
 import threading
 
 import grpc
+import tensorflow as tf
 
 from keras_fgvc.export import model_config, warmup
 from keras_fgvc.serving import (
@@ -63,6 +64,10 @@ class ServerOptions:
     rest_max_json_depth: int = rest.DEFAULT_MAX_JSON_DEPTH
     max_num_load_retries: int = 5
     load_retry_interval_micros: int = 1_000_000
+    # TensorFlow's thread pools (0 = TensorFlow's default, about one thread per core).
+    tensorflow_session_parallelism: int = 0
+    tensorflow_intra_op_parallelism: int = 0
+    tensorflow_inter_op_parallelism: int = 0
 
     def request_limits(self, batching_params=None):
         """The `limits.RequestLimits` of each request.
@@ -110,6 +115,27 @@ class ServerOptions:
                             "--max_batch_size=%d.", params.max_batch_size, self.max_batch_size)
         return params if self.enable_batching else None
 
+    def tensorflow_threads(self):
+        """``(intra_op, inter_op)`` thread counts, 0 = TensorFlow's default.
+
+        As tensorflow_model_server: --tensorflow_session_parallelism sets both
+        pools unless --tensorflow_intra_op_parallelism or
+        --tensorflow_inter_op_parallelism is given; all three at once is an error.
+        """
+        session = self.tensorflow_session_parallelism
+        intra, inter = self.tensorflow_intra_op_parallelism, self.tensorflow_inter_op_parallelism
+        for name, value in (("session", session), ("intra_op", intra), ("inter_op", inter)):
+            if value < 0:
+                raise ValueError(f"--tensorflow_{name}_parallelism must be >= 0, got {value}.")
+        if session > 0 and intra > 0 and inter > 0:
+            raise ValueError(
+                "Either configure --tensorflow_session_parallelism or "
+                "(--tensorflow_intra_op_parallelism, --tensorflow_inter_op_parallelism) "
+                "separately. You cannot configure all.")
+        if intra > 0 or inter > 0:
+            return intra, inter
+        return session, session
+
     def grpc_options(self):
         options = {
             "grpc.max_receive_message_length": self.max_message_bytes,
@@ -121,6 +147,29 @@ class ServerOptions:
                 raise ValueError(f"--grpc_channel_arguments item {item!r} is not key=value.")
             options[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else value
         return list(options.items())
+
+
+def set_tensorflow_threads(intra_op, inter_op):
+    """Size TensorFlow's thread pools (0 leaves one as it is); before TensorFlow runs an op.
+
+    A pool TensorFlow has already started with another size is a ValueError:
+    serve from a process of its own (``serving/server.py``) to set it.
+    """
+    pools = (("intra_op", intra_op, tf.config.threading.get_intra_op_parallelism_threads,
+              tf.config.threading.set_intra_op_parallelism_threads),
+             ("inter_op", inter_op, tf.config.threading.get_inter_op_parallelism_threads,
+              tf.config.threading.set_inter_op_parallelism_threads))
+    for name, value, get, set_ in pools:
+        if value <= 0 or get() == value:
+            continue
+        try:
+            set_(value)
+        except RuntimeError:
+            raise ValueError(
+                f"--tensorflow_{name}_parallelism={value} cannot take effect: TensorFlow has "
+                f"already started in this process with its {name} pool at {get() or 'default'} "
+                "threads. Start the server in a process of its own (serving/server.py).") from None
+        LOG.info("TensorFlow %s parallelism: %d threads.", name, value)
 
 
 def _replay_warmup(servable):
@@ -141,6 +190,7 @@ class ModelServer:
 
     def __init__(self, options):
         self.options = options
+        set_tensorflow_threads(*options.tensorflow_threads())  # before any model loads
         self.batching = options.batching_parameters()  # bad --batching_parameters_file: fail now
         self.limits = options.request_limits(self.batching)
         self.admission = limits.Admission(options.max_concurrent_requests)

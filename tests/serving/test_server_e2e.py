@@ -63,7 +63,8 @@ def served(tmp_path_factory):
          "--file_system_poll_wait_seconds=0.2", "--model_config_file_poll_wait_seconds=0.5",
          "--enable_batching",
          "--batch_timeout_micros=500", "--max_batch_size=16",
-         f"--max_message_bytes={MAX_MESSAGE_BYTES}", "--grpc_max_threads=16"],
+         f"--max_message_bytes={MAX_MESSAGE_BYTES}", "--grpc_max_threads=16",
+         "--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=2"],
         log_path, env=ENV, cwd=REPO)
     proc = server.proc
     client = PredictionClient(f"127.0.0.1:{port}", timeout_s=30.0)
@@ -494,3 +495,12 @@ def test_sigterm_shuts_down_gracefully(served):
     assert proc.wait(timeout=60) == 0
     with open(served["log"]) as f:
         assert "Server stopped." in f.read()
+
+
+def test_tensorflow_thread_flags_size_the_pools(served):
+    # tensorflow_model_server's thread flags carry over, and set the pools before any load.
+    with open(served["log"]) as f:
+        log = f.read()
+    assert "TensorFlow intra_op parallelism: 1 threads." in log
+    assert "TensorFlow inter_op parallelism: 2 threads." in log
+    assert log.index("inter_op parallelism") < log.index("Successfully loaded servable")
