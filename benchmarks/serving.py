@@ -20,11 +20,13 @@ in this process without gRPC (request bytes in, response bytes out), with and
 without each batching queue.
 
 The 8 clients x batch 1 comparison (the batching goal) and 1 client x batch 1
-(the added-latency goal) run every target in each of ``--rounds`` rounds, in a
-rotating order, with all servers up at once: on a shared host the in-process
-figure alone moved by 30% between runs, so each figure is a median over rounds
-and each ratio the median of the target's images/s over the in-process images/s
-measured in the same round.
+(the added-latency goal) run every target once in each of ``--rounds`` rounds,
+in a shuffled order, with all servers up at once, and every target run comes
+right after an in-process run at the same concurrency: on a shared host the
+in-process figure alone moved by 30-100% between minutes, so each ratio is the
+median over rounds of target / in-process of the same pair (`_paired`), and the
+images/s beside it are medians of the target's own runs (a ratio of the two
+medians can differ).
 Goals: added p50 latency at batch 1 with one client <= 1.5 ms; with batching,
 8 clients x batch 1 serve >= 0.8x the in-process images/s at the same
 concurrency (p99 latency reported beside it).
@@ -33,21 +35,21 @@ concurrency (p99 latency reported beside it).
 import contextlib
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 
+import _paired
 from _machine import machine_info
 from absl import app, flags
 
 flags.DEFINE_bool("quick", False, "Fewer requests per configuration.")
 flags.DEFINE_string("output", os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                            "results", "serving.json"), "JSON output path.")
-flags.DEFINE_integer("rounds", 3, "Rounds of the interleaved 8 clients x batch 1 comparison "
-                     "(--quick: 1).")
+flags.DEFINE_integer("rounds", 3, "Rounds of the paired 8 clients x batch 1 comparison "
+                     "(--quick: 1).", lower_bound=1)
 flags.DEFINE_integer("requests", 400, "Requests per client per configuration (full run).")
 flags.DEFINE_list("batching", None, "Batching configurations to measure (default: all; "
                   "--quick: the first).")
@@ -188,12 +190,13 @@ def _measure(call, clients, requests, warmup=10):
             "requests_per_s": round(len(ms) / elapsed, 1)}
 
 
-def _handler_call(base, name, images):
+def _handler_call(base, name, images, closer):
     """The server's Predict path in this process, no gRPC: request bytes -> response bytes.
 
     The same pieces as `ModelServer` (a `Servable` with `name`'s batching queue, or
     none, behind `PredictionServicer`), called with a serialised request for the
-    encoded `images`; returns ``(call, close)``.
+    encoded `images`; `closer` (a `contextlib.ExitStack`) closes the servable. Returns
+    the call.
     """
     from tensorflow_serving.apis import predict_pb2
 
@@ -208,6 +211,7 @@ def _handler_call(base, name, images):
     version = max(int(v) for v in os.listdir(f"{base}/det") if v.isdigit())
     servable = Servable("det", version, f"{base}/det/{version}", options.request_limits(params),
                         batching.queue_factory(params))
+    closer.callback(servable.close)  # its batching threads stop whatever fails next
 
     class _Manager:
         def get(self, model_name, version=None):
@@ -223,16 +227,7 @@ def _handler_call(base, name, images):
         response = servicer.Predict(predict_pb2.PredictRequest.FromString(wire), None)
         return response.SerializeToString()
 
-    return call, servable.close
-
-
-def _median_row(stats, in_process):
-    """Medians over rounds of `stats` (one `_measure` dict per round), with the paired ratio."""
-    ratios = [r["requests_per_s"] / p["requests_per_s"] for r, p in zip(stats, in_process)]
-    row = {k: round(statistics.median(r[k] for r in stats), 3 if k.endswith("ms") else 1)
-           for k in ("p50_ms", "p99_ms", "requests_per_s")}
-    return {**row, "ratio_to_in_process": round(statistics.median(ratios), 3),
-            "rounds": [{**r, "ratio_to_in_process": round(q, 3)} for r, q in zip(stats, ratios)]}
+    return call
 
 
 def _head_to_head(base, pngs, fn, names, rounds, n, warmup):
@@ -241,7 +236,7 @@ def _head_to_head(base, pngs, fn, names, rounds, n, warmup):
     Targets: ``in_process`` (the signature), ``handler:none`` / ``handler:NAME`` (the
     server's Predict path in this process, `_handler_call`), ``grpc`` (no batching),
     ``batching:NAME``, ``noop``, ``stack:none`` and ``stack:NAME`` (the cached-model
-    server). Returns ``({target: _median_row}, {"in_process" / "grpc": _median_row})``,
+    server). Returns ``({target: _paired.median_row}, {"in_process" / "grpc": ...})``,
     the second at 1 client x batch 1 (no batching).
     """
     import tensorflow as tf
@@ -269,29 +264,30 @@ def _head_to_head(base, pngs, fn, names, rounds, n, warmup):
                 _child_server(port, f"--cached_model_server={spec}"))
         handlers = {}
         for name in [None, *names]:
-            call, close = _handler_call(base, name, pngs[1])
-            stack.callback(close)
-            handlers[f"handler:{name or 'none'}"] = call
-        # One client x batch 1 (the added-latency goal) rides in the same rounds.
-        targets = ["in_process", *handlers, *ports, "1_client:in_process", "1_client:grpc"]
-        stats = {t: [] for t in targets}
+            handlers[f"handler:{name or 'none'}"] = _handler_call(base, name, pngs[1], stack)
+        # One client x batch 1 (the added-latency goal) rides in the same rounds. Every
+        # target run comes right after an in-process run at its client count (its pair).
+        targets = [*handlers, *ports, "1_client:grpc"]
+        pairs = {t: [] for t in targets}
         for r in range(rounds):
-            for target in targets[r % len(targets):] + targets[:r % len(targets)]:
+            for target in _paired.order(targets, r):
                 clients = 1 if target.startswith("1_client:") else 8
-                if target.endswith("in_process"):
-                    row = _measure(lambda i: (lambda: fn(image_bytes=tf.constant(pngs[1]))),
-                                   clients, n, warmup)
-                elif target in handlers:
+                local = _measure(lambda i: (lambda: fn(image_bytes=tf.constant(pngs[1]))),
+                                 clients, n, warmup)
+                if target in handlers:
                     row = _measure(lambda i, t=target: handlers[t], 8, n, warmup)
                 else:
                     row = _grpc(ports[target.removeprefix("1_client:")], pngs, 1, clients, n,
                                 warmup)
-                stats[target].append(row)
-                print(json.dumps({"round": r + 1, "target": target, **row}), flush=True)
-    eight = {t: _median_row(stats[t], stats["in_process"])
-             for t in targets if not t.startswith("1_client:")}
-    one = {t.removeprefix("1_client:"): _median_row(stats[t], stats["1_client:in_process"])
-           for t in targets if t.startswith("1_client:")}
+                pairs[target].append((row, local))
+                print(json.dumps({"round": r + 1, "target": target, **row,
+                                  "in_process_requests_per_s": local["requests_per_s"]}),
+                      flush=True)
+    eight = {t: _paired.median_row(pairs[t]) for t in targets if not t.startswith("1_client:")}
+    eight["in_process"] = _paired.median_row(
+        [(local, local) for t in eight for _, local in pairs[t]])
+    one = {"grpc": _paired.median_row(pairs["1_client:grpc"])}
+    one["in_process"] = _paired.median_row([(b, b) for _, b in pairs["1_client:grpc"]])
     return eight, one
 
 
@@ -354,16 +350,16 @@ def main(argv):
             local, remote = single[(batch, clients)]
             remote = {k: remote[k] for k in ("p50_ms", "p99_ms", "requests_per_s")}
             local = {k: local[k] for k in ("p50_ms", "p99_ms", "requests_per_s")}
+            paired = single[(batch, clients)][1]  # batch 1: the paired medians
+            added = paired.get("added_p50_ms", round(remote["p50_ms"] - local["p50_ms"], 3))
             row = {"batch": batch, "clients": clients, "in_process": local, "grpc": remote,
-                   "added_p50_ms": round(remote["p50_ms"] - local["p50_ms"], 3),
+                   "added_p50_ms": added,
                    "images_per_s_in_process": round(local["requests_per_s"] * batch, 1),
                    "images_per_s_grpc": round(remote["requests_per_s"] * batch, 1)}
             if clients == 8 and batch == 1:
                 row["ratio_to_in_process"] = head["grpc"]["ratio_to_in_process"]
             results["configs"].append(row)
             print(json.dumps(row), flush=True)
-        in_process = {r["clients"]: r["images_per_s_in_process"]
-                      for r in results["configs"] if r["batch"] == 1}
         results["batching"] = []
         for name in names:
             port = free_port()
@@ -371,21 +367,22 @@ def main(argv):
                                       f"--batching_parameters_file={base}/{name}.pbtxt"]):
                 with PredictionClient(f"127.0.0.1:{port}") as probe:
                     probe.wait_until_available("det", timeout_s=300)
-                one = _grpc(port, pngs, 1, 1, requests, warmup)
+                local = _measure(lambda i: (lambda: fn(image_bytes=tf.constant(pngs[1]))),
+                                 1, requests, warmup)
+                one = _paired.median_row([(_grpc(port, pngs, 1, 1, requests, warmup), local)])
             for clients, remote in ((1, one), (8, head[f"batching:{name}"])):
-                ratio = (remote["ratio_to_in_process"] if clients == 8
-                         else round(remote["requests_per_s"] / in_process[1], 3))
+                ratio = remote["ratio_to_in_process"]
                 row = {"parameters": name, "batching_parameters": BATCHING[name], "batch": 1,
                        "clients": clients,
                        "grpc": {k: remote[k] for k in ("p50_ms", "p99_ms", "requests_per_s")},
                        "images_per_s_grpc": remote["requests_per_s"],
-                       "images_per_s_in_process": in_process[clients],
+                       "images_per_s_in_process": remote["in_process_requests_per_s"],
                        "ratio_to_in_process": ratio}
                 results["batching"].append(row)
                 print(json.dumps(row), flush=True)
     results["grpc_noop_ceiling_8_clients"] = {
         **{k: head["noop"][k] for k in ("p50_ms", "p99_ms", "requests_per_s")},
-        "images_per_s_in_process": in_process[8],
+        "images_per_s_in_process": head["noop"]["in_process_requests_per_s"],
         "ratio_to_in_process": head["noop"]["ratio_to_in_process"],
         "note": "a no-op Predict (empty response) on the same synchronous grpcio stack, "
                 "8 clients x batch 1: the round trips alone"}
@@ -400,9 +397,9 @@ def main(argv):
     results["batching_best_8_clients"] = {
         "parameters": best["parameters"], "ratio_to_in_process": best["ratio_to_in_process"],
         "p99_ms": best["grpc"]["p99_ms"], "goal_ratio": GOAL_BATCHING_RATIO,
+        # both paired with in-process: best / in-process over no-op / in-process
         "share_of_noop_ceiling": round(
-            best["images_per_s_grpc"] / results["grpc_noop_ceiling_8_clients"]["requests_per_s"],
-            3),
+            best["ratio_to_in_process"] / head["noop"]["ratio_to_in_process"], 3),
         "goal_met": best["ratio_to_in_process"] >= GOAL_BATCHING_RATIO}
     first = next(r for r in results["configs"] if r["batch"] == 1 and r["clients"] == 1)
     results["added_p50_ms_batch1"] = first["added_p50_ms"]
@@ -415,7 +412,8 @@ def main(argv):
           f"{best['ratio_to_in_process']:.2f}x in-process, p99 {best['grpc']['p99_ms']} ms "
           f"(goal >= {GOAL_BATCHING_RATIO}x); a no-op gRPC Predict: "
           f"{results['grpc_noop_ceiling_8_clients']['ratio_to_in_process']:.2f}x in-process "
-          f"(medians of {rounds} interleaved rounds); wrote {flags.FLAGS.output}")
+          f"(medians of {rounds} rounds, each run paired with an in-process run just "
+          f"before it); wrote {flags.FLAGS.output}")
 
 
 if __name__ == "__main__":

@@ -214,35 +214,66 @@ def test_serving(tmp_path):
     _positive(noop["requests_per_s"], "no-op requests_per_s")
     assert noop["p99_ms"] >= noop["p50_ms"] > 0
     assert best["share_of_noop_ceiling"] == pytest.approx(
-        report["batching"][1]["images_per_s_grpc"] / noop["requests_per_s"], abs=1e-3)
+        best["ratio_to_in_process"] / noop["ratio_to_in_process"], abs=2e-3)
     # Our server with the model call answered from a cache, without and with the best batching.
     stack = report["server_stack_ceiling_8_clients"]
     assert [r["batching"] for r in stack] == ["none", best["parameters"]]
     for row in stack:
         _positive(row["requests_per_s"], "server stack requests_per_s")
         assert row["p99_ms"] >= row["p50_ms"] > 0
-    # The 8 clients x batch 1 figures are medians over interleaved rounds (one with --quick);
-    # each ratio pairs a target with the in-process run of the same round.
+    # The 8 clients x batch 1 figures are medians over rounds (one with --quick); each
+    # target run is paired with the in-process run made just before it.
     head = report["head_to_head_8_clients"]
     name = best["parameters"]
     assert set(head) == {"in_process", "handler:none", f"handler:{name}", "grpc",
                          f"batching:{name}", "noop", "stack:none", f"stack:{name}"}
     assert report["rounds_8_clients"] == 1
+    baselines = []
     for target, row in head.items():
+        if target == "in_process":
+            continue
         (only,) = row["rounds"]
+        baselines.append(only["in_process"]["requests_per_s"])
         assert row["ratio_to_in_process"] == pytest.approx(
-            only["requests_per_s"] / head["in_process"]["rounds"][0]["requests_per_s"],
-            abs=1e-3), target
+            only["requests_per_s"] / only["in_process"]["requests_per_s"], abs=1e-3), target
+    assert head["in_process"]["requests_per_s"] == pytest.approx(np.median(baselines), abs=0.1)
+    assert head["in_process"]["ratio_to_in_process"] == 1.0
     assert stack[0]["ratio_to_in_process"] == head["stack:none"]["ratio_to_in_process"]
     assert best["ratio_to_in_process"] == head[f"batching:{best['parameters']}"][
         "ratio_to_in_process"]
     one = report["head_to_head_1_client"]
     assert set(one) == {"in_process", "grpc"}
-    assert report["added_p50_ms_batch1"] == pytest.approx(
-        one["grpc"]["p50_ms"] - one["in_process"]["p50_ms"], abs=2e-3)
+    (pair,) = one["grpc"]["rounds"]
+    assert report["added_p50_ms_batch1"] == one["grpc"]["added_p50_ms"] == pytest.approx(
+        pair["p50_ms"] - pair["in_process"]["p50_ms"], abs=2e-3)
     row18 = next(r for r in report["configs"] if (r["batch"], r["clients"]) == (1, 8))
     assert row18["images_per_s_in_process"] == head["in_process"]["requests_per_s"]
     assert row18["images_per_s_grpc"] == head["grpc"]["requests_per_s"]
+
+
+def test_paired_medians_are_medians_of_pairs_not_ratios_of_medians():
+    paired = _load("_paired")
+    # Three rounds on a host whose speed moves: the pairs' median ratio is 0.5, while the
+    # ratio of the two sides' medians (300 / 500 = 0.6) would say something else.
+    pairs = [({"p50_ms": 2.0, "p99_ms": 5.0, "requests_per_s": 100.0},
+              {"p50_ms": 1.0, "p99_ms": 2.0, "requests_per_s": 200.0}),
+             ({"p50_ms": 4.0, "p99_ms": 9.0, "requests_per_s": 300.0},
+              {"p50_ms": 1.5, "p99_ms": 3.0, "requests_per_s": 900.0}),
+             ({"p50_ms": 3.0, "p99_ms": 7.0, "requests_per_s": 400.0},
+              {"p50_ms": 2.5, "p99_ms": 4.0, "requests_per_s": 500.0})]
+    row = paired.median_row(pairs)
+    assert row["ratio_to_in_process"] == 0.5  # median of 0.5, 0.333, 0.8
+    assert row["requests_per_s"] == 300.0 and row["in_process_requests_per_s"] == 500.0
+    assert (row["p50_ms"], row["p99_ms"]) == (3.0, 7.0)
+    assert row["added_p50_ms"] == 1.0  # median of 1.0, 2.5, 0.5
+    assert [r["ratio_to_in_process"] for r in row["rounds"]] == [0.5, 0.333, 0.8]
+    with pytest.raises(ValueError, match="at least one"):
+        paired.median_row([])
+    targets = [f"t{i}" for i in range(8)]
+    orders = [paired.order(targets, r) for r in range(3)]
+    assert all(sorted(o) == targets for o in orders)  # every target once a round
+    assert len({tuple(o) for o in orders}) == 3  # rounds differ
+    assert paired.order(targets, 1) == orders[1]  # reproducible
 
 
 def test_granularity_speed(tmp_path):

@@ -120,13 +120,12 @@ class ServerOptions:
 
         As tensorflow_model_server: --tensorflow_session_parallelism sets both
         pools unless --tensorflow_intra_op_parallelism or
-        --tensorflow_inter_op_parallelism is given; all three at once is an error.
+        --tensorflow_inter_op_parallelism is > 0 (then both are taken as given, a
+        negative one too, which TensorFlow reads as its own rule); all three > 0 at
+        once is an error.
         """
         session = self.tensorflow_session_parallelism
         intra, inter = self.tensorflow_intra_op_parallelism, self.tensorflow_inter_op_parallelism
-        for name, value in (("session", session), ("intra_op", intra), ("inter_op", inter)):
-            if value < 0:
-                raise ValueError(f"--tensorflow_{name}_parallelism must be >= 0, got {value}.")
         if session > 0 and intra > 0 and inter > 0:
             raise ValueError(
                 "Either configure --tensorflow_session_parallelism or "
@@ -152,6 +151,9 @@ class ServerOptions:
 def set_tensorflow_threads(intra_op, inter_op):
     """Size TensorFlow's thread pools (0 leaves one as it is); before TensorFlow runs an op.
 
+    Negative counts are passed to TensorFlow as they are (for the inter-op pool,
+    TensorFlow runs ops in the caller's thread).
+
     A pool TensorFlow has already started with another size is a ValueError:
     serve from a process of its own (``serving/server.py``) to set it.
     """
@@ -160,7 +162,7 @@ def set_tensorflow_threads(intra_op, inter_op):
              ("inter_op", inter_op, tf.config.threading.get_inter_op_parallelism_threads,
               tf.config.threading.set_inter_op_parallelism_threads))
     for name, value, get, set_ in pools:
-        if value <= 0 or get() == value:
+        if value == 0 or get() == value:
             continue
         try:
             set_(value)

@@ -21,13 +21,15 @@ def test_session_parallelism_sizes_both_pools_unless_one_is_given():
     assert _threads(intra=2, inter=1) == (2, 1)
 
 
-def test_all_three_or_a_negative_count_is_refused():
+def test_all_three_is_refused_and_negatives_follow_tf_serving():
     with pytest.raises(ValueError, match="You cannot configure all"):
         _threads(session=4, intra=2, inter=1)
-    with pytest.raises(ValueError, match="--tensorflow_inter_op_parallelism must be >= 0"):
-        _threads(inter=-1)
-    with pytest.raises(ValueError, match="--tensorflow_session_parallelism must be >= 0"):
-        _threads(session=-2)
+    # TF Serving only asks "> 0": a lone negative falls back to session parallelism, and
+    # beside a positive one it is passed on (TensorFlow's meaning: run in the caller).
+    assert _threads(inter=-1) == (0, 0)
+    assert _threads(session=3, inter=-1) == (3, 3)
+    assert _threads(intra=2, inter=-1) == (2, -1)
+    assert _threads(session=-2) == (-2, -2)
 
 
 def test_a_pool_tensorflow_already_started_is_refused_not_ignored():
