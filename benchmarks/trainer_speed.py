@@ -9,7 +9,9 @@ steps of batch 128, then one ``predict`` over the test split (``plain``), or ove
 validation and test splits (``plain_val``: the same final evaluation as ours, whose
 validation predictions pick the detection thresholds).
 
-Variants of ours: XLA off / on (``jit_compile``) x ``steps_per_execution`` 1 / 8.
+Variants of ours: XLA off / on (``jit_compile``) x ``steps_per_execution`` 1 / 8,
+and on request ``ours_no_onednn`` (``TF_ENABLE_ONEDNN_OPTS=0``: TensorFlow's own
+CPU kernels, to tell how much of XLA's CPU gap is oneDNN's).
 Runs are interleaved (one of each variant per round, in a rotating order) and
 medians of the wall time and the CPU time (user + system, from ``wait4``) are
 reported, with ratios to the plain script. The steps/s of the training loop
@@ -19,6 +21,8 @@ alone is read from each run's own report line (ours: ``metrics.json``'s
     python benchmarks/trainer_speed.py --rounds 3       # -> benchmarks/results/trainer_speed.json
     python benchmarks/trainer_speed.py --quick          # smoke run (20 steps, 1 round)
     python benchmarks/trainer_speed.py --mixed_float16  # on a GPU: mixed precision for both
+    python benchmarks/trainer_speed.py --variants plain,ours,ours_no_onednn,ours_xla \
+        --output benchmarks/results/trainer_speed_onednn.json
 
 Goals (issue 19): ours / plain <= 1.0 in wall and CPU time (aim 0.9); XLA +
 K = 8 >= 1.3x the training steps/s of ours with both off.
@@ -47,7 +51,12 @@ VARIANTS = {
     "ours_xla": ["jit_compile=true"],
     "ours_k8": ["steps_per_execution=8"],
     "ours_xla_k8": ["jit_compile=true", "steps_per_execution=8"],
+    # TensorFlow's own kernels without oneDNN (what XLA's CPU backend is compared with).
+    "ours_no_onednn": [],
 }
+# Environment changes per variant (not in the default set of variants).
+VARIANT_ENV = {"ours_no_onednn": {"TF_ENABLE_ONEDNN_OPTS": "0"}}
+DEFAULT_VARIANTS = ["ours", "ours_xla", "ours_k8", "ours_xla_k8"]
 
 # The plain-Keras side: what a user would write instead of train/fit.py.
 _PLAIN = r"""
@@ -107,7 +116,7 @@ def _ours(variant, steps, precision, env, workdir, eval_limit):
             *VARIANTS[variant]]
     cmd = [sys.executable, os.path.join(REPO, "train", "fit.py"), f"--config={CONFIG}",
            f"--workdir={workdir}", *[f"--set={s}" for s in sets]]
-    wall, cpu, system, _ = _run(cmd, env)
+    wall, cpu, system, _ = _run(cmd, dict(env, **VARIANT_ENV.get(variant, {})))
     with open(os.path.join(workdir, "metrics.json")) as f:
         metrics = json.load(f)
     return wall, cpu, system, metrics.get("train_seconds")
@@ -136,7 +145,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=None, help="150 (--quick: 20)")
     parser.add_argument("--variants", default=None,
-                        help=f"comma-separated (default: all of {','.join([*PLAIN, *VARIANTS])}; "
+                        help=f"comma-separated from {','.join([*PLAIN, *VARIANTS])} (default: "
+                             f"{','.join([*PLAIN, *DEFAULT_VARIANTS])}; "
                              "--quick: plain,ours)")
     parser.add_argument("--eval_limit", type=int, default=0,
                         help="evaluate on this many val / test images (0 = all; smoke runs)")
@@ -147,7 +157,7 @@ def main():
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.variants = 1, args.variants or "plain,ours"
-    args.variants = args.variants or ",".join([*PLAIN, *VARIANTS])
+    args.variants = args.variants or ",".join([*PLAIN, *DEFAULT_VARIANTS])
     args.steps = args.steps or (20 if args.quick else 150)
     variants = args.variants.split(",")
     unknown = [v for v in variants if v not in PLAIN and v not in VARIANTS]
@@ -196,6 +206,10 @@ def main():
     if "ours" in summary and "ours_xla_k8" in summary and summary["ours"].get("train_s"):
         report["xla_k8_speedup"] = round(
             summary["ours_xla_k8"]["train_steps_per_s"] / summary["ours"]["train_steps_per_s"], 3)
+    if summary.get("ours", {}).get("train_s"):
+        report["train_steps_per_s_vs_ours"] = {
+            v: round(s["train_steps_per_s"] / summary["ours"]["train_steps_per_s"], 3)
+            for v, s in summary.items() if v in VARIANTS and s.get("train_s")}
     if "ours" in ratios:
         report["meets_goal"] = ratios["ours"]["wall"] <= 1.0 and ratios["ours"]["cpu"] <= 1.0
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)

@@ -141,12 +141,14 @@ def test_trainer_speed_and_profile(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     out = tmp_path / "speed.json"
     subprocess.run([sys.executable, os.path.join(BENCHMARKS, "trainer_speed.py"), "--quick",
-                    "--steps", "3", "--eval_limit", "256", "--variants", "plain,plain_val,ours",
+                    "--steps", "3", "--eval_limit", "256", "--variants", "plain,plain_val,ours,ours_no_onednn",
                     "--output", str(out)],
                    cwd=REPO, env=env, check=True, timeout=600, capture_output=True)
     report = _read(out)
     assert report["steps"] == 3 and report["eval_limit"] == 256
-    assert set(report["variants"]) == {"plain", "plain_val", "ours"}
+    assert set(report["variants"]) == {"plain", "plain_val", "ours", "ours_no_onednn"}
+    assert report["train_steps_per_s_vs_ours"]["ours"] == 1.0
+    _positive(report["train_steps_per_s_vs_ours"]["ours_no_onednn"], "ours_no_onednn")
     for key in ("wall", "cpu"):
         _positive(report["ratio_to_plain_fit_same_evaluation"]["ours"][key], key)
     for side in report["variants"].values():
