@@ -141,8 +141,8 @@ def test_trainer_speed_and_profile(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     out = tmp_path / "speed.json"
     subprocess.run([sys.executable, os.path.join(BENCHMARKS, "trainer_speed.py"), "--quick",
-                    "--steps", "3", "--eval_limit", "256", "--variants", "plain,plain_val,ours,ours_no_onednn",
-                    "--output", str(out)],
+                    "--steps", "3", "--eval_limit", "256",
+                    "--variants", "plain,plain_val,ours,ours_no_onednn", "--output", str(out)],
                    cwd=REPO, env=env, check=True, timeout=600, capture_output=True)
     report = _read(out)
     assert report["steps"] == 3 and report["eval_limit"] == 256
