@@ -159,6 +159,13 @@ def _grpc(port, pngs, batch, clients, n, warmup):
             c.close()
 
 
+def _in_process(fn, images, clients, n, warmup):
+    """`_measure` of the loaded signature `fn` called in this process on `images`."""
+    import tensorflow as tf
+
+    return _measure(lambda i: (lambda: fn(image_bytes=tf.constant(images))), clients, n, warmup)
+
+
 def _measure(call, clients, requests, warmup=10):
     """Run `requests` calls in each of `clients` threads; latency stats and throughput."""
     import numpy as np
@@ -239,7 +246,6 @@ def _head_to_head(base, pngs, fn, names, rounds, n, warmup):
     server). Returns ``({target: _paired.median_row}, {"in_process" / "grpc": ...})``,
     the second at 1 client x batch 1 (no batching).
     """
-    import tensorflow as tf
 
     from keras_fgvc.serving.client import PredictionClient
     from keras_fgvc.serving.launch import free_port
@@ -272,8 +278,7 @@ def _head_to_head(base, pngs, fn, names, rounds, n, warmup):
         for r in range(rounds):
             for target in _paired.order(targets, r):
                 clients = 1 if target.startswith("1_client:") else 8
-                local = _measure(lambda i: (lambda: fn(image_bytes=tf.constant(pngs[1]))),
-                                 clients, n, warmup)
+                local = _in_process(fn, pngs[1], clients, n, warmup)
                 if target in handlers:
                     row = _measure(lambda i, t=target: handlers[t], 8, n, warmup)
                 else:
@@ -341,16 +346,14 @@ def main(argv):
             for batch, clients in ((32, 1), (32, 8)):
                 n = max(10, requests // (4 if batch == 32 else 1))
                 single[(batch, clients)] = (
-                    _measure(lambda i, b=batch: (lambda: fn(image_bytes=tf.constant(pngs[b]))),
-                             clients, n, warmup),
+                    _in_process(fn, pngs[batch], clients, n, warmup),
                     _grpc(port, pngs, batch, clients, n, warmup))
         single[(1, 1)] = one_client["in_process"], one_client["grpc"]
         single[(1, 8)] = head["in_process"], head["grpc"]
         for batch, clients in ((1, 1), (1, 8), (32, 1), (32, 8)):
-            local, remote = single[(batch, clients)]
-            remote = {k: remote[k] for k in ("p50_ms", "p99_ms", "requests_per_s")}
-            local = {k: local[k] for k in ("p50_ms", "p99_ms", "requests_per_s")}
-            paired = single[(batch, clients)][1]  # batch 1: the paired medians
+            local, paired = single[(batch, clients)]  # batch 1: `_paired.median_row`s
+            remote = {k: paired[k] for k in _paired.FIELDS}
+            local = {k: local[k] for k in _paired.FIELDS}
             added = paired.get("added_p50_ms", round(remote["p50_ms"] - local["p50_ms"], 3))
             row = {"batch": batch, "clients": clients, "in_process": local, "grpc": remote,
                    "added_p50_ms": added,
@@ -367,21 +370,19 @@ def main(argv):
                                       f"--batching_parameters_file={base}/{name}.pbtxt"]):
                 with PredictionClient(f"127.0.0.1:{port}") as probe:
                     probe.wait_until_available("det", timeout_s=300)
-                local = _measure(lambda i: (lambda: fn(image_bytes=tf.constant(pngs[1]))),
-                                 1, requests, warmup)
+                local = _in_process(fn, pngs[1], 1, requests, warmup)
                 one = _paired.median_row([(_grpc(port, pngs, 1, 1, requests, warmup), local)])
             for clients, remote in ((1, one), (8, head[f"batching:{name}"])):
-                ratio = remote["ratio_to_in_process"]
                 row = {"parameters": name, "batching_parameters": BATCHING[name], "batch": 1,
                        "clients": clients,
-                       "grpc": {k: remote[k] for k in ("p50_ms", "p99_ms", "requests_per_s")},
+                       "grpc": {k: remote[k] for k in _paired.FIELDS},
                        "images_per_s_grpc": remote["requests_per_s"],
                        "images_per_s_in_process": remote["in_process_requests_per_s"],
-                       "ratio_to_in_process": ratio}
+                       "ratio_to_in_process": remote["ratio_to_in_process"]}
                 results["batching"].append(row)
                 print(json.dumps(row), flush=True)
     results["grpc_noop_ceiling_8_clients"] = {
-        **{k: head["noop"][k] for k in ("p50_ms", "p99_ms", "requests_per_s")},
+        **{k: head["noop"][k] for k in _paired.FIELDS},
         "images_per_s_in_process": head["noop"]["in_process_requests_per_s"],
         "ratio_to_in_process": head["noop"]["ratio_to_in_process"],
         "note": "a no-op Predict (empty response) on the same synchronous grpcio stack, "
@@ -389,7 +390,7 @@ def main(argv):
     best = max((r for r in results["batching"] if r["clients"] == 8),
                key=lambda r: r["ratio_to_in_process"])
     results["server_stack_ceiling_8_clients"] = [
-        {**{k: head[f"stack:{name}"][k] for k in ("p50_ms", "p99_ms", "requests_per_s")},
+        {**{k: head[f"stack:{name}"][k] for k in _paired.FIELDS},
          "batching": name, "ratio_to_in_process": head[f"stack:{name}"]["ratio_to_in_process"]}
         for name in ("none", best["parameters"])]
     results["head_to_head_8_clients"] = head
